@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each installs what it needs first, idempotently (stamp files under .venv/).
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+DATA    := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+TORCH   := 2.13.0
+
+.PHONY: setup demo test test-slow benchmarks clean
+
+setup: .venv/.deps-stamp $(DATA)
+
+$(DATA):
+	@if [ ! -f $(DATA) ]; then \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); \
+	fi
+
+.venv/.torch-stamp:
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	# torch first, the local CPU build, so no later dependency can pull another one
+	$(PIP) install -q torch==$(TORCH)
+	touch $@
+
+.venv/.deps-stamp: .venv/.torch-stamp pyproject.toml
+	$(PIP) install -q -e '.[dev]'
+	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '$(TORCH)' else 'torch was replaced: ' + torch.__version__)"
+	touch $@
+
+demo: setup
+	$(PY) -m deepshrink.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+benchmarks: setup
+	$(PY) benchmarks/baselines.py
+
+clean:
+	rm -rf .venv runs .pytest_cache

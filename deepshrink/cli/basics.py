@@ -1,0 +1,119 @@
+"""``train``, ``evaluate`` and ``models``."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+
+import torch
+
+from .. import data as data_mod
+from .. import models
+from ..io import ModelInfo, save_model
+from ..models.recipes import recipe
+from ..profile import profile_model
+from ..train import distributed_context, evaluate, fit, seed_everything
+from .common import add_model_file_args, load_data_for, open_model, parse_kwargs
+
+__all__ = ["register", "arch_kwargs"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a zoo model and save it as .safetensors")
+    p.add_argument("--model", required=True, help=f"zoo name ({', '.join(models.names())}) or module:callable")
+    p.add_argument("--kwargs", help="JSON object of model arguments, e.g. '{\"dropout\": 0.1}'")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist | idx:DIR | npz:FILE | module:callable")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--no-augment", action="store_true", help="no random shift/flip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", help="training-state file: resumed from if present, updated each epoch")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also save every N optimizer steps")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a model file")
+    p.add_argument("file")
+    p.add_argument("--data", help="data spec (default: the one the model was trained on)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_model_file_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list the model zoo with parameters and MACs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+
+def arch_kwargs(name: str, ds: data_mod.Dataset, extra: dict) -> dict:
+    """Model arguments that fit the data set (classes, channels), then the user's."""
+    kw = {"num_classes": ds.num_classes}
+    if name == "lenet300":
+        kw["in_features"] = math.prod(ds.input_shape)
+    elif name in models.REGISTRY:
+        kw["in_channels"] = ds.input_shape[0]
+    return {**kw, **extra}
+
+
+def cmd_train(args) -> int:
+    ds = data_mod.load(args.data)
+    kwargs = arch_kwargs(args.model, ds, parse_kwargs(args.kwargs))
+    cfg = recipe(args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                 optimizer=args.optimizer, weight_decay=args.weight_decay,
+                 label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
+                 augment=False if args.no_augment else None, seed=args.seed,
+                 checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                 progress=not args.no_progress)
+    seed_everything(args.seed)
+    if args.model in models.REGISTRY:
+        model = models.build(args.model, **kwargs)
+    else:
+        from ..io import _build  # a module:callable named on the command line is trusted
+        model = _build(ModelInfo(arch=args.model, kwargs=kwargs), True, "--model")
+    rank, _ = distributed_context()
+    if rank == 0:
+        print(f"training {args.model} on {args.data}: {len(ds.train)} images, {cfg.epochs} epochs, "
+              f"{cfg.optimizer} lr {cfg.lr}", flush=True)
+    result = fit(model, ds, cfg)
+    if rank != 0:
+        return 0
+    info = ModelInfo(arch=args.model, kwargs=kwargs, input_shape=list(ds.input_shape),
+                     mean=ds.mean, std=ds.std, accuracy=result.accuracy, data=args.data,
+                     history=[{"op": "train", "config": asdict(cfg), "seconds": round(result.seconds, 2),
+                               "accuracy": result.accuracy, "threads": torch.get_num_threads()}])
+    model.to(memory_format=torch.contiguous_format)
+    save_model(model, args.out, info)
+    print(f"test accuracy {result.accuracy * 100:.2f}%  ({result.seconds:.0f} s)  -> {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    model, info = open_model(args, args.file)
+    ds = load_data_for(info, args.data)
+    acc = evaluate(model, ds.test)
+    spec = args.data or info.data or "fashion-mnist"
+    if args.json:
+        print(json.dumps({"file": args.file, "data": spec, "images": len(ds.test), "accuracy": acc}))
+    else:
+        print(f"{args.file}: test accuracy {acc * 100:.2f}% on {spec} ({len(ds.test)} images)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    rows = []
+    for name in models.names():
+        prof = profile_model(models.build(name), torch.zeros(1, 1, 28, 28))
+        rows.append({"name": name, "params": prof.totals["params"], "macs": prof.totals["macs"]})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'model':<13}{'params':>12}{'MACs (1x28x28)':>18}")
+    for r in rows:
+        print(f"{r['name']:<13}{r['params']:>12,}{r['macs']:>18,}")
+    return 0

@@ -1,0 +1,33 @@
+"""One exception hierarchy for every user-facing error.
+
+Each message names the file, the field or the layer concerned, so the CLI can print it as a
+single line (``deepshrink: error: ...``) with no traceback.
+"""
+
+__all__ = [
+    "DeepShrinkError",
+    "DataError",
+    "FormatError",
+    "ModelError",
+    "ConfigError",
+]
+
+
+class DeepShrinkError(Exception):
+    """Base class: anything the user can fix by changing an input."""
+
+
+class DataError(DeepShrinkError):
+    """A data set is missing, malformed, or does not match the model."""
+
+
+class FormatError(DeepShrinkError):
+    """A file is truncated, corrupt, or not of the expected format."""
+
+
+class ModelError(DeepShrinkError):
+    """A model cannot be built, loaded, or does not fit the tensors given."""
+
+
+class ConfigError(DeepShrinkError):
+    """An option or argument has an invalid value."""

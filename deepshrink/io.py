@@ -1,0 +1,224 @@
+"""Model files: ``.safetensors`` with one JSON metadata entry; plain state dicts read safely.
+
+Metadata (key ``deepshrink`` of the safetensors header) holds the architecture spec (a zoo
+name and kwargs, or a ``module:callable`` string), the input shape, normalisation statistics,
+the accuracy when known, and the history of what was done to the model. Opening a file never
+executes code: a ``module:callable`` architecture is imported only when the caller passes
+``trust_code=True`` or names the same callable again.
+
+Pruned layers keep their smaller shapes: the model is built from its spec, then each
+parameter and buffer is resized to the stored tensor and the layer's size attributes follow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load, save as st_save
+from torch import nn
+
+from . import models
+from .atomic import atomic_write_bytes
+from .errors import FormatError, ModelError
+
+__all__ = ["ModelInfo", "save_model", "load_model", "read_info", "resize_to_state", "FORMAT_NAME"]
+
+FORMAT_NAME = "deepshrink-model"
+FORMAT_VERSION = 1
+META_KEY = "deepshrink"
+MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass
+class ModelInfo:
+    """What a model file says about its model, besides the tensors."""
+
+    arch: str                                  # zoo name, or "module:callable"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    accuracy: float | None = None              # test accuracy in [0, 1], when known
+    data: str | None = None                    # the data spec it was trained/evaluated on
+    history: list[dict] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # later stages: masks, plans, quant
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, **asdict(self)})
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> "ModelInfo":
+        try:
+            raw = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise FormatError(f"{where}: metadata is not valid JSON ({exc})") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+            raise FormatError(f"{where}: metadata is not a {FORMAT_NAME} record")
+        if raw.get("version") != FORMAT_VERSION:
+            raise FormatError(f"{where}: unsupported version {raw.get('version')!r}")
+        known = {f for f in cls.__dataclass_fields__}
+        fields = {k: v for k, v in raw.items() if k in known}
+        if not isinstance(fields.get("arch"), str):
+            raise FormatError(f"{where}: metadata field 'arch' missing or not a string")
+        if not isinstance(fields.get("kwargs", {}), dict):
+            raise FormatError(f"{where}: metadata field 'kwargs' is not an object")
+        return cls(**fields)
+
+
+def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or strided storage: give it compact private copies
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, info: ModelInfo) -> None:
+    """Write ``model`` and ``info`` to ``path`` atomically."""
+    blob = st_save(_contiguous_state(model), metadata={META_KEY: info.to_json()})
+    atomic_write_bytes(path, blob)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ModelError(f"{path}: is a folder, not a model file") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _parse_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo | None]:
+    blob = _read_bytes(path)
+    if len(blob) < 8:
+        raise FormatError(f"{path}: too short for a safetensors file ({len(blob)} bytes)")
+    n = int.from_bytes(blob[:8], "little")
+    if n > min(len(blob) - 8, MAX_HEADER):
+        raise FormatError(f"{path}: header length {n} exceeds the {len(blob) - 8} bytes present")
+    try:
+        header = json.loads(blob[8:8 + n])
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise FormatError(f"{path}: corrupt safetensors file ({exc})") from None
+    meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else {}
+    text = meta.get(META_KEY)
+    return tensors, (ModelInfo.from_json(text, str(path)) if text else None)
+
+
+def _parse_torch(path: Path) -> dict[str, torch.Tensor]:
+    _read_bytes(path)  # clear error for a missing file
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # never fall back to unsafe loading
+        raise FormatError(f"{path}: not a plain PyTorch state dict ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FormatError(f"{path}: expected a mapping of names to tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def read_info(path: str | os.PathLike) -> ModelInfo:
+    """Just the metadata of a deepshrink safetensors file."""
+    _, info = _parse_safetensors(Path(path))
+    if info is None:
+        raise FormatError(f"{path}: safetensors file without deepshrink metadata")
+    return info
+
+
+def _build(info: ModelInfo, trust_code: bool, where: str) -> nn.Module:
+    if info.arch in models.REGISTRY:
+        return models.build(info.arch, **info.kwargs)
+    if ":" in info.arch:
+        if not trust_code:
+            raise ModelError(
+                f"{where}: the architecture is built by code {info.arch!r}; opening a file never "
+                "imports code, pass trust_code=True (CLI: --trust-code) if you trust it")
+        mod, _, fn = info.arch.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as exc:
+            raise ModelError(f"{where}: cannot import {info.arch!r} ({exc})") from None
+        return factory(**info.kwargs)
+    raise ModelError(f"{where}: unknown architecture {info.arch!r}")
+
+
+def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every parameter/buffer of ``model`` the shape stored in ``state`` (pruned layers)."""
+    own = dict(model.named_parameters()) | dict(model.named_buffers())
+    for key, value in state.items():
+        cur = own.get(key)
+        if cur is None or cur.shape == value.shape:
+            continue
+        mod_name, _, attr = key.rpartition(".")
+        mod = model.get_submodule(mod_name) if mod_name else model
+        new = torch.empty(value.shape, dtype=cur.dtype)
+        if isinstance(cur, nn.Parameter):
+            setattr(mod, attr, nn.Parameter(new, requires_grad=cur.requires_grad))
+        else:
+            mod.register_buffer(attr, new)
+        _sync_sizes(mod)
+
+
+def _sync_sizes(mod: nn.Module) -> None:
+    """Make a layer's size attributes agree with its (resized) tensors."""
+    if isinstance(mod, nn.Conv2d) and hasattr(mod, "weight"):
+        out_c, in_per_group = mod.weight.shape[:2]
+        depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
+        if depthwise:
+            mod.groups = out_c
+        mod.out_channels, mod.in_channels = out_c, in_per_group * mod.groups
+    elif isinstance(mod, nn.Linear):
+        mod.out_features, mod.in_features = mod.weight.shape
+    elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        mod.num_features = mod.running_mean.shape[0] if mod.running_mean is not None else mod.weight.shape[0]
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    kwargs: dict | None = None,
+    trust_code: bool = False,
+) -> tuple[nn.Module, ModelInfo]:
+    """Load a model file; returns ``(model, info)`` with the model in eval mode.
+
+    ``arch`` (a zoo name or ``module:callable``) is required for plain ``.pt``/``.pth`` state
+    dicts, which carry no architecture; naming a callable counts as trusting it.
+    """
+    path = Path(path)
+    if path.suffix in (".pt", ".pth", ".bin"):
+        state, info = _parse_torch(path), None
+    else:
+        state, info = _parse_safetensors(path)
+    if arch is not None:
+        trust_code = trust_code or (info is not None and info.arch == arch) or ":" in arch
+        info = info or ModelInfo(arch=arch, kwargs=kwargs or {})
+        info.arch, info.kwargs = arch, kwargs if kwargs is not None else info.kwargs
+    if info is None:
+        raise ModelError(f"{path}: a plain state dict carries no architecture; name one (--model NAME)")
+    model = _build(info, trust_code, str(path))
+    resize_to_state(model, state)
+    missing, unexpected = _diff_keys(model, state)
+    if missing or unexpected:
+        raise ModelError(f"{path}: tensors do not match architecture {info.arch!r}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: {str(exc).splitlines()[-1].strip()}") from None
+    model.eval()
+    return model, info
+
+
+def _diff_keys(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    own = set(model.state_dict())
+    return sorted(own - set(state)), sorted(set(state) - own)

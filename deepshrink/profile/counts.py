@@ -1,0 +1,153 @@
+"""Per-layer cost counters: one pure function per layer type, in an explicit registry.
+
+Each counter sees the module, its inputs and its output and returns a :class:`LayerCost`.
+
+Definitions (docs/METHODS.md, "Profiling"):
+
+* ``macs``: multiply-accumulates of convolutions and linear layers, the paper's unit.
+  Conv2d: N * C_out * H_out * W_out * (C_in / groups) * k_h * k_w. Linear: rows * in * out.
+* ``nonzero_macs``: the MACs whose weight is nonzero (what a sparse kernel must do):
+  output positions x nonzero weights.
+* ``multiplications`` / ``additions``: every arithmetic operation, counted apart. A conv output
+  needs k*k*C_in products and k*k*C_in - 1 additions, one more with a bias.
+* ``reads_per_op`` / ``writes`` (the homework's definition, seeds 000/001 problem 3): every
+  operand read counts once per operation, so a MAC reads an input and a weight (2 reads), and
+  every output written counts once.
+* ``min_reads`` / ``writes`` (minimal traffic): each input element and each parameter is read
+  once, each output element written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["LayerCost", "COUNTERS", "count_layer", "count_elementwise"]
+
+
+@dataclass
+class LayerCost:
+    macs: int = 0
+    nonzero_macs: int = 0
+    multiplications: int = 0
+    additions: int = 0
+    reads_per_op: int = 0
+    min_reads: int = 0
+    writes: int = 0
+
+
+def _numel(t) -> int:
+    return int(t.numel()) if isinstance(t, torch.Tensor) else 0
+
+
+def _nnz(t: torch.Tensor | None) -> int:
+    return int(torch.count_nonzero(t)) if t is not None else 0
+
+
+def _params(m: nn.Module) -> int:
+    return sum(int(p.numel()) for p in m.parameters(recurse=False))
+
+
+def count_conv(m: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
+    positions = y.shape[0] * y.shape[2] * y.shape[3]                # N * H_out * W_out
+    per_output = (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+    outputs = _numel(y)
+    macs = outputs * per_output
+    has_bias = m.bias is not None
+    return LayerCost(
+        macs=macs,
+        nonzero_macs=positions * _nnz(m.weight),
+        multiplications=macs,
+        additions=macs - outputs + (outputs if has_bias else 0),
+        reads_per_op=2 * macs,
+        min_reads=_numel(x) + _params(m),
+        writes=outputs,
+    )
+
+
+def count_linear(m: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
+    rows = _numel(y) // m.out_features
+    outputs = _numel(y)
+    macs = rows * m.in_features * m.out_features
+    has_bias = m.bias is not None
+    return LayerCost(
+        macs=macs,
+        nonzero_macs=rows * _nnz(m.weight),
+        multiplications=macs,
+        additions=macs - outputs + (outputs if has_bias else 0),
+        reads_per_op=2 * macs,
+        min_reads=_numel(x) + _params(m),
+        writes=outputs,
+    )
+
+
+def count_batchnorm(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
+    # inference form y = a * x + b per element (a, b folded from the statistics)
+    n = _numel(y)
+    return LayerCost(multiplications=n, additions=n, reads_per_op=3 * n,
+                     min_reads=n + 2 * int(x.shape[1]), writes=n)
+
+
+def count_elementwise(x_numel: int, y_numel: int, operands: int = 1, arith: int = 0) -> LayerCost:
+    """Activations and tensor adds: ``operands`` reads and ``arith`` additions per output."""
+    return LayerCost(additions=arith * y_numel, reads_per_op=operands * y_numel,
+                     min_reads=x_numel, writes=y_numel)
+
+
+def count_activation(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
+    return count_elementwise(_numel(x), _numel(y))
+
+
+def count_maxpool(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
+    window = max(1, _numel(x) // max(1, _numel(y)))
+    k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
+    window = k[0] * k[1] if isinstance(m, nn.MaxPool2d) else window
+    return LayerCost(reads_per_op=window * _numel(y), min_reads=_numel(x), writes=_numel(y))
+
+
+def count_avgpool(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
+    out = _numel(y)
+    window = max(1, _numel(x) // max(1, out))
+    return LayerCost(additions=out * (window - 1), multiplications=out,
+                     reads_per_op=window * out, min_reads=_numel(x), writes=out)
+
+
+def count_nothing(m: nn.Module, x, y) -> LayerCost:
+    """Views and identities in eval mode (flatten, dropout): no arithmetic, no traffic."""
+    return LayerCost()
+
+
+COUNTERS: dict[type, Callable[[nn.Module, torch.Tensor, torch.Tensor], LayerCost]] = {
+    nn.Conv2d: count_conv,
+    nn.Linear: count_linear,
+    nn.BatchNorm1d: count_batchnorm,
+    nn.BatchNorm2d: count_batchnorm,
+    nn.ReLU: count_activation,
+    nn.ReLU6: count_activation,
+    nn.LeakyReLU: count_activation,
+    nn.Hardtanh: count_activation,
+    nn.Sigmoid: count_activation,
+    nn.Tanh: count_activation,
+    nn.GELU: count_activation,
+    nn.SiLU: count_activation,
+    nn.MaxPool2d: count_maxpool,
+    nn.AdaptiveMaxPool2d: count_maxpool,
+    nn.AvgPool2d: count_avgpool,
+    nn.AdaptiveAvgPool2d: count_avgpool,
+    nn.Flatten: count_nothing,
+    nn.Dropout: count_nothing,
+    nn.Identity: count_nothing,
+    nn.Sequential: count_nothing,  # reached only when empty (an identity shortcut)
+}
+
+
+def count_layer(m: nn.Module, x, y) -> tuple[LayerCost, bool]:
+    """(cost, known): the first registered counter along the module's MRO."""
+    for cls in type(m).__mro__:
+        fn = COUNTERS.get(cls)
+        if fn is not None:
+            return fn(m, x, y), True
+    return LayerCost(), False
