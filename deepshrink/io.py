@@ -28,7 +28,7 @@ from . import models
 from .atomic import atomic_write_bytes
 from .errors import FormatError, ModelError
 
-__all__ = ["ModelInfo", "save_model", "load_model", "read_info", "resize_to_state", "FORMAT_NAME"]
+__all__ = ["ModelInfo", "save_model", "load_model", "read_info", "resize_to_state", "build_arch", "FORMAT_NAME"]
 
 FORMAT_NAME = "deepshrink-model"
 FORMAT_VERSION = 1
@@ -121,7 +121,8 @@ def _parse_torch(path: Path) -> dict[str, torch.Tensor]:
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise FormatError(f"{path}: expected a mapping of names to tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
@@ -134,7 +135,8 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
     return info
 
 
-def _build(info: ModelInfo, trust_code: bool, where: str) -> nn.Module:
+def build_arch(info: ModelInfo, trust_code: bool, where: str) -> nn.Module:
+    """Build the architecture an info names; ``module:callable`` only when trusted."""
     if info.arch in models.REGISTRY:
         return models.build(info.arch, **info.kwargs)
     if ":" in info.arch:
@@ -205,8 +207,9 @@ def load_model(
         info.arch, info.kwargs = arch, kwargs if kwargs is not None else info.kwargs
     if info is None:
         raise ModelError(f"{path}: a plain state dict carries no architecture; name one (--model NAME)")
-    model = _build(info, trust_code, str(path))
+    model = build_arch(info, trust_code, str(path))
     resize_to_state(model, state)
+    _attach_extra_buffers(model, state)
     missing, unexpected = _diff_keys(model, state)
     if missing or unexpected:
         raise ModelError(f"{path}: tensors do not match architecture {info.arch!r}: "
@@ -217,6 +220,26 @@ def load_model(
         raise ModelError(f"{path}: {str(exc).splitlines()[-1].strip()}") from None
     model.eval()
     return model, info
+
+
+# Buffers that later stages add beside a parameter and that a freshly built architecture
+# lacks: pruning masks ("weight_mask"). They are registered before the state is loaded.
+EXTRA_BUFFER_SUFFIXES = ("_mask",)
+
+
+def _attach_extra_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own or not key.endswith(EXTRA_BUFFER_SUFFIXES):
+            continue
+        mod_name, _, attr = key.rpartition(".")
+        try:
+            mod = model.get_submodule(mod_name) if mod_name else model
+        except AttributeError:
+            continue  # reported as an unexpected key below
+        base = attr[: attr.rfind("_")]
+        if isinstance(getattr(mod, base, None), torch.Tensor):
+            mod.register_buffer(attr, torch.empty_like(value))
 
 
 def _diff_keys(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:

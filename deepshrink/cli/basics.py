@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict
 
 import torch
 
 from .. import data as data_mod
 from .. import models
-from ..io import ModelInfo, save_model
-from ..models.recipes import recipe
+from ..errors import ModelError
+from ..models.recipes import recipe, train_baseline
 from ..profile import profile_model
-from ..train import distributed_context, evaluate, fit, seed_everything
+from ..train import distributed_context, evaluate
 from .common import add_model_file_args, load_data_for, open_model, parse_kwargs
 
-__all__ = ["register", "arch_kwargs"]
+__all__ = ["register"]
 
 
 def register(sub) -> None:
@@ -51,45 +49,24 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_models)
 
 
-def arch_kwargs(name: str, ds: data_mod.Dataset, extra: dict) -> dict:
-    """Model arguments that fit the data set (classes, channels), then the user's."""
-    kw = {"num_classes": ds.num_classes}
-    if name == "lenet300":
-        kw["in_features"] = math.prod(ds.input_shape)
-    elif name in models.REGISTRY:
-        kw["in_channels"] = ds.input_shape[0]
-    return {**kw, **extra}
-
-
 def cmd_train(args) -> int:
+    extra = parse_kwargs(args.kwargs)  # bad input fails before the data is read
+    if args.model not in models.REGISTRY and ":" not in args.model:
+        raise ModelError(f"unknown model {args.model!r}; the zoo has: {', '.join(models.names())}")
     ds = data_mod.load(args.data)
-    kwargs = arch_kwargs(args.model, ds, parse_kwargs(args.kwargs))
     cfg = recipe(args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                  optimizer=args.optimizer, weight_decay=args.weight_decay,
                  label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
                  augment=False if args.no_augment else None, seed=args.seed,
                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                  progress=not args.no_progress)
-    seed_everything(args.seed)
-    if args.model in models.REGISTRY:
-        model = models.build(args.model, **kwargs)
-    else:
-        from ..io import _build  # a module:callable named on the command line is trusted
-        model = _build(ModelInfo(arch=args.model, kwargs=kwargs), True, "--model")
     rank, _ = distributed_context()
     if rank == 0:
         print(f"training {args.model} on {args.data}: {len(ds.train)} images, {cfg.epochs} epochs, "
               f"{cfg.optimizer} lr {cfg.lr}", flush=True)
-    result = fit(model, ds, cfg)
-    if rank != 0:
-        return 0
-    info = ModelInfo(arch=args.model, kwargs=kwargs, input_shape=list(ds.input_shape),
-                     mean=ds.mean, std=ds.std, accuracy=result.accuracy, data=args.data,
-                     history=[{"op": "train", "config": asdict(cfg), "seconds": round(result.seconds, 2),
-                               "accuracy": result.accuracy, "threads": torch.get_num_threads()}])
-    model.to(memory_format=torch.contiguous_format)
-    save_model(model, args.out, info)
-    print(f"test accuracy {result.accuracy * 100:.2f}%  ({result.seconds:.0f} s)  -> {args.out}")
+    _, _, result = train_baseline(args.model, ds, args.data, args.out, cfg, extra)
+    if rank == 0:
+        print(f"test accuracy {result.accuracy * 100:.2f}%  ({result.seconds:.0f} s)  -> {args.out}")
     return 0
 
 

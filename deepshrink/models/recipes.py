@@ -1,15 +1,25 @@
 """Baseline training recipes: the settings that reach each zoo model's target accuracy.
 
-``deepshrink train --model NAME`` starts from these; any flag given overrides its field.
+``deepshrink train --model NAME`` and ``benchmarks/baselines.py`` both go through
+:func:`train_baseline`; any field given overrides the recipe's.
 Targets (Fashion-MNIST test accuracy, issue "Foundation"): lenet300 >= 89.5%,
 lenet5 >= 91.0%, vgg >= 93.0%, resnet20 >= 92.5%, mobilenetv2 >= 92.0%.
 """
 
 from __future__ import annotations
 
-from ..train import TrainConfig
+import math
+from dataclasses import asdict
 
-__all__ = ["RECIPES", "recipe"]
+import torch
+from torch import nn
+
+from ..data import Dataset
+from ..io import ModelInfo, build_arch, save_model
+from ..train import FitResult, TrainConfig, distributed_context, fit, seed_everything
+from . import REGISTRY
+
+__all__ = ["RECIPES", "TARGETS", "recipe", "arch_kwargs", "train_baseline"]
 
 RECIPES: dict[str, dict] = {
     "lenet300": dict(epochs=30, lr=0.05, weight_decay=1e-4, augment=False),
@@ -19,8 +29,40 @@ RECIPES: dict[str, dict] = {
     "mobilenetv2": dict(epochs=15, lr=0.1, weight_decay=4e-5, warmup_epochs=0.5),
 }
 
+TARGETS: dict[str, float] = {
+    "lenet300": 0.895, "lenet5": 0.910, "vgg": 0.930, "resnet20": 0.925, "mobilenetv2": 0.920,
+}
+
 
 def recipe(name: str, **overrides) -> TrainConfig:
     """The recipe for a zoo model (plain defaults for other names), with overrides applied."""
     fields = {**RECIPES.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(**fields)
+
+
+def arch_kwargs(name: str, ds: Dataset, extra: dict | None = None) -> dict:
+    """Model arguments that fit the data set (classes, channels), then the caller's."""
+    kw: dict = {"num_classes": ds.num_classes}
+    if name == "lenet300":
+        kw["in_features"] = math.prod(ds.input_shape)
+    elif name in REGISTRY:
+        kw["in_channels"] = ds.input_shape[0]
+    return {**kw, **(extra or {})}
+
+
+def train_baseline(name: str, ds: Dataset, data_spec: str, out: str | None,
+                   cfg: TrainConfig, kwargs: dict | None = None) -> tuple[nn.Module, ModelInfo, FitResult]:
+    """Seed, build, train and (on rank 0, when ``out`` is given) save a model."""
+    kwargs = arch_kwargs(name, ds, kwargs)
+    seed_everything(cfg.seed)
+    model = build_arch(ModelInfo(arch=name, kwargs=kwargs), trust_code=True, where="--model")
+    result = fit(model, ds, cfg)
+    info = ModelInfo(arch=name, kwargs=kwargs, input_shape=list(ds.input_shape), mean=ds.mean, std=ds.std,
+                     accuracy=result.accuracy, data=data_spec,
+                     history=[{"op": "train", "config": asdict(cfg), "seconds": round(result.seconds, 2),
+                               "accuracy": result.accuracy, "threads": torch.get_num_threads()}])
+    model.to(memory_format=torch.contiguous_format)
+    rank, _ = distributed_context()
+    if out and rank == 0:
+        save_model(model, out, info)
+    return model, info, result

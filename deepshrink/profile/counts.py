@@ -102,9 +102,11 @@ def count_activation(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerCos
 
 
 def count_maxpool(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
-    window = max(1, _numel(x) // max(1, _numel(y)))
-    k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
-    window = k[0] * k[1] if isinstance(m, nn.MaxPool2d) else window
+    if isinstance(m, nn.MaxPool2d):
+        k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
+        window = k[0] * k[1]
+    else:  # adaptive pooling has no kernel_size: the average window
+        window = max(1, _numel(x) // max(1, _numel(y)))
     return LayerCost(reads_per_op=window * _numel(y), min_reads=_numel(x), writes=_numel(y))
 
 

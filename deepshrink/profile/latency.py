@@ -32,7 +32,8 @@ class LatencyStats:
     @classmethod
     def of(cls, times_s: list[float], threads: int) -> "LatencyStats":
         ms = sorted(t * 1000 for t in times_s)
-        q = statistics.quantiles(ms, n=10) if len(ms) > 1 else [ms[0]] * 9
+        # inclusive: p10/p90 stay within the measured [min, max], even for few repeats
+        q = statistics.quantiles(ms, n=10, method="inclusive") if len(ms) > 1 else [ms[0]] * 9
         return cls(statistics.median(ms), q[0], q[-1], statistics.fmean(ms), ms[0], len(ms), threads)
 
 
@@ -105,5 +106,5 @@ def compare_latency(a, b, example_input, warmup: int = 5, repeats: int = 30,
             ta.append(_timed(fa, args_a))
             tb.append(_timed(fb, args_b))
     ratios = sorted(x / y for x, y in zip(ta, tb))
-    q = statistics.quantiles(ratios, n=10) if len(ratios) > 1 else [ratios[0]] * 9
+    q = statistics.quantiles(ratios, n=10, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 9
     return Comparison(LatencyStats.of(ta, n), LatencyStats.of(tb, n), statistics.median(ratios), q[0], q[-1])

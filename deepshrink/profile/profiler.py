@@ -3,7 +3,8 @@
 Leaf modules are measured with forward hooks; arithmetic done between modules (the
 ``x + shortcut(x)`` of a residual block, concatenations) is caught with a
 ``TorchFunctionMode`` while no leaf is running, so any ``nn.Module`` can be profiled without
-tracing. A module called twice gives two rows (``name#2``).
+tracing. A module called twice gives two rows (``name#2``); each parameter tensor is counted
+once, in the row of the first call that uses it (a repeat call or a tied weight shows 0 params).
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ class _Recorder(TorchFunctionMode):
         self.in_leaf = 0
         self.busy = False
         self.seen: dict[str, int] = {}
+        self.params_seen: set[int] = set()   # ids of parameters already counted in a row
 
     def unique(self, name: str) -> str:
         self.seen[name] = self.seen.get(name, 0) + 1
@@ -167,17 +169,29 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def _row(name, type_name, x, y, module, cost: LayerCost, known: bool) -> LayerRow:
+def _param_counts(module: nn.Module, seen: set[int]) -> tuple[int, int, int]:
+    """(params, nonzero, bits) of the module's own parameters not in ``seen``; marks them seen."""
+    params = nonzero = bits = 0
+    wbits = weight_bits(module)
+    w = getattr(module, "weight", None)
+    for p in module.parameters(recurse=False):
+        if id(p) in seen:   # a module called again, or a weight shared with another layer
+            continue
+        seen.add(id(p))
+        params += int(p.numel())
+        nonzero += int(torch.count_nonzero(p))
+        # the weight at the layer's bit width, other parameters as held
+        bits += int(p.numel()) * (wbits if p is w else p.element_size() * 8)
+    return params, nonzero, bits
+
+
+def _row(name, type_name, x, y, module, cost: LayerCost, known: bool,
+         seen: set[int] | None = None) -> LayerRow:
     params = nonzero = bits = 0
     wbits = 32
     if module is not None:
-        own = list(module.parameters(recurse=False))
-        params = sum(int(p.numel()) for p in own)
-        nonzero = sum(int(torch.count_nonzero(p)) for p in own)
         wbits = weight_bits(module)
-        w = getattr(module, "weight", None)
-        for p in own:  # the weight at the layer's bit width, other parameters as held
-            bits += int(p.numel()) * (wbits if p is w else p.element_size() * 8)
+        params, nonzero, bits = _param_counts(module, set() if seen is None else seen)
     return LayerRow(
         name=name, type=type_name, input_shape=_shape(x), output_shape=_shape(y),
         params=params, nonzero_params=nonzero, weight_bits=wbits, bits=bits,
@@ -208,7 +222,7 @@ def profile_model(model: nn.Module, example_input: torch.Tensor | tuple) -> Prof
             x = _first_tensor(args)
             cost, known = count_layer(m, x, out)
             rec.rows.append(_row(rec.unique(names[m] or type(m).__name__), type(m).__name__,
-                                 x, out, m, cost, known))
+                                 x, out, m, cost, known, rec.params_seen))
         finally:
             rec.busy = False
 
@@ -226,20 +240,20 @@ def profile_model(model: nn.Module, example_input: torch.Tensor | tuple) -> Prof
             h.remove()
         model.train(was_training)
     prof = Profile(rows=rec.rows, input_shape=_shape(args[0]))
-    _add_unreached(model, prof)
+    _add_unreached(model, prof, rec.params_seen)
     return prof
 
 
-def _add_unreached(model: nn.Module, prof: Profile) -> None:
-    """Parameters of modules the forward pass never ran still take storage: one row."""
-    counted = {r.name.split("#")[0] for r in prof.rows}
+def _add_unreached(model: nn.Module, prof: Profile, seen: set[int]) -> None:
+    """Parameters no executed leaf layer owns still take storage: one row.
+
+    These are parameters of modules the forward pass never ran, and parameters held directly
+    by a container module (which gets no row of its own).
+    """
     params = nonzero = bits = 0
-    for name, m in model.named_modules():
-        own = list(m.parameters(recurse=False))
-        if own and name not in counted:
-            params += sum(int(p.numel()) for p in own)
-            nonzero += sum(int(torch.count_nonzero(p)) for p in own)
-            bits += sum(int(p.numel()) * p.element_size() * 8 for p in own)
+    for m in model.modules():
+        p, nz, b = _param_counts(m, seen)
+        params, nonzero, bits = params + p, nonzero + nz, bits + b
     if params:
         prof.rows.append(LayerRow(name="(not run)", type="-", input_shape=[], output_shape=[],
                                   params=params, nonzero_params=nonzero, bits=bits))

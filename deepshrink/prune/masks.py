@@ -1,0 +1,105 @@
+"""Pruning masks kept as buffers beside the weights (``<param>_mask``, bool).
+
+The mask travels in the state dict, so a checkpoint describes its own sparsity and masks
+survive save/load. ``apply_masks`` zeroes masked weights; :class:`MaskCallback` does it after
+every optimizer step, so fine-tuning never revives a pruned weight; ``squash`` bakes the
+masks into the weights and drops the buffers (``torch.nn.utils.prune.remove`` in spirit).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+__all__ = [
+    "MASK_SUFFIX",
+    "prunable_weights",
+    "set_mask",
+    "get_masks",
+    "apply_masks",
+    "squash",
+    "MaskCallback",
+    "sparsity",
+    "layer_sparsities",
+]
+
+MASK_SUFFIX = "_mask"
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weights fine-grained pruning acts on: every Conv/Linear-like ``weight`` of dim >= 2."""
+    out = {}
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if isinstance(w, nn.Parameter) and w.dim() >= 2:
+            out[f"{name}.weight" if name else "weight"] = w
+    return out
+
+
+def _owner(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
+    mod_name, _, attr = param_name.rpartition(".")
+    try:
+        return (model.get_submodule(mod_name) if mod_name else model), attr
+    except AttributeError:
+        raise ConfigError(f"no layer named {mod_name!r} in the model") from None
+
+
+def set_mask(model: nn.Module, param_name: str, mask: torch.Tensor) -> None:
+    """Attach (or replace) the mask of one parameter and zero its pruned weights."""
+    module, attr = _owner(model, param_name)
+    w = getattr(module, attr, None)
+    if not isinstance(w, torch.Tensor):
+        raise ConfigError(f"layer {param_name!r} has no tensor {attr!r}")
+    if mask.shape != w.shape:
+        raise ConfigError(f"mask for {param_name!r} has shape {tuple(mask.shape)}, weight {tuple(w.shape)}")
+    mask = mask.to(dtype=torch.bool, device=w.device)
+    module.register_buffer(attr + MASK_SUFFIX, mask)
+    with torch.no_grad():
+        w.mul_(mask)
+
+
+def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{parameter name: bool mask} for every masked parameter."""
+    out = {}
+    for name, buf in model.named_buffers():
+        if name.endswith(MASK_SUFFIX):
+            out[name[: -len(MASK_SUFFIX)]] = buf
+    return out
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module) -> None:
+    for name, mask in get_masks(model).items():
+        module, attr = _owner(model, name)
+        getattr(module, attr).mul_(mask)
+
+
+def squash(model: nn.Module) -> nn.Module:
+    """Bake the masks into the weights and remove the mask buffers."""
+    apply_masks(model)
+    for name in list(get_masks(model)):
+        module, attr = _owner(model, name)
+        delattr(module, attr + MASK_SUFFIX)
+    return model
+
+
+class MaskCallback:
+    """``fit`` callback: re-apply the masks after every optimizer step."""
+
+    def __call__(self, model: nn.Module, info=None) -> None:
+        apply_masks(model)
+
+
+def sparsity(model: nn.Module, names=None) -> float:
+    """Fraction of zeros over the prunable weights (or the named ones)."""
+    weights = prunable_weights(model)
+    chosen = [weights[n] for n in (names or weights)]
+    total = sum(int(w.numel()) for w in chosen)
+    zeros = sum(int(w.numel() - torch.count_nonzero(w)) for w in chosen)
+    return zeros / total if total else 0.0
+
+
+def layer_sparsities(model: nn.Module) -> dict[str, float]:
+    return {n: 1.0 - int(torch.count_nonzero(w)) / w.numel() for n, w in prunable_weights(model).items()}
