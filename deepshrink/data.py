@@ -53,34 +53,46 @@ _IDX_TYPES = {
     0x0D: (">f4", 4),
     0x0E: (">f8", 8),
 }
+_CHUNK = 1 << 18  # 256 KiB reads: a read preallocates its size
 _MAX_IDX_BYTES = 1 << 34  # 16 GiB: refuse absurd declared sizes before reading
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (plain or gzip) into a numpy array, validating the header."""
+    """Read one IDX file (plain or gzip) into a numpy array, validating the header.
+
+    The file is streamed: the header is checked and the declared size bounded before the
+    data is read, so a small file (or a gzip bomb) declaring a huge array fails fast.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            is_gzip = fh.read(2) == b"\x1f\x8b"
+        opener = gzip.open if is_gzip else open
+        with opener(path, "rb") as fh:
+            return _read_idx_stream(fh, path)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an IDX file") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: corrupt gzip stream ({exc})") from None
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-            raise DataError(f"{path}: corrupt gzip stream ({exc})") from None
-    if len(raw) < 4:
-        raise DataError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
-    zero, code, ndim = struct.unpack(">HBB", raw[:4])
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _read_idx_stream(fh, path: Path) -> np.ndarray:
+    magic = fh.read(4)
+    if len(magic) < 4:
+        raise DataError(f"{path}: too short for an IDX header ({len(magic)} bytes)")
+    zero, code, ndim = struct.unpack(">HBB", magic)
     if zero != 0 or code not in _IDX_TYPES:
-        raise DataError(f"{path}: bad IDX magic number 0x{raw[:4].hex()}")
+        raise DataError(f"{path}: bad IDX magic number 0x{magic.hex()}")
     if ndim == 0:
         raise DataError(f"{path}: IDX header declares 0 dimensions")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    raw_dims = fh.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header ({ndim} dimensions declared)")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dims = struct.unpack(f">{ndim}I", raw_dims)
     dtype, width = _IDX_TYPES[code]
     count = 1
     for d in dims:
@@ -88,12 +100,20 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     need = count * width
     if need > _MAX_IDX_BYTES:
         raise DataError(f"{path}: IDX header declares {need} bytes of data, refusing")
-    have = len(raw) - header
-    if have != need:
-        raise DataError(
-            f"{path}: IDX dimensions {list(dims)} need {need} bytes of data, file has {have}"
-        )
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
+    # read in bounded chunks: memory follows the bytes really present, not the declaration;
+    # one byte more than declared tells a too-long file
+    chunks, got = [], 0
+    while got <= need:
+        chunk = fh.read(min(_CHUNK, need + 1 - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    body = b"".join(chunks)
+    if len(body) != need:
+        have = f"{len(body)}" if len(body) < need else f"more than {need}"
+        raise DataError(f"{path}: IDX dimensions {list(dims)} need {need} bytes of data, file has {have}")
+    return np.frombuffer(body, dtype=dtype, count=count).reshape(dims)
 
 
 @dataclass
@@ -293,10 +313,18 @@ def iterate_batches(
             continue
         idx = order[lo:lo + batch_size]
         x = split.x[idx]
-        if augment:
-            g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + b * 7 + rank)
+        if augment and x.dim() == 4:  # shifts and flips only make sense for images
+            g = torch.Generator().manual_seed(_mix(seed, epoch, b, rank))
             x = augment_batch(x, g)
         yield x, split.y[idx]
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit generator seed from integers (distinct tuples give distinct streams)."""
+    h = 0
+    for p in parts:
+        h = (h * 1_000_003 + int(p)) % (1 << 63)
+    return h
 
 
 def num_batches(n: int, batch_size: int, world: int = 1) -> int:

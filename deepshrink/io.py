@@ -116,8 +116,9 @@ def _parse_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # never fall back to unsafe loading
-        raise FormatError(f"{path}: not a plain PyTorch state dict ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        what = "it holds objects other than tensors" if "weights_only" in str(exc) else type(exc).__name__
+        raise FormatError(f"{path}: refused, not a plain PyTorch state dict ({what}); "
+                          "loading never executes code") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

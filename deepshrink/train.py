@@ -72,6 +72,8 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.warmup_epochs < 0 or self.checkpoint_every < 0 or self.eval_every < 0:
+            raise ConfigError("warmup_epochs, checkpoint_every and eval_every must be >= 0")
         if not (self.lr > 0) or not (0 <= self.label_smoothing < 1):
             raise ConfigError(f"lr must be > 0 and label_smoothing in [0, 1) (got {self.lr}, {self.label_smoothing})")
 

@@ -65,10 +65,17 @@ def _timed(fn, args) -> float:
     return time.perf_counter() - t0
 
 
-def _callable(model):
-    if isinstance(model, nn.Module):
-        model.eval()
-    return model
+@contextlib.contextmanager
+def _eval_mode(*fns):
+    """Eval mode for the modules among ``fns`` while timing; their modes restored after."""
+    mods = [(m, m.training) for m in fns if isinstance(m, nn.Module)]
+    for m, _ in mods:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, was in mods:
+            m.train(was)
 
 
 def _check(warmup: int, repeats: int) -> None:
@@ -80,9 +87,9 @@ def measure_latency(model, example_input, warmup: int = 5, repeats: int = 30,
                     threads: int | None = None) -> LatencyStats:
     """Median and spread of ``model(example_input)`` wall time under inference mode."""
     _check(warmup, repeats)
-    fn = _callable(model)
+    fn = model
     args = example_input if isinstance(example_input, tuple) else (example_input,)
-    with _threads(threads) as n, torch.inference_mode():
+    with _threads(threads) as n, _eval_mode(fn), torch.inference_mode():
         for _ in range(warmup):
             fn(*args)
         times = [_timed(fn, args) for _ in range(repeats)]
@@ -93,11 +100,11 @@ def compare_latency(a, b, example_input, warmup: int = 5, repeats: int = 30,
                     threads: int | None = None, input_b=None) -> Comparison:
     """Time ``a`` and ``b`` interleaved on the same input (or ``input_b`` for ``b``)."""
     _check(warmup, repeats)
-    fa, fb = _callable(a), _callable(b)
+    fa, fb = a, b
     args_a = example_input if isinstance(example_input, tuple) else (example_input,)
     ib = example_input if input_b is None else input_b
     args_b = ib if isinstance(ib, tuple) else (ib,)
-    with _threads(threads) as n, torch.inference_mode():
+    with _threads(threads) as n, _eval_mode(fa, fb), torch.inference_mode():
         for _ in range(warmup):
             fa(*args_a)
             fb(*args_b)
