@@ -40,9 +40,11 @@ class PruneConfig:
     agp_fraction: float = 0.7
     lr: float = 0.01
     weight_decay: float = 5e-4
+    batch_size: int = 128
+    augment: bool = True                # match the model's own training (the CLI reads it from the file)
     penalty: str | None = None          # "l1" or "l2" during fine-tuning
     penalty_lambda: float = 1e-5
-    adjust_dropout: bool = True
+    adjust_dropout: bool = False       # Han's D_r = D_o sqrt(C_r/C_o); measured to hurt LeNet-300 here
     remove_dead: bool = False           # physically drop dead hidden units of Linear chains
     seed: int = 0
     progress: bool = True
@@ -68,6 +70,7 @@ class PruneResult:
 
 def _train_cfg(cfg: PruneConfig, epochs: int) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                       batch_size=cfg.batch_size, augment=cfg.augment,
                        progress=cfg.progress, verbose=cfg.verbose, eval_every=0)
 
 

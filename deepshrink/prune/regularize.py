@@ -108,8 +108,10 @@ def remove_dead_neurons(model: nn.Module) -> dict[str, int]:
                 dead &= ~fold  # nowhere to fold the constant: keep those units
             else:
                 const = a.bias[fold] if a.bias is not None else torch.zeros(int(fold.sum()))
-                for m in between:  # the activation chain at inference
+                for m in between:  # the activation chain at inference (mode restored after)
+                    was_training = mods[m].training
                     const = mods[m].eval()(const)
+                    mods[m].train(was_training)
                 b.bias += b.weight[:, fold] @ const
         keep = ~dead
         _shrink(a, rows=keep)

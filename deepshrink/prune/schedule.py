@@ -28,9 +28,9 @@ def agp_sparsity(t: int, s_i: float, s_f: float, t0: int, n: int, dt: int) -> fl
     """Target sparsity at step ``t`` (held constant between updates, s_f after the last)."""
     if n < 1 or dt < 1:
         raise ConfigError(f"AGP needs n >= 1 and dt >= 1 (got n={n}, dt={dt})")
-    if t < t0:
-        return s_i
     k = min(n, (t - t0) // dt)  # updates done so far
+    if k <= 0:  # before t0, and the formula's own value at t0 without its rounding error
+        return s_i
     return s_f + (s_i - s_f) * (1.0 - k / n) ** 3
 
 
@@ -72,6 +72,8 @@ class GradualPruner:
             set_mask(model, name, mask)
 
     def __call__(self, model: nn.Module, info) -> None:
+        # masks first: the optimizer step just taken moved the pruned weights off zero, and a
+        # re-pruning that ranked them by that new |w| could revive them
+        apply_masks(model)
         if info.global_step >= self.t0 and (info.global_step - self.t0) % self.dt == 0:
             self._update(model, info.global_step)
-        apply_masks(model)

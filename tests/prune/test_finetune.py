@@ -1,0 +1,134 @@
+"""deepshrink.prune.finetune: prune_and_finetune under each schedule on a tiny problem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from deepshrink import models
+from deepshrink.data import Dataset, Split
+from deepshrink.errors import ConfigError
+from deepshrink.prune import (SCHEDULES, PruneConfig, get_masks, layer_sparsities, prunable_weights,
+                              prune_and_finetune, sparsity)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_dataset(n_train=256, n_test=64, classes=4, hw=8, seed=0) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(classes, 1, hw, hw, generator=g)
+
+    def split(n):
+        y = torch.randint(0, classes, (n,), generator=g)
+        return Split(protos[y] + 0.6 * torch.randn(n, 1, hw, hw, generator=g), y)
+
+    return Dataset("synthetic", split(n_train), split(n_test), [0.0], [1.0], classes)
+
+
+@pytest.fixture(scope="module")
+def ds() -> Dataset:
+    return make_dataset()
+
+
+def mlp(seed=0) -> nn.Module:
+    torch.manual_seed(seed)
+    return models.build("lenet300", in_features=64, num_classes=4, dropout=0.2)
+
+
+def cfg(**kw) -> PruneConfig:
+    base = dict(sparsity=0.9, epochs=2, batch_size=32, lr=0.1, augment=False, progress=False, verbose=False)
+    return PruneConfig(**{**base, **kw})
+
+
+def check_exact(model, target):
+    weights = prunable_weights(model)
+    ls = layer_sparsities(model)
+    for name, w in weights.items():
+        s = target[name] if isinstance(target, dict) else target
+        assert int((w == 0).sum()) == round(w.numel() * s), name
+        assert ls[name] == pytest.approx(round(w.numel() * s) / w.numel(), abs=1e-12)
+    n_total = sum(w.numel() for w in weights.values())
+    if not isinstance(target, dict):
+        assert abs(sparsity(model) - target) <= 0.5 * len(weights) / n_total
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_prune_and_finetune_schedules(ds, schedule):
+    model = mlp()
+    result = prune_and_finetune(model, ds, cfg(schedule=schedule, rounds=2, adjust_dropout=True))
+    check_exact(model, 0.9)
+    assert result.sparsity == sparsity(model)
+    assert result.layers == layer_sparsities(model)
+    assert 0.0 <= result.accuracy_before <= 1.0 and 0.0 <= result.accuracy_after <= 1.0
+    if schedule == "agp":
+        assert result.accuracy_pruned is None
+        assert len(result.fits) == 1
+    else:
+        assert 0.0 <= result.accuracy_pruned <= 1.0
+        assert len(result.fits) == (2 if schedule == "iterative" else 1)
+    assert all(f.accuracy is not None for f in result.fits)
+    assert set(result.dropout) == {"drop1", "drop2"}
+    for name, (d_o, d_r) in result.dropout.items():
+        assert d_o == 0.2 and d_r == pytest.approx(0.2 * (1 - result.layers[name.replace("drop", "fc") + ".weight"]) ** 0.5)
+    assert result.dead_removed == {}
+    # masks held: every zero is a masked position
+    masks = get_masks(model)
+    assert set(masks) == set(prunable_weights(model))
+    for name, w in prunable_weights(model).items():
+        assert torch.equal(w != 0, masks[name])
+    json.dumps(result.to_dict())
+
+
+def test_global_scope_oneshot_exact(ds):
+    model = mlp()
+    result = prune_and_finetune(model, ds, cfg(schedule="oneshot", scope="global", sparsity=0.8, epochs=1))
+    n_total = sum(w.numel() for w in prunable_weights(model).values())
+    assert result.sparsity == round(n_total * 0.8) / n_total
+
+
+def test_per_layer_targets_agp(ds):
+    model = mlp()
+    target = {"fc1.weight": 0.95, "fc2.weight": 0.7, "fc3.weight": 0.3}
+    prune_and_finetune(model, ds, cfg(schedule="agp", sparsity=target))
+    check_exact(model, target)
+
+
+def test_zero_epochs_is_oneshot(ds):
+    model = mlp()
+    result = prune_and_finetune(model, ds, cfg(schedule="agp", epochs=0, sparsity=0.5))
+    check_exact(model, 0.5)
+    assert result.fits == [] and result.accuracy_pruned is not None
+
+
+def test_penalty_and_remove_dead(ds):
+    model = mlp()
+    with torch.no_grad():
+        model.fc3.weight[:, :20] = 0  # 20 fc2 units with no output connection
+    result = prune_and_finetune(model, ds, cfg(schedule="oneshot", sparsity=0.5, epochs=1, penalty="l1",
+                                               penalty_lambda=1e-4, remove_dead=True))
+    assert result.dead_removed.get("fc2", 0) >= 20
+    assert model.fc2.out_features == 100 - result.dead_removed["fc2"]
+    assert model.fc3.weight.shape[1] == model.fc2.out_features
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("kw", [dict(schedule="cyclic"), dict(epochs=-1), dict(rule="l0"), dict(sparsity=1.2)])
+def test_bad_config(ds, kw):
+    with pytest.raises(ConfigError):
+        prune_and_finetune(mlp(), ds, cfg(**kw))
+
+
+def test_dropout_left_alone_by_default(ds):
+    model = mlp()
+    result = prune_and_finetune(model, ds, cfg(schedule="oneshot"))
+    assert result.dropout == {}
+    assert all(m.p == 0.2 for m in model.modules() if isinstance(m, torch.nn.Dropout))
