@@ -51,37 +51,30 @@ def _params(m: nn.Module) -> int:
     return sum(int(p.numel()) for p in m.parameters(recurse=False))
 
 
-def count_conv(m: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
-    positions = y.shape[0] * y.shape[2] * y.shape[3]                # N * H_out * W_out
-    per_output = (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+def _weighted_layer(m: nn.Module, x: torch.Tensor, y: torch.Tensor, positions: int, per_output: int) -> LayerCost:
+    """A layer whose every output is a dot product of ``per_output`` inputs and weights, at
+    ``positions`` places (conv: N * H_out * W_out, linear: the rows); bias optional."""
     outputs = _numel(y)
     macs = outputs * per_output
-    has_bias = m.bias is not None
     return LayerCost(
         macs=macs,
         nonzero_macs=positions * _nnz(m.weight),
         multiplications=macs,
-        additions=macs - outputs + (outputs if has_bias else 0),
+        additions=macs - outputs + (outputs if m.bias is not None else 0),
         reads_per_op=2 * macs,
         min_reads=_numel(x) + _params(m),
         writes=outputs,
     )
+
+
+def count_conv(m: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
+    positions = y.shape[0] * y.shape[2] * y.shape[3]                # N * H_out * W_out
+    per_output = (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+    return _weighted_layer(m, x, y, positions, per_output)
 
 
 def count_linear(m: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
-    rows = _numel(y) // m.out_features
-    outputs = _numel(y)
-    macs = rows * m.in_features * m.out_features
-    has_bias = m.bias is not None
-    return LayerCost(
-        macs=macs,
-        nonzero_macs=rows * _nnz(m.weight),
-        multiplications=macs,
-        additions=macs - outputs + (outputs if has_bias else 0),
-        reads_per_op=2 * macs,
-        min_reads=_numel(x) + _params(m),
-        writes=outputs,
-    )
+    return _weighted_layer(m, x, y, _numel(y) // m.out_features, m.in_features)
 
 
 def count_batchnorm(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
