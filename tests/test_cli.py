@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,57 +17,13 @@ from deepshrink.io import read_info
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_npz(path: Path, n_train=256, n_test=64, hw=28, classes=10, seed=0) -> str:
-    """Learnable tiny images: a class-dependent bright square plus noise."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        y = np.arange(n) % classes
-        rng.shuffle(y)
-        x = rng.integers(0, 80, (n, hw, hw)).astype(np.uint8)
-        for i, c in enumerate(y):
-            r = (c * 2) % (hw - 4)
-            x[i, r:r + 4, r:r + 4] = 255
-        return x, y.astype(np.uint8)
-
-    xs, ys = split(n_train)
-    xt, yt = split(n_test)
-    np.savez(path, x_train=xs, y_train=ys, x_test=xt, y_test=yt)
-    return f"npz:{path}"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, train_cli_model):
     """One tiny training run through the CLI, shared by the tests below."""
-    root = tmp_path_factory.mktemp("cli")
-    spec = write_npz(root / "tiny.npz")
-    out = root / "x.safetensors"
-    code = main(["train", "--model", "lenet300", "--data", spec, "--epochs", "1", "--batch-size", "64",
-                 "--no-progress", "--out", str(out)])
-    assert code == 0
-    return root, spec, out
-
-
-def run_error(capsys, argv) -> str:
-    """Run the CLI expecting a user error: exit 2, one stderr line, no traceback."""
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("deepshrink: error: ")
-    assert "Traceback" not in err
-    return lines[0]
+    return train_cli_model(tmp_path_factory.mktemp("cli"), "x.safetensors")
 
 
 # ----------------------------------------------------------------------------- happy paths
@@ -129,25 +84,25 @@ def test_models_command_in_subprocess():
 
 # ----------------------------------------------------------------------------- errors
 
-def test_error_missing_file(capsys, tmp_path):
+def test_error_missing_file(capsys, tmp_path, run_error):
     line = run_error(capsys, ["evaluate", tmp_path / "missing.safetensors"])
     assert "missing.safetensors" in line
 
 
-def test_error_bad_data_spec(trained, capsys):
+def test_error_bad_data_spec(trained, capsys, run_error):
     _, _, out = trained
     line = run_error(capsys, ["evaluate", out, "--data", "no-such-dataset"])
     assert "no-such-dataset" in line
 
 
-def test_error_missing_npz(trained, capsys, tmp_path):
+def test_error_missing_npz(trained, capsys, tmp_path, run_error):
     _, _, out = trained
     line = run_error(capsys, ["evaluate", out, "--data", f"npz:{tmp_path / 'gone.npz'}"])
     assert "gone.npz" in line
 
 
 @pytest.mark.parametrize("kwargs", ["{bad json", "[1, 2]", '{"no_such_argument": 1}'])
-def test_error_bad_kwargs(trained, capsys, tmp_path, kwargs):
+def test_error_bad_kwargs(trained, capsys, tmp_path, kwargs, run_error):
     _, spec, _ = trained
     out = tmp_path / "k.safetensors"
     line = run_error(capsys, ["train", "--model", "lenet300", "--data", spec, "--kwargs", kwargs,
@@ -156,7 +111,7 @@ def test_error_bad_kwargs(trained, capsys, tmp_path, kwargs):
     assert not out.exists()
 
 
-def test_error_unknown_model(trained, capsys, tmp_path):
+def test_error_unknown_model(trained, capsys, tmp_path, run_error):
     _, spec, _ = trained
     out = tmp_path / "u.safetensors"
     line = run_error(capsys, ["train", "--model", "nosuchnet", "--data", spec, "--epochs", "1",
@@ -165,21 +120,21 @@ def test_error_unknown_model(trained, capsys, tmp_path):
     assert not out.exists()
 
 
-def test_error_wrong_image_shape(trained, capsys, tmp_path):
+def test_error_wrong_image_shape(trained, capsys, tmp_path, run_error, write_npz):
     _, _, out = trained
     small = write_npz(tmp_path / "small.npz", n_train=32, n_test=16, hw=8)
     line = run_error(capsys, ["evaluate", out, "--data", small])
     assert "[1, 8, 8]" in line and "[1, 28, 28]" in line
 
 
-def test_error_plain_state_dict_without_model(capsys, tmp_path):
+def test_error_plain_state_dict_without_model(capsys, tmp_path, run_error):
     pt = tmp_path / "plain.pt"
     torch.save(models.build("lenet300").state_dict(), pt)
     line = run_error(capsys, ["evaluate", pt])
     assert "--model" in line
 
 
-def test_error_pickle_with_code(capsys, tmp_path):
+def test_error_pickle_with_code(capsys, tmp_path, run_error):
     pt = tmp_path / "evil.pt"
     torch.save({"fc1.weight": torch.zeros(1), "hook": os.getcwd}, pt)
     line = run_error(capsys, ["evaluate", pt, "--model", "lenet300"])

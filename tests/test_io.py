@@ -20,14 +20,7 @@ from deepshrink.io import ModelInfo, load_model, read_info, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: faster for these small forwards on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rand_bn(bn: nn.BatchNorm2d, gen: torch.Generator) -> None:

@@ -23,31 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- fixtures
 
-def make_dataset(n_train=512, n_test=128, classes=4, hw=8, noise=0.6, seed=0) -> Dataset:
-    """Separable synthetic images: one random prototype per class plus Gaussian noise."""
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.randn(classes, 1, hw, hw, generator=g)
-
-    def split(n):
-        y = torch.randint(0, classes, (n,), generator=g)
-        x = protos[y] + noise * torch.randn(n, 1, hw, hw, generator=g)
-        return Split(x, y)
-
-    return Dataset("synthetic", split(n_train), split(n_test), [0.0], [1.0], classes)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: far faster for these tiny models on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def ds() -> Dataset:
-    return make_dataset()
+def ds(make_dataset) -> Dataset:
+    return make_dataset(n_train=512, n_test=128)
 
 
 def mlp(seed=0, dropout=0.2) -> nn.Module:

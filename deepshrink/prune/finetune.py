@@ -17,6 +17,7 @@ from typing import Mapping
 from torch import nn
 
 from ..data import Dataset, num_batches
+from ..distill import teacher_loss
 from ..errors import ConfigError
 from ..train import FitResult, TrainConfig, evaluate, fit
 from .fine import prune_
@@ -44,6 +45,9 @@ class PruneConfig:
     augment: bool = True                # match the model's own training (the CLI reads it from the file)
     penalty: str | None = None          # "l1" or "l2" during fine-tuning
     penalty_lambda: float = 1e-5
+    distill: bool = False               # the unpruned model as teacher during fine-tuning
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
     adjust_dropout: bool = False       # Han's D_r = D_o sqrt(C_r/C_o); measured to hurt LeNet-300 here
     remove_dead: bool = False           # physically drop dead hidden units of Linear chains
     seed: int = 0
@@ -74,6 +78,15 @@ def _train_cfg(cfg: PruneConfig, epochs: int) -> TrainConfig:
                        progress=cfg.progress, verbose=cfg.verbose, eval_every=0)
 
 
+def _loss(model: nn.Module, cfg: PruneConfig):
+    """The fine-tuning loss: cross-entropy, or KD from the unpruned model, plus a penalty."""
+    if cfg.distill and cfg.penalty:
+        raise ConfigError("distillation and a weight penalty together are not supported")
+    if cfg.distill:
+        return teacher_loss(model, cfg.kd_temperature, cfg.kd_alpha)  # copies the model now, unpruned
+    return penalized_loss(cfg.penalty, cfg.penalty_lambda) if cfg.penalty else None
+
+
 def _round_target(s_f: float, r: int, rounds: int) -> float:
     return 1.0 - (1.0 - s_f) ** ((r + 1) / rounds)
 
@@ -85,7 +98,7 @@ def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig) -> Pru
         raise ConfigError(f"fine-tuning epochs must be >= 0, got {cfg.epochs}")
     before = evaluate(model, data.test)
     drop0 = {n: m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout)}
-    loss_fn = penalized_loss(cfg.penalty, cfg.penalty_lambda) if cfg.penalty else None
+    loss_fn = _loss(model, cfg)
     fits: list[FitResult] = []
     pruned_acc = None
     if cfg.schedule == "agp" and cfg.epochs > 0:

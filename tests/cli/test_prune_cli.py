@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from deepshrink.cli import main
 from deepshrink.io import load_model, read_info
@@ -15,55 +13,12 @@ from deepshrink.prune import get_masks, prunable_weights, sparsity
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_npz(path: Path, n_train=256, n_test=64, hw=28, classes=10, seed=0) -> str:
-    """Learnable tiny images: a class-dependent bright square plus noise."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        y = np.arange(n) % classes
-        rng.shuffle(y)
-        x = rng.integers(0, 80, (n, hw, hw)).astype(np.uint8)
-        for i, c in enumerate(y):
-            r = (c * 2) % (hw - 4)
-            x[i, r:r + 4, r:r + 4] = 255
-        return x, y.astype(np.uint8)
-
-    xs, ys = split(n_train)
-    xt, yt = split(n_test)
-    np.savez(path, x_train=xs, y_train=ys, x_test=xt, y_test=yt)
-    return f"npz:{path}"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prune_cli")
-    spec = write_npz(root / "tiny.npz")
-    out = root / "dense.safetensors"
-    code = main(["train", "--model", "lenet300", "--data", spec, "--epochs", "1", "--batch-size", "64",
-                 "--no-progress", "--out", str(out)])
-    assert code == 0
-    return root, spec, out
-
-
-def run_error(capsys, argv) -> str:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("deepshrink: error: ")
-    assert "Traceback" not in err
-    return lines[0]
+def trained(tmp_path_factory, train_cli_model):
+    return train_cli_model(tmp_path_factory.mktemp("prune_cli"), "dense.safetensors")
 
 
 def is_png(path: Path) -> bool:
@@ -129,7 +84,7 @@ def test_prune_auto(trained, tmp_path):
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1"])
-def test_prune_error_bad_sparsity(trained, capsys, tmp_path, value):
+def test_prune_error_bad_sparsity(trained, capsys, tmp_path, value, run_error):
     _, _, model_file = trained
     out = tmp_path / "bad.safetensors"
     line = run_error(capsys, ["prune", model_file, "--sparsity", value, "--no-progress", "--out", out])
@@ -137,7 +92,7 @@ def test_prune_error_bad_sparsity(trained, capsys, tmp_path, value):
     assert not out.exists()
 
 
-def test_prune_error_missing_file(capsys, tmp_path):
+def test_prune_error_missing_file(capsys, tmp_path, run_error):
     out = tmp_path / "x.safetensors"
     line = run_error(capsys, ["prune", tmp_path / "missing.safetensors", "--sparsity", "0.5", "--no-progress",
                               "--out", out])
@@ -145,12 +100,12 @@ def test_prune_error_missing_file(capsys, tmp_path):
     assert not out.exists()
 
 
-def test_sensitivity_error_missing_file(capsys, tmp_path):
+def test_sensitivity_error_missing_file(capsys, tmp_path, run_error):
     line = run_error(capsys, ["sensitivity", tmp_path / "gone.safetensors", "--out-dir", tmp_path / "s"])
     assert "gone.safetensors" in line
 
 
-def test_sensitivity_error_bad_grid(trained, capsys, tmp_path):
+def test_sensitivity_error_bad_grid(trained, capsys, tmp_path, run_error):
     _, _, model_file = trained
     line = run_error(capsys, ["sensitivity", model_file, "--out-dir", tmp_path / "s", "--sparsities", "0.5,abc",
                               "--no-progress", "--eval-size", "32"])

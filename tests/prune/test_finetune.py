@@ -9,33 +9,17 @@ import torch
 from torch import nn
 
 from deepshrink import models
-from deepshrink.data import Dataset, Split
+from deepshrink.data import Dataset
 from deepshrink.errors import ConfigError
 from deepshrink.prune import (SCHEDULES, PruneConfig, get_masks, layer_sparsities, prunable_weights,
                               prune_and_finetune, sparsity)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make_dataset(n_train=256, n_test=64, classes=4, hw=8, seed=0) -> Dataset:
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.randn(classes, 1, hw, hw, generator=g)
-
-    def split(n):
-        y = torch.randint(0, classes, (n,), generator=g)
-        return Split(protos[y] + 0.6 * torch.randn(n, 1, hw, hw, generator=g), y)
-
-    return Dataset("synthetic", split(n_train), split(n_test), [0.0], [1.0], classes)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def ds() -> Dataset:
+def ds(make_dataset) -> Dataset:
     return make_dataset()
 
 

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from deepshrink import models
-from deepshrink.data import Dataset, Split
 from deepshrink.errors import ConfigError
 from deepshrink.io import ModelInfo, load_model, save_model
 from deepshrink.prune import (MaskCallback, apply_masks, get_masks, layer_sparsities, prunable_weights, prune_,
@@ -15,23 +14,7 @@ from deepshrink.prune import (MaskCallback, apply_masks, get_masks, layer_sparsi
 from deepshrink.train import TrainConfig, fit, predict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make_dataset(n_train=256, n_test=64, classes=4, hw=8, seed=0) -> Dataset:
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.randn(classes, 1, hw, hw, generator=g)
-
-    def split(n):
-        y = torch.randint(0, classes, (n,), generator=g)
-        return Split(protos[y] + 0.6 * torch.randn(n, 1, hw, hw, generator=g), y)
-
-    return Dataset("synthetic", split(n_train), split(n_test), [0.0], [1.0], classes)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 KWARGS = dict(in_features=64, num_classes=4, dropout=0.2)
@@ -47,7 +30,7 @@ def quiet(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def test_mask_callback_keeps_pruned_weights_zero():
+def test_mask_callback_keeps_pruned_weights_zero(make_dataset):
     ds = make_dataset()
     model = mlp()
     prune_(model, 0.8)
@@ -69,7 +52,7 @@ def test_mask_callback_keeps_pruned_weights_zero():
     assert sparsity(model) == pytest.approx(0.8, abs=1e-4)
 
 
-def test_without_callback_pruned_weights_revive():
+def test_without_callback_pruned_weights_revive(make_dataset):
     """The control: the optimizer (momentum, weight decay, gradients) does move pruned weights."""
     ds = make_dataset()
     model = mlp()

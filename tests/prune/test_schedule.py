@@ -7,30 +7,14 @@ import torch
 from torch import nn
 
 from deepshrink import models
-from deepshrink.data import Dataset, Split, num_batches
+from deepshrink.data import num_batches
 from deepshrink.errors import ConfigError
 from deepshrink.prune import (GradualPruner, agp_sparsity, get_masks, iterative_sparsities, layer_sparsities,
                               prunable_weights, sparsity)
 from deepshrink.train import StepInfo, TrainConfig, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make_dataset(n_train=256, n_test=64, classes=4, hw=8, seed=0) -> Dataset:
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.randn(classes, 1, hw, hw, generator=g)
-
-    def split(n):
-        y = torch.randint(0, classes, (n,), generator=g)
-        return Split(protos[y] + 0.6 * torch.randn(n, 1, hw, hw, generator=g), y)
-
-    return Dataset("synthetic", split(n_train), split(n_test), [0.0], [1.0], classes)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(seed=0) -> nn.Module:
@@ -112,7 +96,7 @@ def exact_layer_targets(model, s):
 
 
 @pytest.mark.parametrize("final", [0.9, {"fc1.weight": 0.95, "fc2.weight": 0.6}])
-def test_gradual_pruner_in_fit(final):
+def test_gradual_pruner_in_fit(final, make_dataset):
     ds = make_dataset()
     model = mlp()
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, augment=False, progress=False, verbose=False)
@@ -167,7 +151,7 @@ def test_gradual_pruner_does_not_revive_moved_weights():
     assert (net[0].weight.view(-1)[:2] == 0).all()
 
 
-def test_gradual_pruner_global_scope():
+def test_gradual_pruner_global_scope(make_dataset):
     ds = make_dataset()
     model = mlp()
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, augment=False, progress=False, verbose=False)
