@@ -45,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--weight-decay", type=float, help="default: the model's training weight decay")
     p.add_argument("--penalty", choices=["l1", "l2"], help="weight penalty during fine-tuning")
     p.add_argument("--penalty-lambda", type=float, default=1e-5)
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune against the unpruned model's soft targets (KD, T=4, alpha=0.9)")
     p.add_argument("--adjust-dropout", action="store_true",
                    help="Han's dropout adjustment D_r = D_o sqrt(C_r/C_o) for the pruned layers")
     p.add_argument("--remove-dead", action="store_true", help="drop hidden units left with no input/output")
@@ -135,7 +137,7 @@ def cmd_prune(args) -> int:
                       lr=args.lr if args.lr is not None else trained.get("lr", 0.01),
                       weight_decay=args.weight_decay if args.weight_decay is not None
                       else trained.get("weight_decay", 5e-4),
-                      penalty=args.penalty, penalty_lambda=args.penalty_lambda,
+                      penalty=args.penalty, penalty_lambda=args.penalty_lambda, distill=args.distill,
                       adjust_dropout=args.adjust_dropout, remove_dead=args.remove_dead,
                       augment=bool(trained.get("augment", True)), seed=args.seed, progress=not args.no_progress)
     result = prune_and_finetune(model, ds, cfg)
