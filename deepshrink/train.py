@@ -263,16 +263,13 @@ def fit(
             bar.update(1)
             bar.set_postfix(loss=f"{info.loss:.3f}", lr=f"{lr:.4f}")
             last = step + 1 == steps_per_epoch
-            if cfg.checkpoint and rank == 0 and (
-                last or (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0)):
-                if last:  # the epoch's record must be in the state written at its end
-                    result.history.append(_epoch_record(model, data, cfg, epoch, loss_sum, seen, t0))
-                    _save_state(cfg.checkpoint, model, opt, epoch + 1, 0, global_step, result.history, ident)
-                else:
-                    _save_state(cfg.checkpoint, model, opt, epoch, step + 1, global_step, result.history, ident,
-                                (loss_sum, seen))
-            elif last:
+            if last:  # recorded before the state is written, so a resume carries it
                 result.history.append(_epoch_record(model, data, cfg, epoch, loss_sum, seen, t0))
+            if cfg.checkpoint and rank == 0 and (
+                    last or (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0)):
+                where = (epoch + 1, 0) if last else (epoch, step + 1)
+                _save_state(cfg.checkpoint, model, opt, *where, global_step, result.history, ident,
+                            (0.0, 0) if last else (loss_sum, seen))
         bar.close()
         start_step = 0
         if rank == 0 and cfg.verbose and result.history:
