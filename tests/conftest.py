@@ -1,4 +1,4 @@
-"""Shared test helpers, exposed as fixtures (tests/ is not a package, so they cannot be imported).
+"""Shared test helpers, exposed as fixtures.
 
 - ``one_thread``: one intra-op torch thread for a whole module; opt in with
   ``pytestmark = pytest.mark.usefixtures("one_thread")``.
@@ -6,10 +6,15 @@
 - ``write_npz``: factory writing a learnable tiny-image ``.npz`` file, returning its ``npz:`` data spec.
 - ``train_cli_model``: factory running one tiny ``deepshrink train`` through the CLI.
 - ``run_error``: run the CLI expecting a one-line user error with exit code 2.
+- ``idx_dir_writer``: factory writing an MNIST-style IDX folder; the IDX encoders themselves
+  (``idx_bytes``, ``write_idx_dir``, ...) are plain functions that tests/test_data.py imports
+  (pytest puts this folder on sys.path).
 """
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +115,48 @@ def _run_error(capsys, argv) -> str:
 def run_error():
     """``run_error(capsys, argv) -> str``: the single ``deepshrink: error: ...`` line."""
     return _run_error
+
+
+# ----------------------------------------------------------------------------- IDX files
+# Independent of the reader under test: header by struct, values big-endian.
+
+_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype("i2"): 0x0B,
+          np.dtype("i4"): 0x0C, np.dtype("f4"): 0x0D, np.dtype("f8"): 0x0E}
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """Encode an array as IDX independently of the reader (header by struct, values big-endian)."""
+    arr = np.asarray(arr)
+    code = _CODES[arr.dtype.newbyteorder("=")]
+    head = struct.pack(">HBB", 0, code, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return head + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+
+
+def write(path: Path, payload: bytes, gz: bool = False) -> Path:
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    return path
+
+
+def make_images(n: int, h: int = 6, w: int = 6, classes: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, h, w), dtype=np.uint8)
+    y = (np.arange(n) % classes).astype(np.uint8)
+    return x, y
+
+
+def write_idx_dir(folder: Path, n_train=12, n_test=6, gz=True, h=6, w=6) -> tuple:
+    folder.mkdir(parents=True, exist_ok=True)
+    xs, ys = make_images(n_train, h, w, seed=1)
+    xt, yt = make_images(n_test, h, w, seed=2)
+    sfx = ".gz" if gz else ""
+    write(folder / f"train-images-idx3-ubyte{sfx}", idx_bytes(xs), gz)
+    write(folder / f"train-labels-idx1-ubyte{sfx}", idx_bytes(ys), gz)
+    write(folder / f"t10k-images-idx3-ubyte{sfx}", idx_bytes(xt), gz)
+    write(folder / f"t10k-labels-idx1-ubyte{sfx}", idx_bytes(yt), gz)
+    return xs, ys, xt, yt
+
+
+@pytest.fixture(scope="session")
+def idx_dir_writer():
+    """``write_idx_dir(folder, n_train, n_test, gz, h, w)``: an MNIST-style IDX folder."""
+    return write_idx_dir
