@@ -10,7 +10,7 @@ same fine-tuning through deepshrink.train.fit; PyTorch's forward pre-hook keeps 
 weights at zero. Also: the highest sparsity ours reaches within 0.5 pp (a ladder of
 targets, stopping at the first miss), and the time of the LeNet-5 sensitivity scan
 (4 layers x 6 sparsities, full test set). Baseline checkpoints come from
-benchmarks/baselines.py (runs/baselines/).
+benchmarks/baselines.py (checkpoints/baselines/, kept in git).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ LADDER = (0.95, 0.96, 0.97, 0.98, 0.99)
 
 
 def baseline(name: str):
-    path = ROOT / "runs" / "baselines" / f"{name}.safetensors"
+    path = ROOT / "checkpoints" / "baselines" / f"{name}.safetensors"
     model, info = load_model(path)
     return model, info, info.history[0]["config"]
 
