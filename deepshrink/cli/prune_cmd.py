@@ -122,6 +122,8 @@ def _train_config(info: ModelInfo) -> dict:
 def cmd_prune(args) -> int:
     if not 0 <= args.sparsity < 1:
         raise ConfigError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+    if args.auto and args.scope == "global":
+        raise ConfigError("--auto chooses one sparsity per layer; it cannot be combined with --scope global")
     model, info = open_model(args, args.file)
     ds = load_data_for(info, args.data)
     target: float | dict = args.sparsity
@@ -132,7 +134,7 @@ def cmd_prune(args) -> int:
         target = choose_sparsities(scan, target_sparsity=args.sparsity)
         print("per-layer sparsities: " + ", ".join(f"{k} {v:.3f}" for k, v in target.items()))
     trained = _train_config(info)
-    cfg = PruneConfig(sparsity=target, rule=args.rule, scope="layer" if args.auto else args.scope,
+    cfg = PruneConfig(sparsity=target, rule=args.rule, scope=args.scope,
                       schedule=args.schedule, epochs=args.finetune_epochs,
                       lr=args.lr if args.lr is not None else trained.get("lr", 0.01),
                       weight_decay=args.weight_decay if args.weight_decay is not None

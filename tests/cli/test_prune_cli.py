@@ -128,3 +128,11 @@ def test_prune_remove_dead_round_trip(trained, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(info.accuracy, abs=1e-6)
+
+
+def test_error_auto_with_global_scope(trained, tmp_path, capsys, run_error):
+    _, _, model_file = trained
+    line = run_error(capsys, ["prune", model_file, "--sparsity", "0.5", "--auto", "--scope", "global",
+                              "--no-progress", "--out", tmp_path / "x.safetensors"])
+    assert "--auto" in line and "--scope global" in line
+    assert not (tmp_path / "x.safetensors").exists()
