@@ -44,12 +44,16 @@ def baseline(name: str):
     return model, info, info.history[0]["config"]
 
 
-def ours(name: str, ds, target: float, epochs: int) -> dict:
+ABLATIONS = {"+ Han's dropout adjustment": {"adjust_dropout": True},
+             "+ distillation from the dense model": {"distill": True}}
+
+
+def ours(name: str, ds, target: float, epochs: int, **extra) -> dict:
     model, info, trained = baseline(name)
     t0 = time.perf_counter()
     cfg = PruneConfig(sparsity=target, rule="magnitude", scope="global", schedule="agp", epochs=epochs,
                       lr=trained["lr"], weight_decay=trained["weight_decay"], augment=trained["augment"],
-                      seed=0, progress=False, verbose=False)
+                      seed=0, progress=False, verbose=False, **extra)
     r = prune_and_finetune(model, ds, cfg)
     return {"sparsity": r.sparsity, "accuracy": r.accuracy_after, "seconds": time.perf_counter() - t0,
             "layers": r.layers}
@@ -104,6 +108,7 @@ def table(results: dict) -> list[list]:
         picks = [("deepshrink AGP global", res["ours_92"]), ("torch.nn.utils.prune global L1", res["peer_92"])]
         if res.get("highest_within_0.5pp"):
             picks.append(("deepshrink, highest sparsity within 0.5 pp", res["highest_within_0.5pp"]))
+        picks += [(f"deepshrink AGP global {label}", r) for label, r in res.get("ablations", {}).items()]
         for label, r in picks:
             rows.append([name, label, f"{r['sparsity'] * 100:.2f}%", f"{dense * 100:.2f}%",
                          f"{r['accuracy'] * 100:.2f}%", f"{(r['accuracy'] - dense) * 100:+.2f}", epochs,
@@ -119,6 +124,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-scan", action="store_true", help="skip the sensitivity-scan timing")
     ap.add_argument("--scan-only", action="store_true", help="only time the sensitivity scan")
+    ap.add_argument("--ablations", action="store_true",
+                    help="also run ours at 92%% with dropout adjustment, and with distillation")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = data_mod.load("fashion-mnist")
@@ -135,6 +142,8 @@ def main() -> None:
         ladder, best = highest_within_budget(name, ds, dense, epochs, o92)
         results[name] = {"dense": dense, "epochs": epochs, "threads": args.threads, "ours_92": o92,
                          "peer_92": p92, "ladder": ladder, "highest_within_0.5pp": best}
+        if args.ablations:
+            results[name]["ablations"] = {label: ours(name, ds, 0.92, epochs, **kw) for label, kw in ABLATIONS.items()}
     scan = old.get("sensitivity_scan_lenet5")
     if not args.no_scan:
         scan = scan_time(ds)

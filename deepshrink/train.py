@@ -1,8 +1,10 @@
 """Training, evaluation and fine-tuning on in-memory data, seeded and resumable.
 
-* The batch order and augmentation are pure functions of (seed, epoch, batch), and the
-  learning rate a pure function of the global step (cosine, optional linear warm-up), so a run
-  resumed from a training-state file ends bit-identical to an uninterrupted one.
+* The batch order and augmentation are pure functions of (seed, epoch, batch), the global RNG
+  (dropout) is seeded from ``seed`` when a run starts and restored when it resumes, and the
+  learning rate is a pure function of the global step (cosine, optional linear warm-up), so
+  two runs with one config agree bit for bit, and a run resumed from a training-state file ends
+  bit-identical to an uninterrupted one.
 * Callbacks run after every optimizer step (``fn(model, info)``): pruning re-applies masks
   there, quantization-aware training its fake quantizers, AGP updates its target sparsity.
 * Under ``torchrun --nproc_per_node=N`` the same call trains with DistributedDataParallel
@@ -225,6 +227,7 @@ def fit(
         result.resumed_from = global_step
         resumed_running = tuple(state.get("running", (0.0, 0)))
     else:
+        torch.manual_seed(cfg.seed)  # dropout and any other global draws: the run is a function of cfg
         resumed_running = (0.0, 0)
     if start_step >= steps_per_epoch:
         start_epoch, start_step = start_epoch + 1, 0

@@ -344,3 +344,17 @@ def test_ddp_two_ranks_train_identical_weights(tmp_path):
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k
     assert 0.0 <= r0["accuracy"] <= 1.0
+
+
+def test_fit_seeds_the_global_rng_so_dropout_does_not_depend_on_the_caller(ds):
+    results = []
+    for outside_seed in (1, 2):
+        model = mlp(seed=0, dropout=0.5)        # same initial weights
+        torch.manual_seed(outside_seed)        # whatever the caller's RNG state is
+        fit(model, ds, quiet(seed=3))
+        results.append(model.state_dict())
+    for key in results[0]:
+        assert torch.equal(results[0][key], results[1][key]), key
+    other = mlp(seed=0, dropout=0.5)
+    fit(other, ds, quiet(seed=4))               # another seed: other dropout masks and order
+    assert not torch.equal(other.fc1.weight, results[0]["fc1.weight"])
