@@ -107,7 +107,10 @@ def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig) -> Pru
         dt = max(1, per_epoch // 4)
         n = max(1, int(cfg.agp_fraction * steps) // dt)
         pruner = GradualPruner(model, cfg.sparsity, t0=0, n=n, dt=dt, rule=cfg.rule, scope=cfg.scope)
-        fits.append(fit(model, data, _train_cfg(cfg, cfg.epochs), callbacks=[pruner], loss_fn=loss_fn))
+        callbacks = [pruner]
+        if cfg.adjust_dropout:  # follow each AGP update, so training sees the adjusted rates
+            callbacks.append(lambda m, info: adjust_dropout(m, drop0) if info.global_step % dt == 0 else None)
+        fits.append(fit(model, data, _train_cfg(cfg, cfg.epochs), callbacks=callbacks, loss_fn=loss_fn))
     else:
         if cfg.schedule == "iterative" and cfg.epochs > 0:
             rounds = max(1, min(cfg.rounds, cfg.epochs))

@@ -116,3 +116,20 @@ def test_dropout_left_alone_by_default(ds):
     result = prune_and_finetune(model, ds, cfg(schedule="oneshot"))
     assert result.dropout == {}
     assert all(m.p == 0.2 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_agp_dropout_adjustment_is_seen_during_training(ds, monkeypatch):
+    import deepshrink.prune.finetune as finetune
+
+    seen, real_fit = [], finetune.fit
+
+    def recording_fit(model, data, config, callbacks=(), loss_fn=None):
+        record = lambda m, info: seen.append(m.drop1.p)  # noqa: E731 - after the other callbacks
+        return real_fit(model, data, config, callbacks=[*callbacks, record], loss_fn=loss_fn)
+
+    monkeypatch.setattr(finetune, "fit", recording_fit)
+    model = mlp()
+    prune_and_finetune(model, ds, cfg(schedule="agp", adjust_dropout=True))
+    assert seen[0] == pytest.approx(0.2, abs=0.02)           # first update: little pruned yet
+    assert min(seen[:-1]) < 0.2 * 0.5                          # lowered while training, not after
+    assert seen == sorted(seen, reverse=True)                  # follows the rising sparsity
