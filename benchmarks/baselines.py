@@ -71,7 +71,8 @@ def main() -> None:
             train_baseline(name, ds, "fashion-mnist", str(path), recipe(name, seed=0, progress=False))
         model, info = load_model(path)
         t0 = time.perf_counter()
-        acc = evaluate(model, data_mod.load("fashion-mnist", mean=info.mean, std=info.std).test)
+        same_stats = info.mean == ds.mean and info.std == ds.std  # else normalise as the model expects
+        acc = evaluate(model, (ds if same_stats else data_mod.load("fashion-mnist", mean=info.mean, std=info.std)).test)
         eval_s = time.perf_counter() - t0
         prof = profile_model(model, torch.zeros(1, *info.input_shape)).totals
         train = info.history[0] if info.history else {}

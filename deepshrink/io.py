@@ -28,7 +28,8 @@ from . import models
 from .atomic import atomic_write_bytes
 from .errors import FormatError, ModelError
 
-__all__ = ["ModelInfo", "save_model", "load_model", "read_info", "resize_to_state", "build_arch", "FORMAT_NAME"]
+__all__ = ["ModelInfo", "save_model", "load_model", "read_info", "resize_to_state", "sync_layer_sizes",
+           "build_arch", "FORMAT_NAME"]
 
 FORMAT_NAME = "deepshrink-model"
 FORMAT_VERSION = 1
@@ -168,11 +169,11 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             setattr(mod, attr, nn.Parameter(new, requires_grad=cur.requires_grad))
         else:
             mod.register_buffer(attr, new)
-        _sync_sizes(mod)
+        sync_layer_sizes(mod)
 
 
-def _sync_sizes(mod: nn.Module) -> None:
-    """Make a layer's size attributes agree with its (resized) tensors."""
+def sync_layer_sizes(mod: nn.Module) -> None:
+    """Make a layer's size attributes (channels, features, groups) agree with its tensors."""
     if isinstance(mod, nn.Conv2d) and hasattr(mod, "weight"):
         out_c, in_per_group = mod.weight.shape[:2]
         depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ConfigError
+from ..io import sync_layer_sizes
 from .masks import MASK_SUFFIX, prunable_weights
 
 __all__ = ["penalty", "penalized_loss", "adjust_dropout", "remove_dead_neurons"]
@@ -134,4 +135,4 @@ def _shrink(layer: nn.Linear, rows=None, cols=None) -> None:
         mask = mask[rows] if rows is not None else mask
         mask = mask[:, cols] if cols is not None else mask
         layer.register_buffer("weight" + MASK_SUFFIX, mask.clone())
-    layer.out_features, layer.in_features = layer.weight.shape
+    sync_layer_sizes(layer)
