@@ -151,7 +151,7 @@ def main() -> None:
         print(f"LeNet-5 sensitivity scan: {scan['seconds']:.1f} s ({args.threads} threads)", flush=True)
     notes = ["Same fine-tuning for both methods: epochs, LR and weight decay of the model's own training "
              "recipe, seed 0, identical batch order; accuracy on the 10,000 test images. The seconds column "
-             "is wall time of prune + fine-tune, with other work sharing the 2 cores.",
+             "is wall time of prune + fine-tune on this machine (threads as stated per model).",
              f"Highest sparsity within 0.5 pp: from 92%, up through {', '.join(map(str, UP))} while within "
              f"the budget, or down through {', '.join(map(str, DOWN))} until within it."]
     if scan:
