@@ -140,13 +140,8 @@ def compute_masks(
     chosen = {n: weights[n] for n in targets}
     if rule == "random":
         gen = torch.Generator().manual_seed(seed)
-        if scope == "global":  # a uniform random draw over all weights together
-            flat = torch.rand(sum(w.numel() for w in chosen.values()), generator=gen)
-            scores = {}
-            lo = 0
-            for n, w in chosen.items():
-                scores[n] = flat[lo:lo + w.numel()].view_as(w)
-                lo += w.numel()
+        if scope == "global":  # uniform random scores, ranked together across layers
+            scores = {n: torch.rand(w.shape, generator=gen) for n, w in chosen.items()}
             return global_magnitude_masks(scores, next(iter(targets.values())))
         return {n: random_mask(w, targets[n], gen) for n, w in chosen.items()}
     if rule == "std":
