@@ -41,7 +41,7 @@ BUDGET = 0.005
 def baseline(name: str):
     path = ROOT / "checkpoints" / "baselines" / f"{name}.safetensors"
     model, info = load_model(path)
-    return model, info, info.history[0]["config"]
+    return model, info, info.train_config()
 
 
 ABLATIONS = {"+ Han's dropout adjustment": {"adjust_dropout": True},

@@ -43,7 +43,7 @@ def run(out_dir: Path, retrain: bool, sparsity: float = 0.92, prune_epochs: int 
     dense_prof, dense_acc = profile_model(model, x), evaluate(model, ds.test)
 
     print(f"[2/3] pruning to {sparsity:.0%} sparsity (global magnitude, AGP, {prune_epochs} epochs)", flush=True)
-    trained = info.history[0]["config"] if info.history else {}
+    trained = info.train_config()
     result = prune_and_finetune(model, ds, PruneConfig(
         sparsity=sparsity, scope="global", schedule="agp", epochs=prune_epochs,
         lr=trained.get("lr", 0.05), weight_decay=trained.get("weight_decay", 5e-4), seed=0))

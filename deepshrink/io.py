@@ -51,6 +51,13 @@ class ModelInfo:
     history: list[dict] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # later stages: masks, plans, quant
 
+    def train_config(self) -> dict:
+        """The training settings the file records (its first ``train`` entry), or {}."""
+        for h in self.history:
+            if h.get("op") == "train":
+                return h.get("config", {})
+        return {}
+
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, **asdict(self)})
 

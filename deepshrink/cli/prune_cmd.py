@@ -9,7 +9,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..data import Split
 from ..errors import ConfigError
-from ..io import ModelInfo, save_model
+from ..io import save_model
 from ..prune import (DEFAULT_GRID, RULES, SCHEDULES, PruneConfig, choose_sparsities, layer_sparsities,
                      plot_sensitivity, prune_and_finetune, sensitivity_scan)
 from ..report import plot_weight_histograms
@@ -111,14 +111,6 @@ def cmd_sensitivity(args) -> int:
     return 0
 
 
-def _train_config(info: ModelInfo) -> dict:
-    """The training settings recorded in the model file (empty if it has none)."""
-    for h in info.history:
-        if h.get("op") == "train":
-            return h.get("config", {})
-    return {}
-
-
 def cmd_prune(args) -> int:
     if not 0 <= args.sparsity < 1:
         raise ConfigError(f"--sparsity must be in [0, 1), got {args.sparsity}")
@@ -133,7 +125,7 @@ def cmd_prune(args) -> int:
                          sorted(set(DEFAULT_GRID) | {0.95, 0.98}), 0.5)
         target = choose_sparsities(scan, target_sparsity=args.sparsity)
         print("per-layer sparsities: " + ", ".join(f"{k} {v:.3f}" for k, v in target.items()))
-    trained = _train_config(info)
+    trained = info.train_config()
     cfg = PruneConfig(sparsity=target, rule=args.rule, scope=args.scope,
                       schedule=args.schedule, epochs=args.finetune_epochs,
                       lr=args.lr if args.lr is not None else trained.get("lr", 0.01),
