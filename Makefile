@@ -37,8 +37,15 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-benchmarks: setup
-	$(PY) benchmarks/baselines.py
+# peers for the benchmarks only (thop, ptflops, zstandard, torch-pruning); --no-deps so
+# none of them can pull another torch
+.venv/.bench-stamp: .venv/.deps-stamp
+	$(PIP) install -q --no-deps thop ptflops zstandard torch-pruning
+	touch $@
+
+# every script in benchmarks/ (files starting with _ are shared helpers)
+benchmarks: setup .venv/.bench-stamp
+	@for f in benchmarks/[a-z]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
 	rm -rf .venv runs .pytest_cache
