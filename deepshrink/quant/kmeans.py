@@ -1,0 +1,252 @@
+"""K-means weight sharing (Han, Mao & Dally 2016, "Deep Compression", section 3).
+
+Each layer's nonzero weights are clustered into K = 2^b shared values (the codebook); the layer
+then stores only a b-bit index per weight. Pruned zeros are not clustered and stay exactly zero,
+so pruning and quantization compose. Centroids start *linearly* spaced over [min, max] of the
+nonzero weights — the paper found that this keeps the few large weights, which matter most,
+better than density-based or random starts. Lloyd iterations in 1-D are done on sorted values:
+assignment is a ``searchsorted`` against the midpoints between sorted centroids, the update a
+segment mean, O(n log K) per iteration.
+
+Centroid fine-tuning: the gradient of centroid k is the sum of the gradients of its members,
+
+    dL/dc_k = sum_{i: I(i) = k} dL/dW_i .
+
+:func:`centroid_finetune` implements it with a gradient hook that replaces every member's
+gradient by its centroid's summed gradient; members that start equal and get the same update
+under any element-wise optimizer stay equal, and a per-step callback re-ties them exactly. The
+result is read back as the codebook. Biases and BatchNorm train as usual.
+
+State on a quantized layer (the convention the .dsz codec reads): buffer ``weight_codebook``
+(K,) fp32, sorted; attribute ``weight_bits`` (b); every nonzero weight is a codebook entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..train import FitResult, TrainConfig, evaluate, fit
+
+__all__ = [
+    "KMeansConfig",
+    "kmeans_codebook",
+    "kmeans_quantize_",
+    "quantized_layers",
+    "centroid_finetune",
+    "CODEBOOK_SUFFIX",
+]
+
+CODEBOOK_SUFFIX = "_codebook"
+
+
+@dataclass
+class KMeansConfig:
+    """Bits per layer: ``conv_bits`` for convolutions, ``fc_bits`` for linear layers, ``bits`` to
+    override by layer name (``{"fc1": 4}``; 0 leaves that layer in fp32). The paper's LeNet and
+    AlexNet setting is 8-bit conv, 5-bit fc."""
+
+    conv_bits: int = 8
+    fc_bits: int = 5
+    bits: dict[str, int] = field(default_factory=dict)
+    iters: int = 30
+    codebook_dtype: str = "float16"  # round centroids to fp16 when lossless w.r.t. the sparsity
+
+    def check(self) -> None:
+        for name, b in [("conv_bits", self.conv_bits), ("fc_bits", self.fc_bits), *self.bits.items()]:
+            if not isinstance(b, int) or not (b == 0 or 1 <= b <= 8):
+                raise ConfigError(f"k-means bits for {name!r} must be 0 (skip) or 1..8, got {b!r}")
+        if self.iters < 0:
+            raise ConfigError(f"k-means iters must be >= 0, got {self.iters}")
+        if self.codebook_dtype not in ("float16", "float32"):
+            raise ConfigError(f"codebook_dtype must be 'float16' or 'float32', got {self.codebook_dtype!r}")
+
+
+def kmeans_codebook(values: torch.Tensor, bits: int, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D k-means with linear initialisation.
+
+    values: (n,) float. Returns (centroids (K,) sorted ascending, K <= 2^bits, empty clusters
+    dropped; assignment (n,) int64 into the centroids).
+    """
+    v = values.detach().reshape(-1).double()
+    if v.numel() == 0:
+        return torch.zeros(0, dtype=torch.float32), torch.zeros(0, dtype=torch.long)
+    k = 2 ** bits
+    lo, hi = v.min().item(), v.max().item()
+    cents = torch.linspace(lo, hi, k, dtype=torch.float64) if hi > lo else v[:1].clone()
+    sv, order = torch.sort(v)
+    csum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(sv, 0)])
+    for _ in range(iters):
+        bounds = torch.searchsorted(sv, (cents[1:] + cents[:-1]) / 2)   # (K-1,) segment ends
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), bounds])
+        ends = torch.cat([bounds, torch.tensor([sv.numel()])])
+        counts = ends - starts
+        keep = counts > 0
+        new = (csum[ends[keep]] - csum[starts[keep]]) / counts[keep]
+        if new.numel() == cents.numel() and torch.equal(new, cents):
+            break
+        cents = new  # sorted: segment means of sorted data are increasing
+    # final assignment against the final centroids (nearest; ties go to the lower one)
+    mids = (cents[1:] + cents[:-1]) / 2
+    assign_sorted = torch.searchsorted(mids, sv, right=False)
+    used = torch.unique(assign_sorted)
+    remap = torch.full((cents.numel(),), -1, dtype=torch.long)
+    remap[used] = torch.arange(used.numel())
+    assign = torch.empty_like(assign_sorted)
+    assign[order] = remap[assign_sorted]
+    return cents[used].float(), assign
+
+
+def _layer_bits(name: str, module: nn.Module, cfg: KMeansConfig) -> int:
+    if name in cfg.bits:
+        return cfg.bits[name]
+    if isinstance(module, nn.Linear):
+        return cfg.fc_bits
+    return cfg.conv_bits
+
+
+def _round_codebook(cb: torch.Tensor, dtype: str) -> torch.Tensor:
+    """fp16-rounded codebook when no centroid collapses to zero or onto another one."""
+    if dtype != "float16" or cb.numel() == 0:
+        return cb
+    r = cb.half().float()
+    if (r == 0).any() or torch.unique(r).numel() != r.numel() or not torch.isfinite(r).all():
+        return cb
+    return r
+
+
+def kmeans_quantize_(model: nn.Module, cfg: KMeansConfig | None = None) -> dict[str, int]:
+    """Replace each Conv/Linear weight's nonzeros by their centroids, in place.
+
+    Registers ``weight_codebook`` and sets ``weight_bits`` on every quantized layer; returns
+    {layer name: bits}. Zeros (pruned weights) stay exactly zero.
+    """
+    cfg = cfg or KMeansConfig()
+    cfg.check()
+    unknown = set(cfg.bits) - {n for n, _ in model.named_modules()}
+    if unknown:
+        raise ConfigError(f"k-means bits given for unknown layers: {sorted(unknown)}")
+    done: dict[str, int] = {}
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or not isinstance(w, nn.Parameter):
+            continue
+        bits = _layer_bits(name, module, cfg)
+        if bits == 0:
+            continue
+        with torch.no_grad():
+            flat = w.detach().reshape(-1)
+            nz = flat != 0                                           # (n,) sparsity pattern
+            cents, assign = kmeans_codebook(flat[nz], bits, cfg.iters)
+            cents = _round_codebook(cents, cfg.codebook_dtype)
+            new = torch.zeros_like(flat)
+            new[nz] = cents[assign].to(flat.dtype)
+            w.copy_(new.view_as(w))
+        module.register_buffer("weight" + CODEBOOK_SUFFIX, cents.to(w.device))
+        module.weight_bits = bits
+        done[name] = bits
+    return done
+
+
+def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """{name: module} of the layers carrying a ``weight_codebook``."""
+    return {n: m for n, m in model.named_modules() if hasattr(m, "weight" + CODEBOOK_SUFFIX)
+            and isinstance(getattr(m, "weight" + CODEBOOK_SUFFIX), torch.Tensor)}
+
+
+def _assignments(module: nn.Module) -> torch.Tensor:
+    """(numel,) index of each weight into the codebook, -1 for zeros."""
+    w = module.weight.detach().reshape(-1)
+    cb = getattr(module, "weight" + CODEBOOK_SUFFIX)
+    idx = torch.searchsorted(cb, w).clamp(max=max(cb.numel() - 1, 0))
+    hit = (w != 0) & (cb.numel() > 0)
+    if cb.numel():
+        hit &= cb[idx] == w
+    if bool(((w != 0) & ~hit).any()):
+        raise ConfigError("a nonzero weight is not in its layer's codebook; run kmeans_quantize_ first")
+    return torch.where(hit, idx, torch.full_like(idx, -1))
+
+
+class _Tied:
+    """Gradient hook + per-step re-tie for one layer's shared weights."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.assign = _assignments(module)                      # (numel,)
+        self.k = getattr(module, "weight" + CODEBOOK_SUFFIX).numel()
+        self.valid = self.assign >= 0
+        self.idx = self.assign.clamp(min=0)
+        # one representative member per centroid: where to read the centroid back from
+        first = torch.full((self.k,), -1, dtype=torch.long)
+        pos = torch.nonzero(self.valid).reshape(-1)
+        first.scatter_reduce_(0, self.idx[pos], pos, reduce="amin", include_self=False)
+        self.first = first
+        self.handle = module.weight.register_hook(self.grad_hook)
+
+    def grad_hook(self, grad: torch.Tensor) -> torch.Tensor:
+        g = grad.reshape(-1)
+        summed = torch.zeros(self.k, dtype=g.dtype, device=g.device)
+        summed.index_add_(0, self.idx[self.valid], g[self.valid])   # dL/dc_k = sum of members
+        out = torch.where(self.valid, summed[self.idx], torch.zeros_like(g))
+        return out.view_as(grad)
+
+    def codebook(self) -> torch.Tensor:
+        w = self.module.weight.detach().reshape(-1)
+        return w[self.first.clamp(min=0)]
+
+    def retie(self) -> None:
+        with torch.no_grad():
+            cb = self.codebook()
+            w = self.module.weight
+            flat = torch.where(self.valid, cb[self.idx], torch.zeros_like(cb[self.idx]))
+            w.copy_(flat.view_as(w))
+
+    def finish(self, dtype: str) -> None:
+        self.handle.remove()
+        cb = self.codebook()
+        order = torch.argsort(cb)
+        cb_sorted = _round_codebook(cb[order], dtype)
+        # centroids that moved onto each other merge (rare): keep the codebook strictly sorted
+        cb_final, inverse = torch.unique(cb_sorted, return_inverse=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel())
+        with torch.no_grad():
+            new_idx = inverse[rank[self.idx]]
+            flat = torch.where(self.valid, cb_final[new_idx], torch.zeros(1, dtype=cb_final.dtype))
+            self.module.weight.copy_(flat.view_as(self.module.weight))
+        self.module.register_buffer("weight" + CODEBOOK_SUFFIX, cb_final)
+
+
+def centroid_finetune(model: nn.Module, data: Dataset, cfg: TrainConfig | None = None, teacher: nn.Module | None = None,
+                      codebook_dtype: str = "float16", temperature: float = 4.0, alpha: float = 0.9) -> FitResult:
+    """Fine-tune the shared centroids (and the unquantized parameters) of a k-means model.
+
+    Default optimiser: AdamW at a small LR, since a centroid's gradient sums over its members
+    (thousands in a fully connected layer) and Adam's step does not scale with that sum. With a
+    ``teacher`` the loss is the distillation loss against it.
+    """
+    layers = quantized_layers(model)
+    if not layers:
+        raise ConfigError("the model has no k-means quantized layer (run kmeans_quantize_ first)")
+    cfg = cfg or TrainConfig(epochs=1, lr=1e-4, optimizer="adam", weight_decay=0.0, warmup_epochs=0.0)
+    tied = [_Tied(m) for m in layers.values()]
+
+    def retie(_model, _info) -> None:
+        for t in tied:
+            t.retie()
+
+    loss_fn = None
+    if teacher is not None:
+        from ..distill import teacher_loss
+        loss_fn = teacher_loss(teacher, temperature, alpha)
+    try:
+        result = fit(model, data, cfg, callbacks=[retie], loss_fn=loss_fn)
+    finally:
+        for t in tied:
+            t.finish(codebook_dtype)
+    result.accuracy = evaluate(model, data.test)  # after the final fp16 rounding of the codebooks
+    return result
