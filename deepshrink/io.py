@@ -6,8 +6,9 @@ the accuracy when known, and the history of what was done to the model. Opening 
 executes code: a ``module:callable`` architecture is imported only when the caller passes
 ``trust_code=True`` or names the same callable again.
 
-Pruned layers keep their smaller shapes: the model is built from its spec, then each
-parameter and buffer is resized to the stored tensor and the layer's size attributes follow.
+Pruned layers keep their smaller shapes: the model is built from its spec, a stored channel
+plan (structured pruning) is re-applied, then each parameter and buffer is resized to the
+stored tensor and the layer's size attributes follow.
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ def load_model(
     if info is None:
         raise ModelError(f"{path}: a plain state dict carries no architecture; name one (--model NAME)")
     model = build_arch(info, trust_code, str(path))
+    _apply_channel_plan(model, info, str(path))
     resize_to_state(model, state)
     _attach_extra_buffers(model, state)
     missing, unexpected = _diff_keys(model, state)
@@ -229,6 +231,19 @@ def load_model(
         raise ModelError(f"{path}: {str(exc).splitlines()[-1].strip()}") from None
     model.eval()
     return model, info
+
+
+def _apply_channel_plan(model: nn.Module, info: ModelInfo, where: str) -> None:
+    """Re-apply a structured-pruning plan (``extra["channel_plan"]``) to the fresh architecture."""
+    raw = info.extra.get("channel_plan")
+    if raw is None:
+        return
+    from .prune.plan import ChannelPlan, apply_plan  # deferred: the prune package imports io
+
+    try:
+        apply_plan(model, ChannelPlan.from_dict(raw, f"{where}: channel_plan"))
+    except ModelError as exc:
+        raise ModelError(f"{where}: {exc}") from None
 
 
 # Buffers that later stages add beside a parameter and that a freshly built architecture
