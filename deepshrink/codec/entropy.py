@@ -1,0 +1,126 @@
+"""Per-section coder choice: const, raw, Huffman or ANS, whichever payload is smallest.
+
+A section is a stream of ``n`` symbols from ``{0, ..., A-1}``. Its Shannon bound is
+``n * H`` bits with ``H = -sum_s p_s log2 p_s`` over the stream's own histogram (the order-0
+entropy): no coder that spends a fixed number of bits per symbol value can beat it on average.
+Huffman lands within a bit per symbol of it, ANS within a fraction of a percent; the table each
+one stores is part of its payload, so on a short stream raw packing can win. Byte sections
+(codebooks, lossless tensors) are stored as-is or through zlib, whichever is smaller.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from ..errors import FormatError
+from .ans import ans_decode, ans_encode
+from .bitpack import pack_fixed, raw_width, unpack_fixed
+from .huffman import huffman_decode, huffman_encode
+
+__all__ = ["SYMBOL_CODERS", "BYTE_CODERS", "entropy_bits", "encode_symbols", "decode_symbols",
+           "encode_bytes", "decode_bytes", "estimate_bytes"]
+
+SYMBOL_CODERS = ("const", "raw", "huffman", "ans")
+BYTE_CODERS = ("bytes", "zlib")
+MAX_RAW_ALPHABET = 1 << 32
+
+
+def entropy_bits(symbols: np.ndarray, alphabet: int | None = None) -> float:
+    """n * H: the order-0 Shannon bound of the stream in bits."""
+    if symbols.size == 0:
+        return 0.0
+    counts = np.bincount(symbols, minlength=alphabet or 0)
+    counts = counts[counts > 0].astype(np.float64)
+    n = counts.sum()
+    return float(-(counts * np.log2(counts / n)).sum())
+
+
+def estimate_bytes(symbols: np.ndarray, alphabet: int) -> float:
+    """Cheap size estimate used to pick a sparse layout: min(raw, n*H + table)."""
+    if symbols.size == 0:
+        return 0.0
+    raw = (symbols.size * raw_width(alphabet) + 7) // 8
+    if alphabet > 1 << 16:
+        return float(raw)
+    return min(float(raw), entropy_bits(symbols, alphabet) / 8 + alphabet + 4)
+
+
+def _const_encode(symbols: np.ndarray) -> bytes | None:
+    if symbols.size == 0:
+        return b""
+    first = int(symbols[0])
+    return first.to_bytes(4, "little") if bool((symbols == first).all()) else None
+
+
+def encode_symbols(symbols: np.ndarray, alphabet: int, only: str | None = None) -> tuple[str, bytes]:
+    """(coder, payload) of the smallest applicable coder; ``only`` forces one (tests)."""
+    symbols = np.ascontiguousarray(symbols, dtype=np.int64).reshape(-1)
+    if symbols.size and (int(symbols.min()) < 0 or int(symbols.max()) >= alphabet):
+        raise ValueError(f"symbols outside the alphabet [0, {alphabet})")
+    candidates = {"const": lambda: _const_encode(symbols),
+                  "raw": lambda: pack_fixed(symbols, raw_width(alphabet)) if alphabet <= MAX_RAW_ALPHABET else None,
+                  "huffman": lambda: huffman_encode(symbols, alphabet),
+                  "ans": lambda: ans_encode(symbols, alphabet)}
+    names = [only] if only else list(SYMBOL_CODERS)
+    best: tuple[str, bytes] | None = None
+    for name in names:
+        payload = candidates[name]()
+        if payload is not None and (best is None or len(payload) < len(best[1])):
+            best = (name, payload)
+        if name == "const" and payload is not None:
+            break                                                    # nothing beats 0-4 bytes
+    if best is None:
+        raise ValueError(f"coder {only!r} does not apply to this stream")
+    return best
+
+
+def decode_symbols(coder: str, payload: bytes, count: int, alphabet: int, where: str) -> np.ndarray:
+    """(count,) int64 symbols, each checked to lie in [0, alphabet)."""
+    if coder == "const":
+        if count == 0:
+            if payload:
+                raise FormatError(f"{where}: empty const section has {len(payload)} payload bytes")
+            return np.zeros(0, dtype=np.int64)
+        if len(payload) != 4:
+            raise FormatError(f"{where}: const payload is {len(payload)} bytes, expected 4")
+        out = np.full(count, int.from_bytes(payload, "little"), dtype=np.int64)
+    elif coder == "raw":
+        if alphabet > MAX_RAW_ALPHABET:
+            raise FormatError(f"{where}: raw alphabet {alphabet} exceeds 2^32")
+        out = unpack_fixed(payload, count, raw_width(alphabet), where)
+    elif coder == "huffman":
+        out = huffman_decode(payload, count, alphabet, where)
+    elif coder == "ans":
+        out = ans_decode(payload, count, alphabet, where)
+    else:
+        raise FormatError(f"{where}: unknown symbol coder {coder!r}")
+    if out.size and (int(out.min()) < 0 or int(out.max()) >= alphabet):
+        raise FormatError(f"{where}: symbol outside the alphabet [0, {alphabet})")
+    return out
+
+
+def encode_bytes(data: bytes) -> tuple[str, bytes]:
+    """('bytes' | 'zlib', payload): zlib level 9 only when it is smaller."""
+    packed = zlib.compress(data, 9)
+    return ("zlib", packed) if len(packed) < len(data) else ("bytes", data)
+
+
+def decode_bytes(coder: str, payload: bytes, count: int, where: str) -> bytes:
+    """Exactly ``count`` bytes; zlib output is capped at ``count`` + 1 bytes while inflating."""
+    if coder == "bytes":
+        if len(payload) != count:
+            raise FormatError(f"{where}: stored section is {len(payload)} bytes, expected {count}")
+        return payload
+    if coder != "zlib":
+        raise FormatError(f"{where}: unknown byte coder {coder!r}")
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(payload, count + 1)
+        complete = inflater.eof and not inflater.unconsumed_tail and not inflater.unused_data
+    except zlib.error as exc:
+        raise FormatError(f"{where}: corrupt zlib stream ({exc})") from None
+    if len(out) != count or not complete:
+        raise FormatError(f"{where}: zlib stream does not inflate to exactly {count} bytes")
+    return out

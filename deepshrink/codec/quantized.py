@@ -1,0 +1,137 @@
+"""A quantized weight <-> its sections: codebook, value codes and sparse index.
+
+Weight sharing (Han, Mao & Dally 2016, §3) leaves every nonzero weight equal to one of ``K``
+shared values, so the layer is its sparsity pattern, one ``log2 K``-bit index per nonzero and the
+codebook. The model-side convention: a weight ``W`` (float32) with a sibling buffer
+``W_codebook`` (float32, ``(K,)`` or per output channel ``(C, K)``); value 0 marks a pruned
+position. Each nonzero is matched to its table entry by its float32 bits (an exact match, no
+tolerance), all at once with a sorted search over ``row << 32 | bits`` keys. The codebook is
+stored as float16 when that round trip keeps every bit, else as float32 (docs/FORMAT.md §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import FormatError, ModelError
+from .entropy import decode_bytes, decode_symbols, encode_symbols
+from .bitpack import raw_width
+from .sparse import choose_layout, csr_decode, plain_relative_bits, relative_decode
+
+__all__ = ["Section", "codes_of", "encode_quantized", "decode_quantized", "codebook_rows"]
+
+
+@dataclass
+class Section:
+    """One section before it is placed in the file."""
+
+    name: str
+    coder: str
+    payload: bytes
+    count: int
+    alphabet: int
+
+
+def codebook_rows(weight_shape: tuple[int, ...], cb_shape: tuple[int, ...], where: str, err=ModelError) -> int:
+    """C, the number of codebook tables (1 for a (K,) codebook); checks the shapes agree."""
+    if len(cb_shape) == 1:
+        return 1
+    if len(cb_shape) == 2 and len(weight_shape) >= 1 and cb_shape[0] == weight_shape[0] and cb_shape[0] > 0:
+        return int(cb_shape[0])
+    raise err(f"{where}: codebook shape {list(cb_shape)} does not fit weight shape {list(weight_shape)} "
+              "(expected (K,) or (C_out, K))")
+
+
+def _keys(bits: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return (rows.astype(np.int64) << 32) | bits.astype(np.int64)
+
+
+def codes_of(name: str, weight: torch.Tensor, codebook: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, codes): flat positions of the nonzeros (increasing) and their table index."""
+    if weight.dtype != torch.float32 or codebook.dtype != torch.float32:
+        raise ModelError(f"{name}: quantized weight and codebook must be float32, "
+                         f"got {weight.dtype} and {codebook.dtype}")
+    c = codebook_rows(tuple(weight.shape), tuple(codebook.shape), name)
+    flat = weight.detach().cpu().contiguous().reshape(-1)
+    positions = torch.nonzero(flat != 0).reshape(-1).numpy()                 # (nnz,)
+    k = int(codebook.shape[-1])
+    if positions.size == 0:
+        return positions.astype(np.int64), np.zeros(0, dtype=np.int64)
+    if k == 0:
+        raise ModelError(f"{name}: the weight has nonzeros but the codebook is empty")
+    per_row = flat.numel() // c
+    table = codebook.detach().cpu().contiguous().reshape(c, k)
+    tbits = table.view(torch.int32).numpy().view(np.uint32)                  # (C, K)
+    tkeys = _keys(tbits.reshape(-1), np.repeat(np.arange(c), k))              # (C*K,)
+    order = np.argsort(tkeys, kind="stable")
+    vbits = flat.view(torch.int32).numpy().view(np.uint32)[positions]        # (nnz,)
+    vkeys = _keys(vbits, positions // per_row)
+    at = np.searchsorted(tkeys[order], vkeys).clip(max=tkeys.size - 1)
+    hit = tkeys[order][at] == vkeys
+    if not bool(hit.all()):
+        bad = int(positions[np.flatnonzero(~hit)[0]])
+        raise ModelError(f"{name}: weight value {float(flat[bad])!r} at flat position {bad} is not "
+                         "in its codebook (quantize the layer first)")
+    return positions.astype(np.int64), order[at] % k
+
+
+def _codebook_section(codebook: torch.Tensor) -> tuple[str, Section]:
+    cb = codebook.detach().cpu().contiguous()
+    half = cb.half()
+    exact = torch.equal(half.float().view(torch.int32), cb.view(torch.int32))
+    stored = half if exact else cb
+    raw = stored.reshape(-1).view(torch.uint8).numpy().tobytes()
+    return ("float16" if exact else "float32"), Section("codebook", "bytes", raw, len(raw), 256)
+
+
+def encode_quantized(name: str, weight: torch.Tensor, codebook: torch.Tensor,
+                     bits: int | None) -> tuple[dict, list[Section]]:
+    """Header fields and sections of one quantized weight (layout chosen by estimated size)."""
+    positions, codes = codes_of(name, weight, codebook)
+    k = int(codebook.shape[-1])
+    layout = choose_layout(positions, codes, k, tuple(weight.shape))
+    cb_dtype, cb_section = _codebook_section(codebook)
+    sections = [cb_section]
+    for sec_name, (symbols, alphabet) in layout.streams.items():
+        coder, payload = encode_symbols(symbols, alphabet)
+        sections.append(Section(sec_name, coder, payload, int(symbols.size), alphabet))
+    plain_b, plain_bits = plain_relative_bits(positions, bits if bits is not None else raw_width(max(k, 1)))
+    fields = {"codebook": {"dtype": cb_dtype, "shape": list(codebook.shape)}, "bits": bits,
+              "layout": layout.name, "index_bits": layout.index_bits,
+              "nnz": int(positions.size), "entries": layout.entries,
+              "plain": {"index_bits": plain_b, "bits": plain_bits}}
+    return fields, sections
+
+
+def decode_quantized(entry: dict, payloads: dict[str, bytes], where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, codebook) float32 tensors from a checked header entry and its section payloads."""
+    shape = tuple(entry["shape"])
+    numel = int(np.prod(shape, dtype=object)) if shape else 1
+    cb_meta, secs = entry["codebook"], entry["sections"]
+    c = codebook_rows(shape, tuple(cb_meta["shape"]), where, FormatError)
+    k = int(cb_meta["shape"][-1])
+    np_dtype = np.float16 if cb_meta["dtype"] == "float16" else np.float32
+    raw = decode_bytes(secs["codebook"]["coder"], payloads["codebook"], c * k * np.dtype(np_dtype).itemsize,
+                       f"{where}/codebook")
+    table = np.frombuffer(raw, dtype=np_dtype).astype(np.float32).reshape(c, k)   # (C, K)
+
+    def stream(sec: str) -> np.ndarray:
+        meta = secs[sec]
+        return decode_symbols(meta["coder"], payloads[sec], meta["count"], meta["alphabet"], f"{where}/{sec}")
+
+    if entry["layout"] == "relative":
+        gaps = stream("index") if "index" in secs else np.zeros(secs["codes"]["count"], dtype=np.int64)
+        positions, codes = relative_decode(gaps, stream("codes"), numel, f"{where}/index")
+    else:
+        positions = csr_decode(stream("rows"), stream("cols"), shape, f"{where}/cols")
+        codes = stream("codes")
+    if positions.size != entry["nnz"]:
+        raise FormatError(f"{where}: decoded {positions.size} nonzeros, header says {entry['nnz']}")
+    flat = np.zeros(numel, dtype=np.float32)
+    if positions.size:
+        flat[positions] = table[positions // (numel // c), codes]
+    weight = torch.from_numpy(flat).reshape(shape)
+    return weight, torch.from_numpy(table.reshape(cb_meta["shape"]).copy())
