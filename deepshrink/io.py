@@ -137,8 +137,20 @@ def _parse_torch(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def _is_dsz(path: Path) -> bool:
+    """True when the file starts with the .dsz magic (docs/FORMAT.md)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"\x89DSZ\r\n\x1a\n"
+    except OSError:
+        return False  # missing or unreadable: the normal readers give the error
+
+
 def read_info(path: str | os.PathLike) -> ModelInfo:
-    """Just the metadata of a deepshrink safetensors file."""
+    """Just the metadata of a deepshrink safetensors (or .dsz) file."""
+    if _is_dsz(Path(path)):
+        from .codec import read_compressed_info  # lazy: the codec imports this module
+        return read_compressed_info(path)
     _, info = _parse_safetensors(Path(path))
     if info is None:
         raise FormatError(f"{path}: safetensors file without deepshrink metadata")
@@ -207,6 +219,11 @@ def load_model(
     dicts, which carry no architecture; naming a callable counts as trusting it.
     """
     path = Path(path)
+    if _is_dsz(path):
+        from .codec import load_compressed, read_compressed_info  # lazy: the codec imports this module
+        trust = trust_code or (arch is not None and arch == read_compressed_info(path).arch)
+        model = load_compressed(path, trust_code=trust)
+        return model, model.deepshrink_info
     if path.suffix in (".pt", ".pth", ".bin"):
         state, info = _parse_torch(path), None
     else:
@@ -247,8 +264,9 @@ def _apply_channel_plan(model: nn.Module, info: ModelInfo, where: str) -> None:
 
 
 # Buffers that later stages add beside a parameter and that a freshly built architecture
-# lacks: pruning masks ("weight_mask"). They are registered before the state is loaded.
-EXTRA_BUFFER_SUFFIXES = ("_mask",)
+# lacks: pruning masks ("weight_mask"), k-means codebooks ("weight_codebook"). They are
+# registered before the state is loaded.
+EXTRA_BUFFER_SUFFIXES = ("_mask", "_codebook")
 
 
 def _attach_extra_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
