@@ -20,6 +20,7 @@ from torch import nn
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, FormatError, ModelError
 from ..io import ModelInfo, build_arch, resize_to_state
+from ..io import _apply_channel_plan, _attach_extra_buffers, _diff_keys  # one loading sequence with io
 from .container import MAX_ELEMENTS, Parsed, pack_file, parse_file
 from .entropy import decode_bytes, encode_bytes
 from .quantized import Section, decode_quantized, encode_quantized
@@ -125,20 +126,14 @@ def read_file_bytes(path: str | os.PathLike) -> bytes:
 
 
 def _build(decoded: Decoded, trust_code: bool, where: str) -> nn.Module:
-    model = build_arch(decoded.info, trust_code, where)
+    """The same steps as ``io.load_model``: build, re-apply a channel plan, resize, attach
+    codebook/mask buffers, load strictly."""
     state = decoded.state
+    model = build_arch(decoded.info, trust_code, where)
+    _apply_channel_plan(model, decoded.info, where)
     resize_to_state(model, state)
-    own = model.state_dict()
-    for key, value in state.items():                             # codebooks and masks
-        if key in own or not key.endswith((CODEBOOK, MASK)):
-            continue
-        mod_name, _, attr = key.rpartition(".")
-        try:
-            mod = model.get_submodule(mod_name) if mod_name else model
-        except AttributeError:
-            continue                                              # reported below
-        mod.register_buffer(attr, torch.empty_like(value))
-    missing, unexpected = sorted(set(model.state_dict()) - set(state)), sorted(set(state) - set(model.state_dict()))
+    _attach_extra_buffers(model, state)
+    missing, unexpected = _diff_keys(model, state)
     if missing or unexpected:
         raise ModelError(f"{where}: tensors do not match architecture {decoded.info.arch!r}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -162,8 +157,8 @@ def loads(blob: bytes, *, trust_code: bool = False, where: str = "<bytes>",
 def _info_for(model: nn.Module, info: ModelInfo | None) -> ModelInfo:
     info = info if info is not None else getattr(model, "deepshrink_info", None)
     if not isinstance(info, ModelInfo):
-        raise ConfigError("save_compressed needs the model's ModelInfo: pass info=..., or load the model "
-                          "with deepshrink.io.load_model so it carries model.deepshrink_info")
+        raise ConfigError("save_compressed needs the model's ModelInfo: pass info=... (e.g. the one "
+                          "deepshrink.io.load_model returns) or set model.deepshrink_info")
     return info
 
 

@@ -94,9 +94,20 @@ class CompressionReport:
         """fp32 model bytes / .dsz bytes."""
         return self.dense_bytes / self.file_bytes
 
+    def summary(self) -> str:
+        """One line: the file ratio and the rates of the quantized layers."""
+        t = self.total
+        rates = ("" if t.rate_pqh is None else
+                 f"; quantized layers: {100 * (t.sparsity or 0):.2f}% zeros, Rate(P+Q) {100 * t.rate_pq:.2f}%, "
+                 f"Rate(P+Q+H) {100 * t.rate_pqh:.2f}%")
+        return (f".dsz file {self.file_bytes:,} bytes vs fp32 model {self.dense_bytes:,} bytes: "
+                f"{self.ratio:.1f}x smaller{rates}")
+
     def to_dict(self) -> dict:
-        rows = [{**asdict(r), "sparsity": r.sparsity} for r in self.rows]
-        return {"rows": rows, "total": {**asdict(self.total), "sparsity": self.total.sparsity},
+        def row(r: LayerRow) -> dict:
+            return {"layer": r.name, **asdict(r), "sparsity": r.sparsity}
+
+        return {"layers": [row(r) for r in self.rows], "total": row(self.total),
                 "file_bytes": self.file_bytes, "dense_bytes": self.dense_bytes, "raw_bytes": self.raw_bytes,
                 "header_bytes": self.header_bytes, "ratio": self.ratio}
 
@@ -116,7 +127,8 @@ class CompressionReport:
                          f"{pct(r.rate_pqh)} | {layout if r is not self.total else ''} |")
         lines.append("")
         lines.append(f"File: {self.file_bytes:,} bytes (header {self.header_bytes:,}, lossless tensors "
-                     f"{self.raw_bytes:,}); fp32 model {self.dense_bytes:,} bytes; {self.ratio:.1f}x smaller.")
+                     f"{self.raw_bytes:,}, codebooks {self.total.codebook_bytes:,}); fp32 model "
+                     f"{self.dense_bytes:,} bytes; {self.ratio:.1f}x smaller.")
         return "\n".join(lines)
 
 

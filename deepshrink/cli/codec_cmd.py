@@ -1,0 +1,34 @@
+"""``decompress``: a .dsz file back to a normal .safetensors model file (bit-exact weights)."""
+
+from __future__ import annotations
+
+import json
+
+from ..codec import compression_report, load_compressed
+from ..io import save_model
+
+__all__ = ["register"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("decompress", help="decode a .dsz file into a .safetensors model file")
+    p.add_argument("file", help="the .dsz file")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--report", action="store_true", help="also print the per-layer compression table")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow the file's module:callable architecture to be imported")
+    p.set_defaults(func=cmd_decompress)
+
+
+def cmd_decompress(args) -> int:
+    model = load_compressed(args.file, trust_code=args.trust_code)
+    save_model(model, args.out, model.deepshrink_info)
+    report = compression_report(args.file)
+    if args.json:
+        print(json.dumps({"file": args.file, "out": args.out, **report.to_dict()}))
+        return 0
+    print(f"{args.file} -> {args.out}: {report.summary()}")
+    if args.report:
+        print(report.to_markdown())
+    return 0
