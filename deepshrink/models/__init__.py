@@ -11,12 +11,14 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ModelError
+from .adder import LeNet5Adder, ResNet20Adder
 from .lenet import LeNet300, LeNet5
 from .mobilenet import MobileNetV2
 from .resnet import ResNet20
 from .vgg import VGG
 
-__all__ = ["REGISTRY", "build", "names", "LeNet300", "LeNet5", "VGG", "ResNet20", "MobileNetV2"]
+__all__ = ["REGISTRY", "build", "names", "LeNet300", "LeNet5", "VGG", "ResNet20", "MobileNetV2",
+           "LeNet5Adder", "ResNet20Adder"]
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "lenet300": LeNet300,
@@ -24,6 +26,8 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "vgg": VGG,
     "resnet20": ResNet20,
     "mobilenetv2": MobileNetV2,
+    "lenet5_adder": LeNet5Adder,
+    "resnet20_adder": ResNet20Adder,
 }
 
 

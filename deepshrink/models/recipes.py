@@ -27,6 +27,9 @@ RECIPES: dict[str, dict] = {
     "vgg": dict(epochs=15, lr=0.05, weight_decay=5e-4, label_smoothing=0.1),
     "resnet20": dict(epochs=15, lr=0.1, weight_decay=5e-4, warmup_epochs=0.5),
     "mobilenetv2": dict(epochs=15, lr=0.1, weight_decay=4e-5, warmup_epochs=0.5),
+    # adder nets (issue #9): SGD lr 0.1 cosine; the adaptive rate (eta) is a model argument
+    "lenet5_adder": dict(epochs=20, lr=0.1, weight_decay=5e-4),
+    "resnet20_adder": dict(epochs=15, lr=0.1, weight_decay=5e-4, warmup_epochs=0.5),
 }
 
 TARGETS: dict[str, float] = {

@@ -9,7 +9,9 @@ Definitions (docs/METHODS.md, "Profiling"):
 * ``nonzero_macs``: the MACs whose weight is nonzero (what a sparse kernel must do):
   output positions x nonzero weights.
 * ``multiplications`` / ``additions``: every arithmetic operation, counted apart. A conv output
-  needs k*k*C_in products and k*k*C_in - 1 additions, one more with a bias.
+  needs k*k*C_in products and k*k*C_in - 1 additions, one more with a bias. An adder layer
+  (AdderNet) output needs k*k*C_in subtractions and k*k*C_in - 1 additions and no products:
+  its MACs and multiplications are 0.
 * ``reads_per_op`` / ``writes`` (the homework's definition, seeds 000/001 problem 3): every
   operand read counts once per operation, so a MAC reads an input and a weight (2 reads), and
   every output written counts once.
@@ -24,6 +26,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from ..nn import AdderConv2d, AdderLinear
 
 __all__ = ["LayerCost", "COUNTERS", "count_layer", "count_elementwise"]
 
@@ -77,6 +81,17 @@ def count_linear(m: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
     return _weighted_layer(m, x, y, _numel(y) // m.out_features, m.in_features)
 
 
+def count_adder(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
+    """AdderNet layers (deepshrink.nn, Chen et al. 2020): per output K subtractions |x - w|
+    and K - 1 additions of them (one more with a bias), K = C_in k_h k_w or in_features;
+    no multiplications, so no MACs. Each subtraction reads an input and a weight."""
+    outputs = _numel(y)
+    k = m.in_channels * m.kernel_size[0] * m.kernel_size[1] if isinstance(m, AdderConv2d) else m.in_features
+    terms = outputs * k
+    return LayerCost(additions=2 * terms - outputs + (outputs if m.bias is not None else 0),
+                     reads_per_op=2 * terms, min_reads=_numel(x) + _params(m), writes=outputs)
+
+
 def count_batchnorm(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerCost:
     # inference form y = a * x + b per element (a, b folded from the statistics)
     n = _numel(y)
@@ -118,6 +133,8 @@ def count_nothing(m: nn.Module, x, y) -> LayerCost:
 COUNTERS: dict[type, Callable[[nn.Module, torch.Tensor, torch.Tensor], LayerCost]] = {
     nn.Conv2d: count_conv,
     nn.Linear: count_linear,
+    AdderConv2d: count_adder,
+    AdderLinear: count_adder,
     nn.BatchNorm1d: count_batchnorm,
     nn.BatchNorm2d: count_batchnorm,
     nn.ReLU: count_activation,
