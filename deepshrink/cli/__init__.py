@@ -11,11 +11,11 @@ import argparse
 import sys
 
 from ..errors import DeepShrinkError
-from . import basics, codec_cmd, profile_cmd, prune_cmd
+from . import basics, codec_cmd, distill_cmd, profile_cmd, prune_cmd
 
 __all__ = ["main", "build_parser"]
 
-COMMAND_MODULES = (basics, profile_cmd, prune_cmd, codec_cmd)
+COMMAND_MODULES = (basics, profile_cmd, prune_cmd, codec_cmd, distill_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,223 @@
+"""Knowledge distillation on Fashion-MNIST: students trained alone against the same students
+distilled from a trained teacher (KL, L2 and cosine on logits), same epochs, seeds and batch
+order; and fine-tuning after pruning to 95% sparsity with and without a teacher.
+
+    python benchmarks/distill.py [--students lenet300 lenet5-slim] [--seeds 0 1 2] [--epochs 10]
+                                 [--teacher vgg] [--threads 1] [--no-prune] [--prune-only]
+
+Students: LeNet-300-100 and a slim LeNet-5 (conv 6, conv 16, fc 120: LeCun's 1998 widths).
+Teacher: a baseline checkpoint (checkpoints/baselines/, benchmarks/baselines.py). Students train
+without augmentation (alone and distilled alike), so the teacher's logits for the 60,000
+training images are computed once and cached in runs/distill/ under the checkpoint's hash.
+Pruning: the LeNet-300-100 baseline, global magnitude pruning to 95%, fine-tuned with its own
+recipe's LR and weight decay, plain, with the dense model as teacher (PruneConfig.distill),
+and (one-shot only) with the big teacher; per seed, all variants share the batch order.
+Results of students or parts not run are kept from the previous results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from _results import RESULTS, ROOT, write_result
+
+from deepshrink import data as data_mod
+from deepshrink import models
+from deepshrink.distill import DistillConfig, cached_teacher_logits, distill, file_sha256, freeze
+from deepshrink.io import load_model
+from deepshrink.models.recipes import recipe
+from deepshrink.profile import profile_model
+from deepshrink.prune import PruneConfig, prune_, prune_and_finetune, sparsity
+from deepshrink.train import TrainConfig, evaluate, fit, seed_everything
+
+STUDENTS = {  # label -> (zoo name, kwargs)
+    "lenet300": ("lenet300", {}),
+    "lenet5-slim": ("lenet5", {"conv1": 6, "conv2": 16, "fc1": 120}),
+}
+PRUNE_SPARSITY = 0.95
+
+
+def checkpoint(name: str):
+    return ROOT / "checkpoints" / "baselines" / f"{name}.safetensors"
+
+
+def teacher_and_cache(name: str, ds):
+    path = checkpoint(name)
+    teacher, info = load_model(path)
+    sha = file_sha256(path)
+    t0 = time.perf_counter()
+    cache, loaded = cached_teacher_logits(freeze(teacher), ds.train,
+                                          ROOT / "runs" / "distill" / f"teacher-{sha[:16]}-train.safetensors",
+                                          meta={"checkpoint": str(path.relative_to(ROOT)), "sha256": sha})
+    cache_s = time.perf_counter() - t0
+    acc = evaluate(teacher, ds.test)
+    print(f"teacher {name}: test {acc * 100:.2f}%, logits {'loaded' if loaded else 'computed'} "
+          f"in {cache_s:.0f} s", flush=True)
+    return teacher, cache, {"name": name, "file": str(path.relative_to(ROOT)), "sha256": sha, "accuracy": acc,
+                            "cache_seconds": cache_s, "cache_loaded": loaded,
+                            "params": sum(p.numel() for p in teacher.parameters())}
+
+
+def train_student(label: str, method: str, seed: int, epochs: int, ds, teacher, cache, temperature, alpha) -> dict:
+    arch, kw = STUDENTS[label]
+    seed_everything(seed)
+    model = models.build(arch, **kw)
+    cfg = recipe(arch, epochs=epochs, augment=False, seed=seed, progress=False, verbose=False, eval_every=0)
+    t0 = time.perf_counter()
+    if method == "alone":
+        acc = fit(model, ds, cfg).accuracy
+    else:
+        res = distill(teacher, model, ds, DistillConfig(loss=method, temperature=temperature, alpha=alpha), cfg,
+                      cache=cache)
+        acc = res.accuracy
+        assert res.cache_misses == 0, "every training image should come from the cache"
+    return {"seed": seed, "accuracy": acc, "seconds": time.perf_counter() - t0}
+
+
+def prune_runs(seed: int, epochs: int, ds, teacher, cache, schedules) -> dict:
+    """Per schedule: {variant: run} for the LeNet-300-100 baseline pruned to 95%."""
+    out = {}
+    for schedule in schedules:
+        variants = {"plain fine-tuning": {}, "dense model as teacher": {"distill": True}}
+        if schedule == "oneshot":
+            variants["big teacher"] = None
+        out[schedule] = {}
+        for label, extra in variants.items():
+            model, info = load_model(checkpoint("lenet300"))
+            trained = info.train_config()
+            pcfg = PruneConfig(sparsity=PRUNE_SPARSITY, rule="magnitude", scope="global", schedule=schedule,
+                               epochs=epochs, lr=trained["lr"], weight_decay=trained["weight_decay"],
+                               augment=trained["augment"], seed=seed, progress=False, verbose=False, **(extra or {}))
+            t0 = time.perf_counter()
+            if extra is not None:
+                r = prune_and_finetune(model, ds, pcfg)
+                acc, pruned = r.accuracy_after, r.accuracy_pruned
+            else:  # prune_and_finetune's one-shot path, with the big teacher through distill()
+                prune_(model, PRUNE_SPARSITY, pcfg.rule, pcfg.scope, seed)
+                pruned = evaluate(model, ds.test)
+                tcfg = TrainConfig(epochs=epochs, lr=pcfg.lr, weight_decay=pcfg.weight_decay, seed=seed,
+                                   batch_size=pcfg.batch_size, augment=pcfg.augment, progress=False,
+                                   verbose=False, eval_every=0)
+                acc = distill(teacher, model, ds, DistillConfig(), tcfg, cache=cache).accuracy
+            out[schedule][label] = {"accuracy": acc, "accuracy_pruned": pruned, "sparsity": sparsity(model),
+                                    "seconds": time.perf_counter() - t0}
+            print(f"prune {schedule} seed {seed} {label}: {acc * 100:.2f}% (sparsity {sparsity(model) * 100:.2f}%)",
+                  flush=True)
+    return out
+
+
+def _summary(accs: list[float]) -> tuple[float, float]:
+    return statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
+
+
+def table(students: dict, pruning: dict | None) -> list[list]:
+    rows = []
+    for label, res in students.items():
+        base = {r["seed"]: r["accuracy"] for r in res["runs"]["alone"]}
+        for method, runs in res["runs"].items():
+            accs = [r["accuracy"] for r in runs]
+            mean, sd = _summary(accs)
+            diffs = [r["accuracy"] - base[r["seed"]] for r in runs if r["seed"] in base]
+            better = sum(d > 0 for d in diffs)
+            rows.append([label, f"{res['params']:,} params", "trained alone" if method == "alone" else f"KD {method}",
+                         f"{mean * 100:.2f}%", f"{sd * 100:.2f}",
+                         " / ".join(f"{a * 100:.2f}" for a in accs),
+                         "" if method == "alone" else f"{statistics.mean(diffs) * 100:+.2f} ({better}/{len(diffs)})",
+                         f"{statistics.mean(r['seconds'] for r in runs):.0f}"])
+    for schedule, by_variant in (pruning or {}).get("runs", {}).items():
+        base = {r["seed"]: r["accuracy"] for r in by_variant["plain fine-tuning"]}
+        for variant, runs in by_variant.items():
+            accs = [r["accuracy"] for r in runs]
+            mean, sd = _summary(accs)
+            diffs = [r["accuracy"] - base[r["seed"]] for r in runs]
+            rows.append([f"lenet300 pruned {PRUNE_SPARSITY:.0%} ({schedule})", f"dense {pruning['dense'] * 100:.2f}%",
+                         variant, f"{mean * 100:.2f}%", f"{sd * 100:.2f}", " / ".join(f"{a * 100:.2f}" for a in accs),
+                         "" if variant == "plain fine-tuning" else
+                         f"{statistics.mean(diffs) * 100:+.2f} ({sum(d > 0 for d in diffs)}/{len(diffs)})",
+                         f"{statistics.mean(r['seconds'] for r in runs):.0f}"])
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--students", nargs="*", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--losses", nargs="*", default=["kl", "l2", "cosine"], choices=["kl", "l2", "cosine"])
+    ap.add_argument("--temperature", type=float, default=4.0)
+    ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--teacher", default="vgg", choices=["vgg", "resnet20"])
+    ap.add_argument("--prune-epochs", type=int, default=10)
+    ap.add_argument("--prune-schedules", nargs="*", default=["oneshot", "agp"], choices=["oneshot", "agp"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-prune", action="store_true", help="skip the pruning comparison")
+    ap.add_argument("--prune-only", action="store_true", help="only the pruning comparison")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ds = data_mod.load("fashion-mnist")
+    teacher, cache, tinfo = teacher_and_cache(args.teacher, ds)
+    previous = RESULTS / "distill.json"
+    old = json.loads(previous.read_text()) if previous.exists() else {}
+    same_teacher = old.get("teacher", {}).get("sha256") == tinfo["sha256"]
+    students = dict(old.get("students", {})) if same_teacher else {}
+    for label in ([] if args.prune_only else args.students):
+        arch, kw = STUDENTS[label]
+        prof = profile_model(models.build(arch, **kw), torch.zeros(1, 1, 28, 28))
+        runs = {}
+        for method in ["alone"] + args.losses:
+            runs[method] = []
+            for seed in args.seeds:
+                r = train_student(label, method, seed, args.epochs, ds, teacher, cache, args.temperature, args.alpha)
+                runs[method].append(r)
+                print(f"{label} {method} seed {seed}: {r['accuracy'] * 100:.2f}% ({r['seconds']:.0f} s)", flush=True)
+        students[label] = {"arch": arch, "kwargs": kw, "params": prof.totals["params"], "macs": prof.totals["macs"],
+                           "epochs": args.epochs, "seeds": args.seeds, "threads": args.threads,
+                           "temperature": args.temperature, "alpha": args.alpha, "runs": runs}
+    pruning = old.get("pruning") if same_teacher else None
+    if not args.no_prune:
+        dense = evaluate(load_model(checkpoint("lenet300"))[0], ds.test)
+        runs: dict = {}
+        for seed in args.seeds:
+            for schedule, by_variant in prune_runs(seed, args.prune_epochs, ds, teacher, cache,
+                                                   args.prune_schedules).items():
+                for variant, r in by_variant.items():
+                    runs.setdefault(schedule, {}).setdefault(variant, []).append({"seed": seed, **r})
+        pruning = {"model": "lenet300", "dense": dense, "sparsity": PRUNE_SPARSITY, "epochs": args.prune_epochs,
+                   "seeds": args.seeds, "threads": args.threads, "runs": runs}
+    notes = [
+        f"Teacher: {tinfo['name']} ({tinfo['file']}, {tinfo['params']:,} params, test accuracy "
+        f"{tinfo['accuracy'] * 100:.2f}%). Its logits for the 60,000 training images were computed once and "
+        f"cached (students train without augmentation, so every batch came from the cache).",
+        "Each student: its zoo recipe's LR and weight decay (deepshrink/models/recipes.py), cosine schedule, "
+        "batch 128, no augmentation; the same epochs, seeds and batch order alone and distilled. KD: "
+        "alpha * T^2 * KL + (1 - alpha) * CE; L2 and cosine replace the KL term (alpha the same). "
+        "Accuracy: the 10,000 test images after the last epoch.",
+        "mean and std (sample, over seeds) in pp; 'vs alone' is the mean per-seed difference, with the number "
+        "of seeds where the distilled student beat the one trained alone.",
+        "Pruning: the LeNet-300-100 baseline pruned to 95% (global magnitude), fine-tuned with its recipe's LR "
+        "and weight decay; 'vs alone' compares with plain fine-tuning at the same seed. 'dense model as "
+        "teacher' is PruneConfig(distill=True), KD T=4, alpha=0.9 from the unpruned copy; 'big teacher' is "
+        "the same one-shot path through distill() with the teacher above.",
+        "Seconds: wall time per run on a machine shared with other jobs (2 cores, other agents running); "
+        f"torch threads {args.threads}. Not a speed measurement.",
+    ]
+    rows = table(students, pruning)
+    write_result("distill", {
+        "title": "Knowledge distillation on Fashion-MNIST: students alone vs distilled, and after pruning",
+        "command": "python benchmarks/distill.py " + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if v not in (False, None)),
+        "teacher": tinfo, "students": students, "pruning": pruning,
+        "table": {"columns": ["model", "size / dense", "method", "accuracy (mean)", "std (pp)", "per seed (%)",
+                              "vs alone / plain (pp, wins)", "seconds per run"], "rows": rows},
+        "notes": notes,
+    })
+
+
+if __name__ == "__main__":
+    main()
