@@ -38,9 +38,9 @@ def ans_encode(symbols: np.ndarray, alphabet: int) -> bytes | None:
     if alphabet > MAX_ALPHABET:
         return None
     counts = np.bincount(symbols, minlength=alphabet)
-    model, used = _model(counts)
-    if used.size < 2:
+    if np.count_nonzero(counts) < 2:
         return None
+    model, used = _model(counts)
     rank = np.zeros(alphabet, dtype=np.int32)
     rank[used] = np.arange(used.size, dtype=np.int32)
     coder = AnsCoder()

@@ -26,6 +26,7 @@ MAGIC = b"\x89DSZ\r\n\x1a\n"
 VERSION = 1
 FORMAT = "deepshrink-dsz"
 PREAMBLE = struct.Struct("<8sHHII")          # magic, version, flags, header length, header CRC
+FLAG_ZLIB_HEADER = 1                         # the header bytes are a zlib stream of the JSON
 MAX_HEADER = 64 << 20
 MAX_TENSORS = 100_000
 MAX_ELEMENTS = 1 << 28
@@ -49,7 +50,9 @@ def pack_file(info: ModelInfo, tensors: list[tuple[dict, list[Section]]]) -> byt
     header = {"format": FORMAT, "version": VERSION, "data_size": offset,
               "model": json.loads(info.to_json()), "tensors": entries}
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    return PREAMBLE.pack(MAGIC, VERSION, 0, len(head), zlib.crc32(head)) + head + b"".join(blobs)
+    packed = zlib.compress(head, 9)
+    flags, head = (FLAG_ZLIB_HEADER, packed) if len(packed) < len(head) else (0, head)
+    return PREAMBLE.pack(MAGIC, VERSION, flags, len(head), zlib.crc32(head)) + head + b"".join(blobs)
 
 
 @dataclass
@@ -72,6 +75,18 @@ class Parsed:
         return len(self.blob)
 
 
+def _inflate_header(head: bytes, where: str) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(head, MAX_HEADER + 1)
+    except zlib.error as exc:
+        raise FormatError(f"{where}: header zlib stream is corrupt ({exc})") from None
+    if len(out) > MAX_HEADER or not inflater.eof or inflater.unused_data:
+        raise FormatError(f"{where}: header zlib stream is incomplete, has trailing bytes or exceeds "
+                          f"{MAX_HEADER} bytes")
+    return out
+
+
 def _read_header(blob: bytes, where: str) -> tuple[dict, int]:
     if len(blob) < PREAMBLE.size:
         raise FormatError(f"{where}: {len(blob)} bytes, too short for a .dsz file (preamble is {PREAMBLE.size})")
@@ -80,7 +95,7 @@ def _read_header(blob: bytes, where: str) -> tuple[dict, int]:
         raise FormatError(f"{where}: not a .dsz file (bad magic)")
     if version != VERSION:
         raise FormatError(f"{where}: unsupported .dsz version {version} (this reader knows {VERSION})")
-    if flags:
+    if flags & ~FLAG_ZLIB_HEADER:
         raise FormatError(f"{where}: unknown flags {flags:#x} in the preamble")
     if hlen > min(MAX_HEADER, len(blob) - PREAMBLE.size):
         raise FormatError(f"{where}: header length {hlen} exceeds the {len(blob) - PREAMBLE.size} bytes "
@@ -88,6 +103,8 @@ def _read_header(blob: bytes, where: str) -> tuple[dict, int]:
     head = blob[PREAMBLE.size:PREAMBLE.size + hlen]
     if zlib.crc32(head) != hcrc:
         raise FormatError(f"{where}: header CRC mismatch (file corrupt)")
+    if flags & FLAG_ZLIB_HEADER:
+        head = _inflate_header(head, where)
     try:
         header = json.loads(head.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

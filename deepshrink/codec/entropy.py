@@ -69,8 +69,8 @@ def encode_symbols(symbols: np.ndarray, alphabet: int, only: str | None = None) 
         payload = candidates[name]()
         if payload is not None and (best is None or len(payload) < len(best[1])):
             best = (name, payload)
-        if name == "const" and payload is not None:
-            break                                                    # nothing beats 0-4 bytes
+        if name == "const" and payload is not None and len(payload) <= (symbols.size * raw_width(alphabet) + 7) // 8:
+            break                                                    # a constant stream: done
     if best is None:
         raise ValueError(f"coder {only!r} does not apply to this stream")
     return best

@@ -98,16 +98,15 @@ def decode_file(parsed: Parsed) -> Decoded:
     """Decode every entry of a checked file into tensors."""
     state, bits = {}, {}
     for e in parsed.entries:
-        where = f"{parsed.where}: tensor {e['name']!r}"
         payloads = parsed.payloads(e)
         if e["kind"] == "raw":
-            s = e["sections"]["data"]
-            state[e["name"]] = _tensor(decode_bytes(s["coder"], payloads["data"], s["count"], f"{where}/data"),
-                                       e["dtype"], e["shape"], f"{where}/data")
+            s, where = e["sections"]["data"], f"{parsed.where}: section {e['name']}/data"
+            state[e["name"]] = _tensor(decode_bytes(s["coder"], payloads["data"], s["count"], where),
+                                       e["dtype"], e["shape"], where)
         elif e["kind"] == "mask":
             state[e["name"]] = (state[e["source"]] != 0).to(DTYPES[e["dtype"]])
         else:
-            weight, codebook = decode_quantized(e, payloads, where)
+            weight, codebook = decode_quantized(e, payloads, parsed.where)
             state[e["name"]], state[e["name"] + CODEBOOK] = weight, codebook
             if e["bits"] is not None:
                 bits[e["name"]] = e["bits"]

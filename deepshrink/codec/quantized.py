@@ -106,8 +106,14 @@ def encode_quantized(name: str, weight: torch.Tensor, codebook: torch.Tensor,
     return fields, sections
 
 
-def decode_quantized(entry: dict, payloads: dict[str, bytes], where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, codebook) float32 tensors from a checked header entry and its section payloads."""
+def decode_quantized(entry: dict, payloads: dict[str, bytes], file: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, codebook) float32 tensors from a checked header entry and its section payloads;
+    errors name ``file`` and the section."""
+    where = f"{file}: tensor {entry['name']!r}"
+
+    def label(sec: str) -> str:
+        return f"{file}: section {entry['name']}/{sec}"
+
     shape = tuple(entry["shape"])
     numel = int(np.prod(shape, dtype=object)) if shape else 1
     cb_meta, secs = entry["codebook"], entry["sections"]
@@ -115,18 +121,18 @@ def decode_quantized(entry: dict, payloads: dict[str, bytes], where: str) -> tup
     k = int(cb_meta["shape"][-1])
     np_dtype = np.float16 if cb_meta["dtype"] == "float16" else np.float32
     raw = decode_bytes(secs["codebook"]["coder"], payloads["codebook"], c * k * np.dtype(np_dtype).itemsize,
-                       f"{where}/codebook")
+                       label("codebook"))
     table = np.frombuffer(raw, dtype=np_dtype).astype(np.float32).reshape(c, k)   # (C, K)
 
     def stream(sec: str) -> np.ndarray:
         meta = secs[sec]
-        return decode_symbols(meta["coder"], payloads[sec], meta["count"], meta["alphabet"], f"{where}/{sec}")
+        return decode_symbols(meta["coder"], payloads[sec], meta["count"], meta["alphabet"], label(sec))
 
     if entry["layout"] == "relative":
         gaps = stream("index") if "index" in secs else np.zeros(secs["codes"]["count"], dtype=np.int64)
-        positions, codes = relative_decode(gaps, stream("codes"), numel, f"{where}/index")
+        positions, codes = relative_decode(gaps, stream("codes"), numel, label("index"))
     else:
-        positions = csr_decode(stream("rows"), stream("cols"), shape, f"{where}/cols")
+        positions = csr_decode(stream("rows"), stream("cols"), shape, label("cols"))
         codes = stream("codes")
     if positions.size != entry["nnz"]:
         raise FormatError(f"{where}: decoded {positions.size} nonzeros, header says {entry['nnz']}")

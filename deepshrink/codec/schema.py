@@ -43,14 +43,14 @@ def _shape(value, label: str, what: str, max_dims: int = MAX_DIMS) -> list[int]:
     return value
 
 
-def _sections(e: dict, label: str, expected: dict[str, tuple]) -> None:
+def _sections(e: dict, file: str, expected: dict[str, tuple]) -> None:
     """``expected``: name -> (allowed coders, count, alphabet or None for any)."""
     secs = e.get("sections")
     if not isinstance(secs, dict) or list(secs) != list(expected):
         got = list(secs) if isinstance(secs, dict) else secs
-        raise FormatError(f"{label}: sections {got!r}, expected {list(expected)}")
+        raise FormatError(f"{file}: tensor {e['name']!r}: sections {got!r}, expected {list(expected)}")
     for name, (coders, count, alphabet) in expected.items():
-        s, where = secs[name], f"{label}/{name}"
+        s, where = secs[name], f"{file}: section {e['name']}/{name}"
         if not isinstance(s, dict) or sorted(s) != sorted(_SECTION_KEYS):
             raise FormatError(f"{where}: section record must have exactly {list(_SECTION_KEYS)}")
         for key in ("offset", "length", "crc32", "count", "alphabet"):
@@ -64,7 +64,7 @@ def _sections(e: dict, label: str, expected: dict[str, tuple]) -> None:
             raise FormatError(f"{where}: alphabet {s['alphabet']} does not match the tensor (expected {alphabet})")
 
 
-def _check_quantized(e: dict, numel: int, label: str) -> None:
+def _check_quantized(e: dict, numel: int, label: str, file: str) -> None:
     if e["dtype"] != "float32":
         raise FormatError(f"{label}: a quantized tensor must be float32, not {e['dtype']}")
     cb = e.get("codebook")
@@ -93,12 +93,12 @@ def _check_quantized(e: dict, numel: int, label: str) -> None:
         expected = {"codebook": cb_sec, "codes": (SYMBOL_CODERS, entries, k + 1)}
         if b:
             expected["index"] = (SYMBOL_CODERS, entries, 1 << b)
-        _sections(e, label, expected)
+        _sections(e, file, expected)
     elif e.get("layout") == "csr":
         rows, cols = csr_shape(tuple(e["shape"]))
         if numel == 0 or e.get("index_bits") is not None or nnz != entries:
             raise FormatError(f"{label}: CSR needs a non-empty tensor, index_bits null and nnz == entries")
-        _sections(e, label, {"codebook": cb_sec, "rows": (SYMBOL_CODERS, rows, cols + 1),
+        _sections(e, file, {"codebook": cb_sec, "rows": (SYMBOL_CODERS, rows, cols + 1),
                              "cols": (SYMBOL_CODERS, nnz, cols), "codes": (SYMBOL_CODERS, nnz, max(k, 1))})
     else:
         raise FormatError(f"{label}: unknown layout {e.get('layout')!r}")
@@ -119,14 +119,14 @@ def check_entry(e, seen: dict[str, dict], where: str, index: int) -> int:
     numel = math.prod(_shape(e.get("shape"), label, "shape"))
     kind = e.get("kind")
     if kind == "raw":
-        _sections(e, label, {"data": (BYTE_CODERS, numel * itemsize(e["dtype"]), 256)})
+        _sections(e, where, {"data": (BYTE_CODERS, numel * itemsize(e["dtype"]), 256)})
     elif kind == "mask":
         src = seen.get(e.get("source"))
         if src is None or src.get("kind") != "quantized" or src["shape"] != e["shape"]:
             raise FormatError(f"{label}: field 'source' must name an earlier quantized tensor of the same shape")
-        _sections(e, label, {})
+        _sections(e, where, {})
     elif kind == "quantized":
-        _check_quantized(e, numel, label)
+        _check_quantized(e, numel, label, where)
     else:
         raise FormatError(f"{label}: unknown kind {kind!r}")
     return numel
