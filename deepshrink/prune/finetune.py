@@ -91,14 +91,16 @@ def _round_target(s_f: float, r: int, rounds: int) -> float:
     return 1.0 - (1.0 - s_f) ** ((r + 1) / rounds)
 
 
-def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig) -> PruneResult:
+def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig, loss_fn=None) -> PruneResult:
+    """Prune ``model`` in place under ``cfg.schedule``; ``loss_fn`` (a ``fit`` loss, e.g. from
+    another teacher) replaces the loss ``cfg`` describes."""
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     if cfg.epochs < 0:
         raise ConfigError(f"fine-tuning epochs must be >= 0, got {cfg.epochs}")
     before = evaluate(model, data.test)
     drop0 = {n: m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout)}
-    loss_fn = _loss(model, cfg)
+    loss_fn = loss_fn if loss_fn is not None else _loss(model, cfg)
     fits: list[FitResult] = []
     pruned_acc = None
     if cfg.schedule == "agp" and cfg.epochs > 0:

@@ -188,6 +188,8 @@ class _Tied:
         self.handle = module.weight.register_hook(self.grad_hook)
 
     def grad_hook(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.k == 0:                                          # an all-zero (fully pruned) layer
+            return torch.zeros_like(grad)
         g = grad.reshape(-1)
         summed = torch.zeros(self.k, dtype=g.dtype, device=g.device)
         summed.index_add_(0, self.idx[self.valid], g[self.valid])   # dL/dc_k = sum of members
@@ -199,6 +201,8 @@ class _Tied:
         return w[self.first.clamp(min=0)]
 
     def retie(self) -> None:
+        if self.k == 0:
+            return
         with torch.no_grad():
             cb = self.codebook()
             w = self.module.weight
@@ -207,6 +211,8 @@ class _Tied:
 
     def finish(self, dtype: str) -> None:
         self.handle.remove()
+        if self.k == 0:
+            return
         cb = self.codebook()
         order = torch.argsort(cb)
         cb_sorted = _round_codebook(cb[order], dtype)
@@ -222,12 +228,13 @@ class _Tied:
 
 
 def centroid_finetune(model: nn.Module, data: Dataset, cfg: TrainConfig | None = None, teacher: nn.Module | None = None,
-                      codebook_dtype: str = "float16", temperature: float = 4.0, alpha: float = 0.9) -> FitResult:
+                      codebook_dtype: str = "float16", temperature: float = 4.0, alpha: float = 0.9,
+                      loss_fn=None) -> FitResult:
     """Fine-tune the shared centroids (and the unquantized parameters) of a k-means model.
 
     Default optimiser: AdamW at a small LR, since a centroid's gradient sums over its members
     (thousands in a fully connected layer) and Adam's step does not scale with that sum. With a
-    ``teacher`` the loss is the distillation loss against it.
+    ``teacher`` the loss is the distillation loss against it; ``loss_fn`` is any other ``fit`` loss.
     """
     layers = quantized_layers(model)
     if not layers:
@@ -239,7 +246,8 @@ def centroid_finetune(model: nn.Module, data: Dataset, cfg: TrainConfig | None =
         for t in tied:
             t.retie()
 
-    loss_fn = None
+    if teacher is not None and loss_fn is not None:
+        raise ConfigError("give a teacher or a loss_fn, not both")
     if teacher is not None:
         from ..distill import teacher_loss
         loss_fn = teacher_loss(teacher, temperature, alpha)

@@ -1,0 +1,54 @@
+"""``deepshrink compress``: the Deep Compression pipeline from a model file to a .dsz file."""
+
+from __future__ import annotations
+
+from ..compress import CompressConfig, compress_file
+from .common import add_model_file_args
+
+__all__ = ["register", "cmd_compress"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compress", help="prune + k-means share + encode a model into a .dsz file (Deep Compression)",
+                       description="Sensitivity-guided AGP pruning, k-means weight sharing with centroid "
+                                   "fine-tuning, then sparse relative-index + entropy coding into a .dsz file. "
+                                   "Prints the per-layer table and writes a markdown report with plots beside it.")
+    p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
+    p.add_argument("--out", required=True, help="output .dsz file")
+    p.add_argument("--max-drop", type=float, default=0.5, metavar="PP",
+                   help="largest test-accuracy drop allowed, in percentage points (default 0.5)")
+    p.add_argument("--data", help="data spec (default: the one recorded in the model file)")
+    p.add_argument("--sparsity", type=float, default=0.92, help="first total sparsity target (default 0.92)")
+    p.add_argument("--allocation", choices=("sensitivity", "global"), default="sensitivity",
+                   help="per-layer sparsities from a sensitivity scan, or one global threshold")
+    p.add_argument("--prune-epochs", type=int, default=10, help="AGP fine-tuning epochs (default 10)")
+    p.add_argument("--conv-bits", type=int, default=8, help="k-means bits for conv layers (default 8)")
+    p.add_argument("--fc-bits", type=int, default=5, help="k-means bits for linear layers (default 5)")
+    p.add_argument("--centroid-epochs", type=int, default=1, help="centroid fine-tuning epochs (default 1)")
+    p.add_argument("--attempts", type=int, default=2,
+                   help="tries, each 2 points of sparsity lower, while over the accuracy budget (default 2)")
+    p.add_argument("--distill", action="store_true", help="the dense model as teacher while fine-tuning")
+    p.add_argument("--scan-size", type=int, default=10000,
+                   help="training images held out for the sensitivity scan (0: use the test split)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    add_model_file_args(p)
+    p.set_defaults(func=cmd_compress)
+
+
+def cmd_compress(args) -> int:
+    cfg = CompressConfig(max_drop=args.max_drop, sparsity=args.sparsity, allocation=args.allocation,
+                         scan_size=args.scan_size, prune_epochs=args.prune_epochs, conv_bits=args.conv_bits,
+                         fc_bits=args.fc_bits, centroid_epochs=args.centroid_epochs, distill=args.distill,
+                         attempts=args.attempts, seed=args.seed, progress=not args.no_progress)
+    result, report, md = compress_file(args.file, args.out, cfg, args.data, getattr(args, "arch", None),
+                                       getattr(args, "trust_code", False))
+    print()
+    print(report.to_markdown())
+    print()
+    before, after = result.accuracy_before, result.accuracy_after
+    print(f"accuracy {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp; "
+          f"budget -{cfg.max_drop} pp: {'within' if result.within_budget else 'OVER BUDGET'})")
+    print(report.summary())
+    print(f"-> {args.out} (report: {md})")
+    return 0 if result.within_budget else 1

@@ -1,0 +1,230 @@
+"""The Deep Compression pipeline (Han, Mao & Dally 2016; seed 004): prune, share, encode.
+
+1. sensitivity scan: each layer pruned alone over a sparsity grid, evaluated on a held-out
+   slice of the training split (fast, and the test set is kept for the final figure);
+2. per-layer sparsities chosen from the scan for a total target (the least sensitive layers,
+   weighted by their parameter count, go furthest), or one global threshold;
+3. AGP pruning with fine-tuning (masks held);
+4. k-means weight sharing (8-bit conv, 5-bit fc by default) and centroid fine-tuning;
+5. encoding (sparse relative indices + entropy coding) into a ``.dsz`` file by
+   :mod:`deepshrink.codec`, read back and checked bit for bit.
+
+If the test accuracy after step 4 has dropped by more than ``max_drop`` percentage points, the
+pipeline starts again from the dense model at a lower target (``backoff``), up to
+``attempts`` times, and reports every attempt. :func:`compress` does the work in memory;
+:func:`compress_file` adds loading, the .dsz file and its report.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .data import Dataset, Split
+from .distill import teacher_loss
+from .errors import ConfigError
+from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
+from .prune.masks import layer_sparsities, sparsity
+from .quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
+from .train import TrainConfig, evaluate
+
+__all__ = ["CompressConfig", "CompressResult", "Attempt", "compress", "SCAN_GRID"]
+
+SCAN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+
+@dataclass
+class CompressConfig:
+    """Every default of the pipeline. ``max_drop`` is in percentage points of test accuracy."""
+
+    max_drop: float = 0.5
+    sparsity: float = 0.92              # first target; lowered by ``backoff`` while over budget
+    allocation: str = "sensitivity"     # "sensitivity" (per-layer, from the scan) or "global"
+    scan_size: int = 10000              # training images held out for the scan (0: the test split)
+    prune_epochs: int = 10              # AGP fine-tuning budget
+    prune_lr: float | None = None       # None: the model's recorded training LR
+    weight_decay: float | None = None
+    conv_bits: int = 8
+    fc_bits: int = 5
+    bits: dict[str, int] = field(default_factory=dict)
+    centroid_epochs: int = 1
+    centroid_lr: float = 1e-4           # AdamW; a centroid's gradient sums over its members
+    distill: bool = False               # the dense model as teacher in both fine-tunings
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
+    attempts: int = 2
+    backoff: float = 0.02
+    augment: bool | None = None         # None: as the model was trained
+    seed: int = 0
+    progress: bool = True
+    verbose: bool = True
+
+    def check(self) -> None:
+        if self.allocation not in ("sensitivity", "global"):
+            raise ConfigError(f"allocation must be 'sensitivity' or 'global', got {self.allocation!r}")
+        if not 0 < self.sparsity < 1:
+            raise ConfigError(f"sparsity must be in (0, 1), got {self.sparsity}")
+        if self.max_drop < 0 or self.attempts < 1 or self.backoff < 0:
+            raise ConfigError("max_drop and backoff must be >= 0 and attempts >= 1")
+        if self.prune_epochs < 0 or self.centroid_epochs < 0 or self.scan_size < 0:
+            raise ConfigError("epochs and scan_size must be >= 0")
+        KMeansConfig(self.conv_bits, self.fc_bits, dict(self.bits)).check()
+
+
+@dataclass
+class Attempt:
+    target: float
+    layer_targets: dict[str, float]
+    accuracy_pruned: float
+    accuracy_quantized: float
+    sparsity: float
+    seconds: float
+
+    def drop_pp(self, before: float) -> float:
+        return (before - self.accuracy_quantized) * 100
+
+
+@dataclass
+class CompressResult:
+    model: nn.Module
+    accuracy_before: float
+    attempts: list[Attempt]
+    scan: dict | None
+    bits: dict[str, int]
+    layers: dict[str, float]            # final sparsity per layer
+    scan_on: str
+    seconds: float
+    max_drop: float = 0.5
+
+    @property
+    def accuracy_after(self) -> float:
+        return self.attempts[-1].accuracy_quantized
+
+    @property
+    def within_budget(self) -> bool:
+        return self.attempts[-1].drop_pp(self.accuracy_before) <= self.max_drop
+
+    def to_dict(self) -> dict:
+        return {"accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
+                "attempts": [asdict(a) for a in self.attempts], "bits": self.bits, "layers": self.layers,
+                "scan_on": self.scan_on, "seconds": self.seconds, "within_budget": self.within_budget}
+
+
+def _scan_split(data: Dataset, size: int) -> tuple[Split, str]:
+    if size == 0 or size >= len(data.train):
+        return data.test, f"the test split ({len(data.test)} images)"
+    lo = len(data.train) - size
+    return Split(data.train.x[lo:], data.train.y[lo:]), f"the last {size} training images"
+
+
+def _say(cfg: CompressConfig, text: str) -> None:
+    if cfg.verbose:
+        print(text, flush=True)
+
+
+def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
+             trained: dict | None = None, teacher: nn.Module | None = None) -> CompressResult:
+    """Prune and k-means-quantize ``model`` (not modified; the result holds a new one).
+
+    ``trained``: the model's recorded training settings (``ModelInfo.train_config()``), for the
+    fine-tuning LR, weight decay and augmentation. ``teacher``: a model to distil from during
+    both fine-tunings (``cfg.distill`` uses the dense model itself).
+    """
+    cfg = cfg or CompressConfig()
+    cfg.check()
+    trained = trained or {}
+    t0 = time.perf_counter()
+    dense = copy.deepcopy(model).eval()
+    before = evaluate(dense, data.test)
+    scan, scan_split, scan_on = None, None, "-"
+    if cfg.allocation == "sensitivity":
+        scan_split, scan_on = _scan_split(data, cfg.scan_size)
+        _say(cfg, f"[scan] sensitivity of each layer on {scan_on}")
+        scan = sensitivity_scan(dense, lambda m: evaluate(m, scan_split), SCAN_GRID, progress=cfg.progress)
+    augment = cfg.augment if cfg.augment is not None else bool(trained.get("augment", True))
+    if teacher is None and cfg.distill:
+        teacher = dense
+    loss_fn = teacher_loss(teacher, cfg.kd_temperature, cfg.kd_alpha) if teacher is not None else None
+    attempts: list[Attempt] = []
+    target = cfg.sparsity
+    best = None
+    for i in range(cfg.attempts):
+        ta = time.perf_counter()
+        work = copy.deepcopy(dense)
+        layer_targets: float | dict = target
+        if scan is not None:
+            layer_targets = choose_sparsities(scan, target_sparsity=target)
+        _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, AGP over {cfg.prune_epochs} epochs"
+             + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
+        prune_and_finetune(work, data, PruneConfig(
+            sparsity=layer_targets, scope="layer" if scan is not None else "global", schedule="agp",
+            epochs=cfg.prune_epochs, lr=cfg.prune_lr or trained.get("lr", 0.01),
+            weight_decay=cfg.weight_decay if cfg.weight_decay is not None else trained.get("weight_decay", 5e-4),
+            augment=augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose), loss_fn=loss_fn)
+        acc_pruned = evaluate(work, data.test)
+        bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits)))
+        _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc), "
+             f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
+        if cfg.centroid_epochs > 0:
+            acc_q = centroid_finetune(work, data, TrainConfig(
+                epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
+                augment=augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
+                loss_fn=loss_fn).accuracy
+        else:
+            acc_q = evaluate(work, data.test)
+        att = Attempt(target, layer_targets if isinstance(layer_targets, dict) else {},
+                      acc_pruned, acc_q, sparsity(work), time.perf_counter() - ta)
+        attempts.append(att)
+        _say(cfg, f"  accuracy {before * 100:.2f}% -> pruned {acc_pruned * 100:.2f}% -> quantized "
+             f"{acc_q * 100:.2f}% ({-att.drop_pp(before):+.2f} pp; budget -{cfg.max_drop} pp)")
+        best = (work, bits)
+        if att.drop_pp(before) <= cfg.max_drop:
+            break
+        target = round(target - cfg.backoff, 6)
+        if target <= 0:
+            break
+    work, bits = best
+    return CompressResult(work, before, attempts, scan, bits, layer_sparsities(work), scan_on,
+                          time.perf_counter() - t0, cfg.max_drop)
+
+
+def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_spec: str | None = None,
+                  arch: str | None = None, trust_code: bool = False):
+    """Load ``src``, run :func:`compress`, write ``out`` (.dsz) and its report beside it.
+
+    The file is read back and its weights compared bit for bit with the quantized model before
+    anything is reported. Returns ``(CompressResult, CompressionReport, report path)``.
+    """
+    from pathlib import Path
+
+    from . import data as data_mod
+    from .codec import compression_report, load_compressed, save_compressed
+    from .compress_report import write_report
+    from .errors import FormatError
+    from .io import load_model
+
+    cfg = cfg or CompressConfig()
+    model, info = load_model(src, arch=arch, trust_code=trust_code)
+    spec = data_spec or info.data or "fashion-mnist"
+    data = data_mod.load(spec, info.mean, info.std)
+    result = compress(model, data, cfg, info.train_config())
+    info.accuracy = result.accuracy_after
+    info.history.append({"op": "compress", **{k: v for k, v in result.to_dict().items() if k != "attempts"},
+                         "attempts": len(result.attempts)})
+    save_compressed(result.model, out, info)
+    decoded = load_compressed(out, trust_code=trust_code)
+    ours = dict(result.model.state_dict())
+    for name, t in decoded.state_dict().items():
+        if name.endswith("_mask"):
+            continue
+        ref = ours.get(name)
+        if ref is None or ref.shape != t.shape or not torch.equal(ref.reshape(-1).view(torch.uint8),
+                                                                  t.reshape(-1).contiguous().view(torch.uint8)):
+            raise FormatError(f"{out}: tensor {name!r} did not decode bit for bit")
+    report = compression_report(out)
+    md = write_report(result, report, Path(out), src, spec)
+    return result, report, md

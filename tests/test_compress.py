@@ -1,0 +1,86 @@
+"""The Deep Compression pipeline on tiny data: in memory, through a .dsz file, and the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from deepshrink.cli import main
+from deepshrink.compress import CompressConfig, compress
+from deepshrink.errors import ConfigError
+from deepshrink.models import build
+from deepshrink.quant import quantized_layers
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = dict(prune_epochs=2, centroid_epochs=1, scan_size=64, progress=False, verbose=False)
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return build("lenet300", in_features=64, num_classes=4)
+
+
+@pytest.mark.parametrize("allocation", ["sensitivity", "global"])
+def test_compress_prunes_and_shares(make_dataset, allocation):
+    ds = make_dataset()
+    model = _mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = compress(model, ds, CompressConfig(sparsity=0.8, allocation=allocation, attempts=1, **FAST),
+                   {"lr": 0.05, "augment": False})
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())   # input untouched
+    assert res.attempts[0].sparsity == pytest.approx(0.8, abs=0.01)
+    assert (res.scan is not None) == (allocation == "sensitivity")
+    assert res.scan_on == ("-" if allocation == "global" else "the last 64 training images")
+    layers = quantized_layers(res.model)
+    assert set(layers) == {"fc1", "fc2", "fc3"} and res.bits == {"fc1": 5, "fc2": 5, "fc3": 5}
+    for mod in layers.values():
+        nz = mod.weight[mod.weight != 0]
+        assert bool(torch.isin(nz, mod.weight_codebook).all()) and mod.weight_codebook.numel() <= 32
+    d = res.to_dict()
+    json.dumps(d)
+    assert d["within_budget"] == ((res.accuracy_before - res.accuracy_after) * 100 <= 0.5)
+
+
+def test_backoff_lowers_the_target(make_dataset):
+    ds = make_dataset()
+    res = compress(_mlp(1), ds, CompressConfig(sparsity=0.97, allocation="global", max_drop=0.0, attempts=2,
+                                               backoff=0.1, **FAST), {"lr": 0.05, "augment": False})
+    first = res.attempts[0]
+    if first.drop_pp(res.accuracy_before) <= 0.0:
+        assert len(res.attempts) == 1
+    else:
+        assert len(res.attempts) == 2 and res.attempts[1].target == pytest.approx(0.87)
+        assert res.attempts[1].sparsity == pytest.approx(0.87, abs=0.01)
+
+
+@pytest.mark.parametrize("bad", [dict(allocation="random"), dict(sparsity=1.0), dict(attempts=0),
+                                 dict(fc_bits=12), dict(max_drop=-1)])
+def test_bad_config(bad):
+    with pytest.raises(ConfigError):
+        CompressConfig(**bad).check()
+
+
+def test_cli_compress_decompress_evaluate(tmp_path, train_cli_model, capsys):
+    root, spec, model_file = train_cli_model(tmp_path, "mlp.safetensors")
+    out = tmp_path / "mlp.dsz"
+    code = main(["compress", str(model_file), "--out", str(out), "--data", spec, "--prune-epochs", "1",
+                 "--sparsity", "0.9", "--allocation", "global", "--attempts", "1", "--max-drop", "100",
+                 "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert out.is_file() and "accuracy" in text and "Rate(P+Q+H)" in text
+    report = tmp_path / "mlp.report.md"
+    assert report.is_file() and (tmp_path / "mlp.weights.png").is_file()
+    assert "Per-layer compression" in report.read_text()
+    # the file is a model file for the other commands
+    assert main(["evaluate", str(out), "--data", spec]) == 0
+    back = tmp_path / "back.safetensors"
+    assert main(["decompress", str(out), "--out", str(back)]) == 0
+    from deepshrink.io import load_model
+    from deepshrink.codec import load_compressed
+    a = load_compressed(out)
+    b, _ = load_model(back)
+    x = torch.randn(5, 1, 28, 28)
+    assert torch.equal(a(x), b(x))
+    assert out.stat().st_size * 10 < model_file.stat().st_size
