@@ -3,30 +3,28 @@
 import pytest
 
 from deepshrink import demo
-from deepshrink.io import load_model
+from deepshrink.codec import load_compressed
+from deepshrink.quant import quantized_layers
 from deepshrink.prune import sparsity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_demo_trains_prunes_profiles_and_reuses(tmp_path, monkeypatch, capsys, idx_dir_writer):
+def test_demo_compresses_the_baseline(tmp_path, monkeypatch, capsys, idx_dir_writer):
     idx_dir_writer(tmp_path / "fmnist", n_train=64, n_test=32, h=28, w=28)
     monkeypatch.setenv("DEEPSHRINK_DATA", str(tmp_path / "fmnist"))
     out = tmp_path / "demo"
-    assert demo.main(["--out-dir", str(out), "--prune-epochs", "2"]) == 0
+    code = demo.main(["--out-dir", str(out), "--prune-epochs", "1", "--max-drop", "100"])
     text = capsys.readouterr().out
-    assert "[1/3] training LeNet-5" in text and "pruned:" in text and "outputs:" in text
-    for name in ("lenet5.safetensors", "lenet5_pruned.safetensors", "report.md", "lenet5_pruned_weights.png"):
+    assert code == 0, text
+    assert "[1/3] the trained LeNet-5 baseline" in text and "Rate(P+Q+H)" in text and "x smaller" in text
+    for name in ("lenet5.dsz", "lenet5.report.md", "lenet5.weights.png", "lenet5.bits.png"):
         assert (out / name).is_file(), name
-    pruned, info = load_model(out / "lenet5_pruned.safetensors")
-    assert sparsity(pruned) == pytest.approx(0.92, abs=1e-3)
-    assert [h["op"] for h in info.history] == ["train", "prune"]
-    dense, _ = load_model(out / "lenet5.safetensors")
-    report = (out / "report.md").read_text()
-    assert f"| **total** | | | {sum(p.numel() for p in dense.parameters()):,} | 0.0% |" in report
-    # a second run reuses the checkpoint instead of training again
-    assert demo.main(["--out-dir", str(out), "--prune-epochs", "1"]) == 0
-    assert "[1/3] reusing" in capsys.readouterr().out
+    model = load_compressed(out / "lenet5.dsz")
+    assert sparsity(model) == pytest.approx(0.94, abs=1e-3)
+    assert set(quantized_layers(model)) == {"conv1", "conv2", "fc1", "fc2"}
+    assert [h["op"] for h in model.deepshrink_info.history][-1] == "compress"
+    assert (out / "lenet5.dsz").stat().st_size * 20 < demo.BASELINE.stat().st_size
 
 
 def test_demo_missing_data_is_one_clear_error(tmp_path, monkeypatch, capsys):
