@@ -1,0 +1,57 @@
+"""Quantization-aware training (Jacob et al. 2018, section 3; Esser et al. 2020 for LSQ).
+
+The model is first quantized post-training (BN folded, activation grids calibrated); then it
+is trained with fake quantization in the forward pass and the straight-through estimator in
+the backward pass (gradient 1 inside the clipping range, 0 outside: see ``linear``), so the
+float weights learn to sit well on their integer grid. Weight grids follow the weights (per
+channel min-max, recomputed every step); with ``lsq=True`` every step size, weights' and
+activations', is a parameter learnt with the LSQ gradient instead. Activation grids are
+otherwise kept from calibration. BatchNorm stays folded: the folded weights are trained.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..data import Dataset
+from ..train import FitResult, TrainConfig, fit
+from .graph import QuantConfig, fake_quants, quant_layers
+from .observers import make_observer
+from .ptq import quantize_ptq
+
+__all__ = ["prepare_qat", "refresh_weight_quantizers", "qat_finetune"]
+
+
+def prepare_qat(model: nn.Module, calib_x: torch.Tensor, cfg: QuantConfig | None = None,
+                lsq: bool = False) -> fx.GraphModule:
+    """A PTQ-initialised fake-quantized copy of ``model``, in train mode, ready for ``fit``."""
+    gm = quantize_ptq(model, calib_x, cfg)
+    weight_fqs = {id(layer.weight_fq) for layer in quant_layers(gm).values()}
+    for fq in fake_quants(gm).values():
+        if lsq:
+            fq.make_learnable()
+        elif id(fq) in weight_fqs:
+            fq.dynamic = True
+    return gm.train()
+
+
+@torch.no_grad()
+def refresh_weight_quantizers(gm: fx.GraphModule) -> None:
+    """Recompute the dynamic weight grids from the final weights (after the last step)."""
+    for layer in quant_layers(gm).values():
+        fq = layer.weight_fq
+        if fq.dynamic:
+            fq.observer = make_observer("minmax", fq.scheme)
+            fq.observer.update(layer.layer.weight)
+            fq.freeze()
+
+
+def qat_finetune(model: nn.Module, data: Dataset, calib_x: torch.Tensor, cfg: QuantConfig | None = None,
+                 train_cfg: TrainConfig | None = None, lsq: bool = False) -> tuple[fx.GraphModule, FitResult]:
+    """PTQ, then ``fit`` with fake quantization; returns the frozen model (eval mode)."""
+    gm = prepare_qat(model, calib_x, cfg, lsq)
+    result = fit(gm, data, train_cfg or TrainConfig(epochs=1, lr=0.002, warmup_epochs=0.0))
+    refresh_weight_quantizers(gm)
+    return gm.eval(), result
