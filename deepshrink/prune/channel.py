@@ -7,7 +7,7 @@ kernels that read them, and fine-tune. Here the coupled layers come from
 the result is a :class:`~.plan.ChannelPlan`. How many channels each group keeps:
 
 * a uniform ratio r: each prunable group of C channels keeps max(min_channels, round((1 - r) C));
-* per-layer ratios ``{layer name: r}`` (any layer of the group names it);
+* per-layer ratios ``{layer name: r}`` (a layer names the group of its output channels);
 * global: scores divided by their group's mean, one ranking across groups, the lowest r of all
   prunable channels removed (each group keeps at least (1 - max_ratio) of its channels);
 * a MAC target m: the smallest r (uniform or global) whose pruned model has at most m times the
@@ -84,7 +84,7 @@ def _n_keep(size: int, ratio: float, min_channels: int, round_to: int) -> int:
 def _group_ratio(g: Group, ratio: float | Mapping[str, float]) -> float:
     if not isinstance(ratio, Mapping):
         return float(ratio)
-    named = [float(ratio[m.module]) for m in g.members if m.module in ratio]
+    named = [float(ratio[m.module]) for m in g.members if m.dim == "out" and m.module in ratio]
     return max(named, default=0.0)
 
 
@@ -132,7 +132,7 @@ def _pruned_copy(model: nn.Module, plan: ChannelPlan) -> nn.Module:
 
 
 def _search_ratio(model, example_input, groups, scores, macs_target: float, macs0: int, scope: str,
-                  min_channels: int, round_to: int, steps: int = 16) -> float:
+                  min_channels: int, round_to: int, steps: int = 12) -> float:
     """Smallest ratio whose pruned copy has at most ``macs_target * macs0`` MACs (bisection)."""
     def macs_at(r: float) -> int:
         plan = make_plan(groups, choose_channels(groups, scores, r, scope, min_channels, round_to))
