@@ -1,7 +1,8 @@
 """Shared by the benchmark scripts: write a results JSON and regenerate BENCHMARKS.md.
 
 Every ``benchmarks/results/*.json`` carries ``title``, ``command``, ``machine``, ``date`` and a
-``table`` ({"columns": [...], "rows": [[...], ...]}) plus its raw numbers; BENCHMARKS.md is
+``table`` ({"columns": [...], "rows": [[...], ...]}), optionally more ``tables`` (each with a
+``title``), plus its raw numbers; BENCHMARKS.md is
 rebuilt from all of them, so no figure is typed by hand.
 """
 
@@ -61,12 +62,14 @@ def regenerate_markdown() -> None:
             res = json.loads(path.read_text())
         except json.JSONDecodeError:
             continue
-        table = res.get("table")
         parts += [f"## {res.get('title', path.stem)}", ""]
         if res.get("command"):
             parts += [f"`{res['command']}` ({res.get('date', '?')}, {res.get('machine', {}).get('cpu_count', '?')} cores, "
                       f"torch {res.get('machine', {}).get('torch', '?')})", ""]
-        if table:
+        # "table": the main table; "tables": further ones, each with its own "title"
+        for table in ([res["table"]] if res.get("table") else []) + list(res.get("tables", [])):
+            if table.get("title"):
+                parts += [f"**{table['title']}**", ""]
             parts.append("| " + " | ".join(table["columns"]) + " |")
             parts.append("|" + "---|" * len(table["columns"]))
             for row in table["rows"]:

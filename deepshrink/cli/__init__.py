@@ -11,11 +11,11 @@ import argparse
 import sys
 
 from ..errors import DeepShrinkError
-from . import basics, channel_cmd, codec_cmd, distill_cmd, profile_cmd, prune_cmd, quant_cmd
+from . import basics, channel_cmd, codec_cmd, compress_cmd, distill_cmd, profile_cmd, prune_cmd, quant_cmd
 
 __all__ = ["main", "build_parser"]
 
-COMMAND_MODULES = (basics, profile_cmd, prune_cmd, codec_cmd, distill_cmd, channel_cmd, quant_cmd)
+COMMAND_MODULES = (basics, profile_cmd, prune_cmd, codec_cmd, distill_cmd, channel_cmd, compress_cmd, quant_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
