@@ -10,6 +10,7 @@ one stores is part of its payload, so on a short stream raw packing can win. Byt
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -20,7 +21,7 @@ from .bitpack import pack_fixed, raw_width, unpack_fixed
 from .huffman import huffman_decode, huffman_encode
 
 __all__ = ["SYMBOL_CODERS", "BYTE_CODERS", "entropy_bits", "encode_symbols", "decode_symbols",
-           "encode_bytes", "decode_bytes", "estimate_bytes"]
+           "encode_bytes", "decode_bytes", "estimate_bytes", "estimate_from_counts"]
 
 SYMBOL_CODERS = ("const", "raw", "huffman", "ans")
 BYTE_CODERS = ("bytes", "zlib")
@@ -37,14 +38,22 @@ def entropy_bits(symbols: np.ndarray, alphabet: int | None = None) -> float:
     return float(-(counts * np.log2(counts / n)).sum())
 
 
-def estimate_bytes(symbols: np.ndarray, alphabet: int) -> float:
-    """Cheap size estimate used to pick a sparse layout: min(raw, n*H + table)."""
-    if symbols.size == 0:
+def estimate_from_counts(counts: np.ndarray, alphabet: int) -> float:
+    """Cheap size estimate of a stream with this histogram: min(raw, n*H/8 + table)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n = float(counts.sum())
+    if n == 0:
         return 0.0
-    raw = (symbols.size * raw_width(alphabet) + 7) // 8
+    raw = math.ceil(n * raw_width(alphabet) / 8)
     if alphabet > 1 << 16:
         return float(raw)
-    return min(float(raw), entropy_bits(symbols, alphabet) / 8 + alphabet + 4)
+    c = counts[counts > 0]
+    return min(float(raw), float(-(c * np.log2(c / n)).sum()) / 8 + alphabet + 4)
+
+
+def estimate_bytes(symbols: np.ndarray, alphabet: int) -> float:
+    """:func:`estimate_from_counts` of a stream."""
+    return estimate_from_counts(np.bincount(symbols, minlength=alphabet), alphabet) if symbols.size else 0.0
 
 
 def _const_encode(symbols: np.ndarray) -> bytes | None:
@@ -55,25 +64,45 @@ def _const_encode(symbols: np.ndarray) -> bytes | None:
 
 
 def encode_symbols(symbols: np.ndarray, alphabet: int, only: str | None = None) -> tuple[str, bytes]:
-    """(coder, payload) of the smallest applicable coder; ``only`` forces one (tests)."""
+    """(coder, payload) of the smallest applicable coder (ties: const, raw, huffman, ans);
+    ``only`` forces one (tests, benchmarks).
+
+    The same choice as encoding with every coder, with less work: raw's size is known without
+    packing, and Huffman is run only when its floor (table + n*H bits) could beat the others.
+    """
     symbols = np.ascontiguousarray(symbols, dtype=np.int64).reshape(-1)
     if symbols.size and (int(symbols.min()) < 0 or int(symbols.max()) >= alphabet):
         raise ValueError(f"symbols outside the alphabet [0, {alphabet})")
-    candidates = {"const": lambda: _const_encode(symbols),
-                  "raw": lambda: pack_fixed(symbols, raw_width(alphabet)) if alphabet <= MAX_RAW_ALPHABET else None,
-                  "huffman": lambda: huffman_encode(symbols, alphabet),
-                  "ans": lambda: ans_encode(symbols, alphabet)}
-    names = [only] if only else list(SYMBOL_CODERS)
-    best: tuple[str, bytes] | None = None
-    for name in names:
-        payload = candidates[name]()
-        if payload is not None and (best is None or len(payload) < len(best[1])):
-            best = (name, payload)
-        if name == "const" and payload is not None and len(payload) <= (symbols.size * raw_width(alphabet) + 7) // 8:
-            break                                                    # a constant stream: done
-    if best is None:
-        raise ValueError(f"coder {only!r} does not apply to this stream")
-    return best
+    width = raw_width(alphabet)
+    coders = {"const": lambda: _const_encode(symbols),
+              "raw": lambda: pack_fixed(symbols, width) if alphabet <= MAX_RAW_ALPHABET else None,
+              "huffman": lambda: huffman_encode(symbols, alphabet),
+              "ans": lambda: ans_encode(symbols, alphabet)}
+    if only:
+        payload = coders[only]()
+        if payload is None:
+            raise ValueError(f"coder {only!r} does not apply to this stream")
+        return only, payload
+    raw_size = (symbols.size * width + 7) // 8 if alphabet <= MAX_RAW_ALPHABET else None
+    const = coders["const"]()
+    if const is not None and (raw_size is None or len(const) <= raw_size):
+        return "const", const
+    sizes: dict[str, int] = {}
+    payloads: dict[str, bytes] = {}
+    ans = coders["ans"]()
+    if ans is not None:
+        sizes["ans"], payloads["ans"] = len(ans), ans
+    if raw_size is not None:
+        sizes["raw"] = raw_size
+    floor = alphabet + math.ceil(entropy_bits(symbols, alphabet) / 8 - 1e-6)   # Huffman >= n*H bits
+    if alphabet <= 1 << 16 and (not sizes or floor <= min(sizes.values())):
+        huff = coders["huffman"]()
+        if huff is not None:
+            sizes["huffman"], payloads["huffman"] = len(huff), huff
+    if not sizes:
+        raise ValueError("no coder applies to this stream")
+    best = min(sizes, key=lambda c: (sizes[c], SYMBOL_CODERS.index(c)))
+    return best, payloads[best] if best in payloads else coders[best]()
 
 
 def decode_symbols(coder: str, payload: bytes, count: int, alphabet: int, where: str) -> np.ndarray:

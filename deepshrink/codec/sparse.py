@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FormatError
-from .entropy import estimate_bytes
+from .entropy import estimate_bytes, estimate_from_counts
 
-__all__ = ["Layout", "MAX_INDEX_BITS", "SEARCH_BITS", "plain_relative_bits", "relative_layout", "csr_layout", "choose_layout",
+__all__ = ["Layout", "MAX_INDEX_BITS", "SEARCH_BITS", "plain_relative_bits", "relative_layout", "relative_estimate",
+           "csr_layout", "choose_layout",
            "relative_decode", "csr_decode", "csr_shape"]
 
 MAX_INDEX_BITS = 16
@@ -49,12 +50,12 @@ def relative_layout(positions: np.ndarray, codes: np.ndarray, k: int, bits: int)
     fillers = gaps // span                                          # (nnz,)
     ends = np.cumsum(fillers + 1) - 1                               # entry index of each nonzero
     entries = int(ends[-1]) + 1 if ends.size else 0
-    gap_stream = np.full(entries, span - 1, dtype=np.int64)         # fillers: gap M
-    gap_stream[ends] = gaps - fillers * span
     code_stream = np.zeros(entries, dtype=np.int64)                 # fillers: code 0
     code_stream[ends] = codes + 1
     streams = {"codes": (code_stream, k + 1)}
     if bits:
+        gap_stream = np.full(entries, span - 1, dtype=np.int64)     # fillers: gap M
+        gap_stream[ends] = gaps - fillers * span
         streams["index"] = (gap_stream, span)
     return Layout("relative", bits, entries, streams)
 
@@ -92,20 +93,42 @@ def csr_layout(positions: np.ndarray, codes: np.ndarray, k: int, shape: tuple[in
     })
 
 
+def relative_estimate(gap_values: np.ndarray, gap_counts: np.ndarray, code_counts: np.ndarray, bits: int) -> float:
+    """Estimated bytes of the relative layout at width ``bits``, from histograms alone.
+
+    gap_values/gap_counts: the distinct numbers of zeros before a nonzero and how often each
+    occurs; code_counts: (K,) histogram of the codebook indices. Fillers add ``g // 2^b`` zero
+    codes and gaps of ``M`` per nonzero; the gap left is ``g mod 2^b``.
+    """
+    span = 1 << bits
+    fillers = int((gap_counts * (gap_values >> bits)).sum())
+    est = estimate_from_counts(np.concatenate([[fillers], code_counts]), code_counts.size + 1)
+    if bits:
+        gap_hist = np.bincount(gap_values & (span - 1), weights=gap_counts, minlength=span)
+        gap_hist[span - 1] += fillers
+        est += estimate_from_counts(gap_hist, span)
+    return est
+
+
 def choose_layout(positions: np.ndarray, codes: np.ndarray, k: int, shape: tuple[int, ...]) -> Layout:
-    """The candidate with the smallest estimated size (relative b = 0..12, CSR)."""
+    """The candidate with the smallest estimated size (relative b = 0..12, CSR).
+
+    Relative widths are compared on histograms (no stream is built); only the winner is built.
+    """
     numel = int(np.prod(shape, dtype=object)) if shape else 1
-    best, best_size = csr_layout(positions, codes, k, shape), float("inf")
-    if best is not None:
-        best_size = best.estimate()
-    for b in SEARCH_BITS:                        # one candidate alive at a time: memory ~ 2 streams
-        if b and (1 << (b - 1)) > numel:
+    gap_values, gap_counts = np.unique(np.diff(positions, prepend=-1) - 1, return_counts=True)
+    code_counts = np.bincount(codes, minlength=k)
+    best_b, best_size = 0, relative_estimate(gap_values, gap_counts, code_counts, 0)
+    for b in SEARCH_BITS[1:]:
+        if (1 << (b - 1)) > numel:
             break
-        cand = relative_layout(positions, codes, k, b)
-        size = cand.estimate()
+        size = relative_estimate(gap_values, gap_counts, code_counts, b)
         if size < best_size:
-            best, best_size = cand, size
-    return best
+            best_b, best_size = b, size
+    csr = csr_layout(positions, codes, k, shape)
+    if csr is not None and csr.estimate() < best_size:
+        return csr
+    return relative_layout(positions, codes, k, best_b)
 
 
 def relative_decode(gaps: np.ndarray, codes: np.ndarray, numel: int, where: str) -> tuple[np.ndarray, np.ndarray]:

@@ -172,3 +172,14 @@ def test_negative_zero_decodes_as_positive_zero():
                                              **fields}, sections)])
     out = decode_blob(blob)["w"]
     assert torch.equal(out, w) and out[0].view(torch.int32) == 0
+
+
+@pytest.mark.parametrize("bits", [0, 1, 4, 8, 12])
+def test_histogram_estimate_equals_the_built_layout(bits):
+    from deepshrink.codec.sparse import relative_estimate
+    rng = np.random.default_rng(bits + 10)
+    pos = np.sort(rng.choice(20_000, size=900, replace=False))
+    codes = rng.integers(0, 7, size=pos.size)
+    values, counts = np.unique(np.diff(pos, prepend=-1) - 1, return_counts=True)
+    est = relative_estimate(values, counts, np.bincount(codes, minlength=7), bits)
+    assert est == pytest.approx(relative_layout(pos, codes, 7, bits).estimate(), rel=1e-12)
