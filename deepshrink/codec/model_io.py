@@ -73,7 +73,12 @@ def dumps(model: nn.Module, info: ModelInfo) -> bytes:
         else:
             tensors.append(_raw(key, t))
         done.add(key)
-    return pack_file(info, tensors)
+    blob = pack_file(info, tensors)
+    try:                                  # never write a file the reader would refuse (limits)
+        parse_file(blob, "<written>")
+    except FormatError as exc:
+        raise ModelError(f"the model cannot be stored as .dsz: {exc}") from None
+    return blob
 
 
 @dataclass

@@ -192,3 +192,12 @@ def test_linear_int_codes_per_channel():
     m.weight_bits = 8
     state = decode_blob(dumps(m, ModelInfo(arch="x")))
     same_bits(m.state_dict(), state)
+
+
+def test_writer_refuses_what_the_reader_would_refuse():
+    m = nn.Linear(4, 2)
+    m.register_buffer("weight_codebook", torch.arange(1, 70_001).float())   # K above 65536
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    with pytest.raises(ModelError, match="cannot be stored"):
+        dumps(m, ModelInfo(arch="x"))
