@@ -6,13 +6,14 @@ from .criteria import CRITERIA, get_criterion
 from .cutters import CUTTERS, cutter_for
 from .fine import RULES, compute_masks, global_magnitude_masks, magnitude_mask, prune_, random_mask, std_mask
 from .finetune import SCHEDULES, PruneConfig, PruneResult, prune_and_finetune
-from .graph import Group, Member, build_groups, trace_model
+from .graph import Group, Member, build_groups
 from .masks import (MaskCallback, apply_masks, get_masks, layer_sparsities, prunable_weights, set_mask,
                     sparsity, squash)
 from .plan import ChannelPlan, apply_plan, compose_plans, make_plan
 from .regularize import adjust_dropout, penalized_loss, penalty, remove_dead_neurons
 from .schedule import GradualPruner, agp_sparsity, iterative_sparsities
 from .sensitivity import DEFAULT_GRID, choose_sparsities, plot_sensitivity, sensitivity_scan
+from .trace import trace_model
 
 __all__ = [
     "build_groups", "trace_model", "Group", "Member", "CUTTERS", "cutter_for", "CRITERIA", "get_criterion",

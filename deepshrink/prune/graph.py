@@ -10,7 +10,7 @@ two tensors merge their spaces (union-find); each merged space is one :class:`Gr
 
 Any op the analysis does not know freezes the spaces it touches (its inputs and output), as do
 the model's inputs and outputs, so an unknown op never leads to a wrong cut, only to a smaller
-one. A model torch.fx cannot trace raises :class:`ModelError` naming the module and last node.
+one. A model torch.fx cannot trace raises ``ModelError`` (:mod:`.trace`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
-from ..errors import ModelError
+from .trace import trace_model
 
-__all__ = ["Member", "Group", "trace_model", "build_groups"]
+__all__ = ["Member", "Group", "build_groups"]
 
 _PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
                  nn.Hardsigmoid, nn.Hardtanh, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d,
@@ -83,54 +82,6 @@ class Group:
         cols = t[:, span]                                                   # (O, C*block, ...)
         cols = cols.reshape(t.shape[0], self.size, member.block, *t.shape[2:])
         return cols.transpose(0, 1).reshape(self.size, -1)                  # (C, O*block*rest)
-
-
-class _Tracer(fx.Tracer):
-    """Remembers which module was being traced when tracing fails."""
-
-    def __init__(self):
-        super().__init__()
-        self.stack: list[str] = []
-        self.failed_in: list[str] | None = None
-
-    def call_module(self, m, forward, args, kwargs):
-        self.stack.append(f"'{self.path_of_module(m)}' ({type(m).__name__})")
-        try:
-            return super().call_module(m, forward, args, kwargs)
-        except Exception:
-            if self.failed_in is None:
-                self.failed_in = list(self.stack)
-            raise
-        finally:
-            self.stack.pop()
-
-
-def trace_model(model: nn.Module, example_input) -> fx.GraphModule:
-    """fx-trace ``model`` and record every node's output shape (eval mode, no gradients)."""
-    tracer = _Tracer()
-    try:
-        graph = tracer.trace(model)
-    except Exception as exc:
-        where = f"in module {tracer.failed_in[-1]}" if tracer.failed_in else "in the top-level forward"
-        nodes = list(tracer.graph.nodes) if getattr(tracer, "graph", None) is not None else []
-        after = f", after node '{nodes[-1].name}'" if nodes else ""
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot trace the model with torch.fx {where}{after}: {msg}; "
-                         "its channel dependencies are unknown, so nothing is cut") from None
-    gm = fx.GraphModule(model, graph)
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*args)
-    except Exception as exc:
-        raise ModelError(f"the example input {[tuple(a.shape) for a in args]} does not fit the model "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    finally:
-        for m, was in modes:
-            m.training = was
-    return gm
 
 
 def _shape(node) -> tuple[int, ...] | None:
@@ -289,7 +240,7 @@ class _Analysis:
         if (target in _PASS_FUNCS or target in _PASS_METHODS) and len(shape) == len(src) and shape[1] == src[1]:
             self.env[node] = first
             return
-        if target in _REDUCE and len(shape) >= 2 and shape[:2] == src[:2]:
+        if target in _REDUCE and len(shape) >= 2 and shape[:2] == src[:2] and self.reduces_space(node, len(src)):
             self.env[node] = first
             return
         if target in (torch.flatten, "flatten") and self.arg(node, 1, "start_dim", 0) == 1 \
@@ -303,6 +254,14 @@ class _Analysis:
     @staticmethod
     def arg(node, i: int, key: str, default):
         return node.args[i] if len(node.args) > i else node.kwargs.get(key, default)
+
+    @classmethod
+    def reduces_space(cls, node, ndim: int) -> bool:
+        """``x.mean((2, 3))``: only spatial dims are reduced, batch and channels stay."""
+        dims = cls.arg(node, 1, "dim", None)
+        dims = (dims,) if isinstance(dims, int) else dims
+        return isinstance(dims, (tuple, list)) and len(dims) > 0 and all(
+            isinstance(d, int) and d % ndim >= 2 for d in dims)
 
     @staticmethod
     def dim1_is_free(node) -> bool:

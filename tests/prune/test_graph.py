@@ -132,3 +132,17 @@ def test_unknown_ops_and_hard_coded_views_freeze_rather_than_cut():
 def test_example_input_that_does_not_fit_is_a_model_error():
     with pytest.raises(ModelError, match="example input"):
         build_groups(build("lenet5"), torch.randn(1, 3, 28, 28))
+
+
+class ChannelMean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 1), nn.Linear(16, 2)
+
+    def forward(self, x):  # (N, 1, 4, 4): the mean over channels is (N, 4, 4), same leading sizes
+        return self.fc(x.mean((2, 3), keepdim=True).flatten(1).sum() + self.conv(x).mean(1).flatten(1))
+
+
+def test_a_reduction_over_channels_is_not_a_pass_through():
+    gs = build_groups(ChannelMean(), torch.randn(2, 1, 4, 4))
+    assert not group_of(gs, "conv").prunable
