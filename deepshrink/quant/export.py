@@ -14,6 +14,7 @@ QLinearAdd, QLinearGlobalAveragePool and int8 max-pooling (its QDQ transformers)
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import onnx
@@ -39,7 +40,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, opset: i
     import io as _io
     buf = _io.BytesIO()
     model = model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # the legacy exporter is our choice
         torch.onnx.export(model, (torch.zeros(1, *input_shape),), buf, dynamo=False, opset_version=opset,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})

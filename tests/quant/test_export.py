@@ -1,0 +1,58 @@
+"""ONNX export: fp32 against PyTorch; our int8 QDQ graph, as ONNX Runtime fuses and runs it,
+against the integer engine (output codes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepshrink.data import Split
+from deepshrink.errors import ModelError
+from deepshrink.quant import IntegerModel, OrtSession, QuantConfig, export_onnx, export_qdq, quantize_ptq
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_fp32_export_matches_pytorch(tiny_resnet, images, tmp_path):
+    export_onnx(tiny_resnet, tmp_path / "m.onnx", [1, 8, 8])
+    sess = OrtSession(tmp_path / "m.onnx", batch_size=5)       # dynamic batch axis, ragged last batch
+    x = images[1]
+    with torch.no_grad():
+        assert np.allclose(sess.run(x), tiny_resnet(x).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("model_fixture,fused", [("tiny_convnet", {"QLinearConv", "QGemm"}),
+                                                 ("tiny_resnet", {"QLinearConv", "QLinearAdd",
+                                                                  "QLinearGlobalAveragePool", "QGemm"})])
+def test_int8_qdq_fused_by_ort_and_agrees_with_engine(model_fixture, fused, images, tmp_path, request):
+    model = request.getfixturevalue(model_fixture)
+    calib, x = images
+    gm = quantize_ptq(model, calib, QuantConfig())
+    export_qdq(gm, tmp_path / "q.onnx", [1, 8, 8])
+    sess = OrtSession(tmp_path / "q.onnx")
+    ops = sess.fused_ops()
+    assert fused <= set(ops), ops
+    assert not {"Conv", "Gemm", "MatMul", "Add"} & set(ops), ops      # no float compute left
+    q, g = IntegerModel(gm).run_codes(x)
+    ort_codes = np.round(sess.run(x) / g.scale) + g.zero_point
+    # ORT requantizes with a float32 multiplier (ties to even) and adds through its own
+    # QLinearAdd arithmetic: codes may differ from ours by one step where a value sits on a
+    # rounding boundary; never by more.
+    assert np.abs(q.numpy() - ort_codes).max() <= 1
+
+
+def test_session_evaluate_and_batching(tiny_convnet, images, tmp_path):
+    export_onnx(tiny_convnet, tmp_path / "m.onnx", [1, 8, 8])
+    x = images[1]
+    with torch.no_grad():
+        y = tiny_convnet(x).argmax(1)
+    sess = OrtSession(tmp_path / "m.onnx", batch_size=3)
+    assert sess.evaluate(Split(x, y)) == 1.0
+    assert sess(x).shape == (len(x), 5)
+
+
+def test_bad_onnx_file_is_a_model_error(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelError):
+        OrtSession(tmp_path / "bad.onnx")
