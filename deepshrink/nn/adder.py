@@ -28,8 +28,6 @@ other than zeros. The backward is not itself differentiable (no double backward)
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -186,10 +184,13 @@ def _check_eta(eta, where: str):
     return None if eta is None else float(eta)
 
 
-def _init_(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) -> None:
-    # Var[W] = 1 / fan_in (homework 1-5's answer for a convolution); bias starts at zero
+def _init_(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    # W ~ N(0, 1), as in the authors' code: a weight is a template compared with the input by
+    # distance, so it belongs on the input's scale (unit variance after normalisation or BN).
+    # The 1 / fan_in of homework 1-5 suits a product; here it would make every template ~0 and
+    # the output -||x||_1 whatever the weights (it trains far slower; docs/METHODS.md).
     with torch.no_grad():
-        weight.normal_(0.0, 1.0 / math.sqrt(fan_in))
+        weight.normal_(0.0, 1.0)
         if bias is not None:
             bias.zero_()
 
@@ -221,7 +222,7 @@ class AdderConv2d(nn.Module):
         self.chunk_elements = int(chunk_elements)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        _init_(self.weight, self.bias, in_channels * self.kernel_size[0] * self.kernel_size[1])
+        _init_(self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W) -> (N, C_out, Ho, Wo)
         return adder_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
@@ -245,7 +246,7 @@ class AdderLinear(nn.Module):
         self.chunk_elements = int(chunk_elements)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
-        _init_(self.weight, self.bias, in_features)
+        _init_(self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         return adder_linear(x, self.weight, self.bias, self.eta, self.chunk_elements)
