@@ -35,6 +35,8 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Con
                       conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
     fused.weight.copy_(conv.weight * (gamma * inv).reshape(-1, 1, 1, 1))  # (C_out, C_in/g, kh, kw)
     fused.bias.copy_((bias - bn.running_mean) * gamma * inv + beta)
+    for name, buf in conv.named_buffers(recurse=False):  # pruning masks: scaling keeps zeros zero
+        fused.register_buffer(name, buf.clone())
     return fused
 
 

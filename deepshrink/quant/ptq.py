@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import FormatError, ModelError
-from ..io import ModelInfo, build_arch, read_info, resize_to_state, save_model
+from ..io import EXTRA_BUFFER_SUFFIXES, ModelInfo, build_arch, read_info, resize_to_state, save_model
 from .graph import QuantConfig, fake_quants, prepare, quant_layers
 
 __all__ = ["set_mode", "calibrate", "freeze", "quantize_ptq", "save_quantized", "load_quantized",
@@ -92,6 +92,14 @@ def load_quantized(path: str | os.PathLike, trust_code: bool = False) -> tuple[f
             layer.layer.bias = nn.Parameter(torch.zeros(layer.layer.weight.shape[0]))
     state = load_file(Path(path))
     resize_to_state(gm, state)  # pruned layers keep their smaller shapes
+    own = gm.state_dict()
+    for key, value in state.items():  # pruning masks and other extra buffers beside a weight
+        if key not in own and key.endswith(EXTRA_BUFFER_SUFFIXES):
+            mod_name, _, attr = key.rpartition(".")
+            try:
+                gm.get_submodule(mod_name).register_buffer(attr, torch.empty_like(value))
+            except AttributeError:
+                pass  # reported by load_state_dict below
     try:
         gm.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -63,6 +63,17 @@ def test_save_load_round_trip_bits(zoo_model, images, tmp_path):
     assert info2.extra["quant"]["config"]["weight_bits"] == 5
     with torch.no_grad():
         assert torch.equal(back(x), gm(x))
+    # a pruned model: its mask buffers travel with the quantized file, zeros stay zero
+    conv = zoo_model.block1.conv1
+    conv.register_buffer("weight_mask", (torch.rand_like(conv.weight) > 0.5).float())
+    with torch.no_grad():
+        conv.weight.mul_(conv.weight_mask)
+    gm = quantize_ptq(zoo_model, calib, cfg)
+    save_quantized(gm, tmp_path / "p.safetensors", info, cfg)
+    back, _ = load_quantized(tmp_path / "p.safetensors")
+    folded = quant_layers(back)["block1.conv1"].layer
+    assert torch.equal(folded.weight_mask, conv.weight_mask)
+    assert (folded.weight[conv.weight_mask == 0] == 0).all()
     save_model(zoo_model, tmp_path / "float.safetensors", info)
     with pytest.raises(FormatError):
         load_quantized(tmp_path / "float.safetensors")
