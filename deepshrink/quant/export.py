@@ -72,6 +72,9 @@ class _Writer:
         return out
 
     def qdq(self, x: str, g: Grid, stem: str) -> str:
+        if g.qmax - g.qmin < 254:  # QuantizeLinear saturates at the 8-bit limits, not at 2^b - 1
+            raise ModelError(f"{stem}: ONNX QDQ export needs 8-bit activations "
+                             f"(this grid has codes {g.qmin}..{g.qmax})")
         dtype = np.uint8 if g.qmin >= 0 else np.int8
         s = self.const(f"{stem}_scale", np.array(g.scale, np.float32))
         z = self.const(f"{stem}_zp", np.array(g.zero_point, dtype))

@@ -52,6 +52,17 @@ def test_session_evaluate_and_batching(tiny_convnet, images, tmp_path):
     assert sess(x).shape == (len(x), 5)
 
 
+def test_low_bit_activations_are_refused_but_low_bit_weights_export(tiny_convnet, images, tmp_path):
+    calib, x = images
+    with pytest.raises(ModelError, match="8-bit activations"):
+        export_qdq(quantize_ptq(tiny_convnet, calib, QuantConfig(act_bits=6)), tmp_path / "a.onnx", [1, 8, 8])
+    gm = quantize_ptq(tiny_convnet, calib, QuantConfig(weight_bits=4))
+    export_qdq(gm, tmp_path / "w4.onnx", [1, 8, 8])
+    q, g = IntegerModel(gm).run_codes(x)
+    ort_codes = np.round(OrtSession(tmp_path / "w4.onnx").run(x) / g.scale) + g.zero_point
+    assert np.abs(q.numpy() - ort_codes).max() <= 1
+
+
 def test_bad_onnx_file_is_a_model_error(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(ModelError):
