@@ -122,6 +122,22 @@ def test_channels_last_input_and_float32():
     torch.testing.assert_close(y.double(), want, rtol=1e-5, atol=1e-4)
 
 
+def test_channels_last_weights_and_gradients():
+    # fit() turns models with an nn.Conv2d (resnet20_adder's stem) to channels_last
+    torch.manual_seed(5)
+    a = AdderConv2d(4, 6, 3, padding=1).double()
+    b = AdderConv2d(4, 6, 3, padding=1).double()
+    b.load_state_dict(a.state_dict())
+    b.to(memory_format=torch.channels_last)
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    xa = x.clone().requires_grad_()
+    xb = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    a(xa).square().sum().backward()
+    b(xb).square().sum().backward()
+    torch.testing.assert_close(b.weight.grad, a.weight.grad)
+    torch.testing.assert_close(xb.grad, xa.grad)
+
+
 def test_only_needed_gradients():
     layer = AdderConv2d(2, 3, 3)
     layer.weight.requires_grad_(False)
