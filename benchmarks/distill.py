@@ -12,7 +12,8 @@ training images are computed once and cached in runs/distill/ under the checkpoi
 Pruning: the LeNet-300-100 baseline, global magnitude pruning to 95%, fine-tuned with its own
 recipe's LR and weight decay, plain, with the dense model as teacher (PruneConfig.distill),
 and (one-shot only) with the big teacher; per seed, all variants share the batch order.
-Results of students or parts not run are kept from the previous results file.
+Results of students or parts not run are kept from the previous results file (one file per teacher:
+results/distill.json for the VGG teacher, results/distill_<teacher>.json for another).
 """
 
 from __future__ import annotations
@@ -79,15 +80,26 @@ def train_student(label: str, method: str, seed: int, epochs: int, ds, teacher, 
     return {"seed": seed, "accuracy": acc, "seconds": time.perf_counter() - t0}
 
 
-def prune_runs(seed: int, epochs: int, ds, teacher, cache, schedules) -> dict:
+def prune_variants(which, schedule: str, temperature: float, alpha: float) -> dict:
+    """{label: PruneConfig extras, or None for the big teacher through distill()}."""
+    kd = {"kd_temperature": temperature, "kd_alpha": alpha}
+    suffix = "" if (temperature, alpha) == (4.0, 0.9) else f" (T={temperature:g}, alpha={alpha:g})"
+    out = {}
+    if "plain" in which:
+        out["plain fine-tuning"] = {}
+    if "dense" in which:
+        out["dense model as teacher" + suffix] = {"distill": True, **kd}
+    if "big" in which and schedule == "oneshot":
+        out["big teacher" + suffix] = None
+    return out
+
+
+def prune_runs(seed: int, epochs: int, ds, teacher, cache, schedules, which, temperature, alpha) -> dict:
     """Per schedule: {variant: run} for the LeNet-300-100 baseline pruned to 95%."""
     out = {}
     for schedule in schedules:
-        variants = {"plain fine-tuning": {}, "dense model as teacher": {"distill": True}}
-        if schedule == "oneshot":
-            variants["big teacher"] = None
         out[schedule] = {}
-        for label, extra in variants.items():
+        for label, extra in prune_variants(which, schedule, temperature, alpha).items():
             model, info = load_model(checkpoint("lenet300"))
             trained = info.train_config()
             pcfg = PruneConfig(sparsity=PRUNE_SPARSITY, rule="magnitude", scope="global", schedule=schedule,
@@ -103,7 +115,8 @@ def prune_runs(seed: int, epochs: int, ds, teacher, cache, schedules) -> dict:
                 tcfg = TrainConfig(epochs=epochs, lr=pcfg.lr, weight_decay=pcfg.weight_decay, seed=seed,
                                    batch_size=pcfg.batch_size, augment=pcfg.augment, progress=False,
                                    verbose=False, eval_every=0)
-                acc = distill(teacher, model, ds, DistillConfig(), tcfg, cache=cache).accuracy
+                acc = distill(teacher, model, ds, DistillConfig(temperature=temperature, alpha=alpha), tcfg,
+                              cache=cache).accuracy
             out[schedule][label] = {"accuracy": acc, "accuracy_pruned": pruned, "sparsity": sparsity(model),
                                     "seconds": time.perf_counter() - t0}
             print(f"prune {schedule} seed {seed} {label}: {acc * 100:.2f}% (sparsity {sparsity(model) * 100:.2f}%)",
@@ -154,17 +167,20 @@ def main() -> None:
     ap.add_argument("--teacher", default="vgg", choices=["vgg", "resnet20"])
     ap.add_argument("--prune-epochs", type=int, default=10)
     ap.add_argument("--prune-schedules", nargs="*", default=["oneshot", "agp"], choices=["oneshot", "agp"])
+    ap.add_argument("--prune-variants", nargs="*", default=["plain", "dense", "big"], choices=["plain", "dense", "big"])
+    ap.add_argument("--prune-temperature", type=float, default=4.0)
+    ap.add_argument("--prune-alpha", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-prune", action="store_true", help="skip the pruning comparison")
     ap.add_argument("--prune-only", action="store_true", help="only the pruning comparison")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    command = "python benchmarks/distill.py " + " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else " " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)))
+        for k, v in vars(args).items() if v not in (False, None))
     ds = data_mod.load("fashion-mnist")
     teacher, cache, tinfo = teacher_and_cache(args.teacher, ds)
-    previous = RESULTS / "distill.json"
-    old = json.loads(previous.read_text()) if previous.exists() else {}
-    same_teacher = old.get("teacher", {}).get("sha256") == tinfo["sha256"]
-    students = dict(old.get("students", {})) if same_teacher else {}
+    students: dict = {}
     for label in ([] if args.prune_only else args.students):
         arch, kw = STUDENTS[label]
         prof = profile_model(models.build(arch, **kw), torch.zeros(1, 1, 28, 28))
@@ -177,18 +193,33 @@ def main() -> None:
                 print(f"{label} {method} seed {seed}: {r['accuracy'] * 100:.2f}% ({r['seconds']:.0f} s)", flush=True)
         students[label] = {"arch": arch, "kwargs": kw, "params": prof.totals["params"], "macs": prof.totals["macs"],
                            "epochs": args.epochs, "seeds": args.seeds, "threads": args.threads,
-                           "temperature": args.temperature, "alpha": args.alpha, "runs": runs}
-    pruning = old.get("pruning") if same_teacher else None
+                           "temperature": args.temperature, "alpha": args.alpha, "command": command,
+                           "runs": runs}
+    pruning = None
     if not args.no_prune:
         dense = evaluate(load_model(checkpoint("lenet300"))[0], ds.test)
         runs: dict = {}
         for seed in args.seeds:
-            for schedule, by_variant in prune_runs(seed, args.prune_epochs, ds, teacher, cache,
-                                                   args.prune_schedules).items():
+            for schedule, by_variant in prune_runs(seed, args.prune_epochs, ds, teacher, cache, args.prune_schedules,
+                                                   args.prune_variants, args.prune_temperature,
+                                                   args.prune_alpha).items():
                 for variant, r in by_variant.items():
                     runs.setdefault(schedule, {}).setdefault(variant, []).append({"seed": seed, **r})
         pruning = {"model": "lenet300", "dense": dense, "sparsity": PRUNE_SPARSITY, "epochs": args.prune_epochs,
-                   "seeds": args.seeds, "threads": args.threads, "runs": runs}
+                   "seeds": args.seeds, "threads": args.threads, "commands": [command], "runs": runs}
+    # merge with the results file as it is now (another part may have run meanwhile, same teacher)
+    name = "distill" if args.teacher == "vgg" else f"distill_{args.teacher}"  # one results file per teacher
+    previous = RESULTS / f"{name}.json"
+    old = json.loads(previous.read_text()) if previous.exists() else {}
+    if old.get("teacher", {}).get("sha256") == tinfo["sha256"]:
+        students = {**old.get("students", {}), **students}
+        was = old.get("pruning")
+        if pruning and was and (was["epochs"], was["seeds"]) == (pruning["epochs"], pruning["seeds"]):
+            for schedule, by_variant in was["runs"].items():  # variants not rerun are kept
+                pruning["runs"][schedule] = {**by_variant, **pruning["runs"].get(schedule, {})}
+            before = was.get("commands") or ([was["command"]] if was.get("command") else [])
+            pruning["commands"] = [c for c in before if c not in pruning["commands"]] + pruning["commands"]
+        pruning = pruning or was
     notes = [
         f"Teacher: {tinfo['name']} ({tinfo['file']}, {tinfo['params']:,} params, test accuracy "
         f"{tinfo['accuracy'] * 100:.2f}%). Its logits for the 60,000 training images were computed once and "
@@ -207,11 +238,13 @@ def main() -> None:
         f"torch threads {args.threads}. Not a speed measurement.",
     ]
     rows = table(students, pruning)
-    write_result("distill", {
-        "title": "Knowledge distillation on Fashion-MNIST: students alone vs distilled, and after pruning",
-        "command": "python benchmarks/distill.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v not in (False, None)),
+    write_result(name, {
+        "title": "Knowledge distillation on Fashion-MNIST: students alone vs distilled, and after pruning"
+                 + ("" if args.teacher == "vgg" else f" ({args.teacher} teacher)"),
+        "command": "python benchmarks/distill.py (parts: " + "; ".join(
+            dict.fromkeys(c.removeprefix("python benchmarks/distill.py ") for c in
+                          [r.get("command") for r in students.values()] + (pruning or {}).get("commands", [])
+                          if c)) + ")",
         "teacher": tinfo, "students": students, "pruning": pruning,
         "table": {"columns": ["model", "size / dense", "method", "accuracy (mean)", "std (pp)", "per seed (%)",
                               "vs alone / plain (pp, wins)", "seconds per run"], "rows": rows},
