@@ -228,6 +228,9 @@ def load_model(
         state, info = _parse_torch(path), None
     else:
         state, info = _parse_safetensors(path)
+    if info is not None and arch is None and (info.extra.get("quant") or {}).get("method") == "linear":
+        from .quant.ptq import load_quantized  # lazy: quant imports this module
+        return load_quantized(path, trust_code=trust_code)  # the fake-quantized fx graph
     if arch is not None:
         trust_code = trust_code or (info is not None and info.arch == arch) or ":" in arch
         info = info or ModelInfo(arch=arch, kwargs=kwargs or {})

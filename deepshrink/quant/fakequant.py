@@ -104,6 +104,7 @@ class QuantLayer(nn.Module):
         super().__init__()
         self.layer = layer
         self.weight_fq = weight_fq
+        layer.weight_bits = weight_fq.scheme.bits      # read by the profiler's size column
         object.__setattr__(self, "input_fq", None)   # set by prepare(): the input's quantizer
 
     def bias_scale(self) -> torch.Tensor:

@@ -24,6 +24,8 @@ def test_quantize_linear_then_export_int8(trained, capsys):
     assert "accuracy" in capsys.readouterr().out
     gm, info = load_quantized(out)
     assert info.history[-1]["op"] == "quantize" and info.extra["quant"]["config"]["per_channel"]
+    assert main(["evaluate", str(out)]) == 0          # io.load_model opens quantized files too
+    assert "test accuracy" in capsys.readouterr().out
     assert main(["export", str(out), "--onnx", str(onnx), "--check", "32"]) == 0
     text = capsys.readouterr().out
     assert "int8 QDQ" in text and "ONNX Runtime accuracy on 32 test images" in text
