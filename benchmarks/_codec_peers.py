@@ -35,9 +35,8 @@ except ImportError:  # optional peer (pyproject [bench] extra)
     zstandard = None
 
 from deepshrink.codec import dumps
-from deepshrink.codec.bitpack import decode_varints
 from deepshrink.codec.container import parse_file
-from deepshrink.codec.entropy import encode_symbols, entropy_bits
+from deepshrink.codec.entropy import encode_symbols, entropy_bits, table_bytes
 from deepshrink.codec.model_io import decode_file
 from deepshrink.codec.quantized import codes_of
 from deepshrink.codec.sparse import choose_layout, plain_relative_bits, relative_layout
@@ -101,11 +100,7 @@ def _compressors() -> dict:
 
 
 def _table_bytes(coder: str, payload: bytes, alphabet: int) -> int:
-    if coder == "huffman":
-        return alphabet
-    if coder == "ans":
-        return decode_varints(payload, alphabet, "ans")[1]
-    return 0
+    return table_bytes(coder, payload, alphabet)
 
 
 def section_sizes(model: nn.Module, layout: str = "chosen") -> dict:

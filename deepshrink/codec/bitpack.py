@@ -2,8 +2,9 @@
 
 The ``raw`` coder of the .dsz format (docs/FORMAT.md §3) stores each symbol of an alphabet of
 size A in ``w = max(1, bitlen(A - 1))`` bits, most significant bit first, the stream padded with
-zero bits to a byte: ``n`` symbols take ``ceil(n * w / 8)`` bytes. The ANS table stores counts as
-LEB128 varints (7 bits per byte, high bit set on every byte but the last).
+zero bits to a byte: ``n`` symbols take ``ceil(n * w / 8)`` bytes. LEB128 varints (7 bits per
+byte, high bit set on every byte but the last) are kept for callers outside the format (format
+version 1 stored the ANS counts this way; the coders' tables are now in :mod:`.tables`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ __all__ = ["MAGIC", "VERSION", "PREAMBLE", "MAX_HEADER", "MAX_ELEMENTS", "Parsed
            "is_dsz"]
 
 MAGIC = b"\x89DSZ\r\n\x1a\n"
-VERSION = 1
+VERSION = 2
 FORMAT = "deepshrink-dsz"
 PREAMBLE = struct.Struct("<8sHHII")          # magic, version, flags, header length, header CRC
 FLAG_ZLIB_HEADER = 1                         # the header bytes are a zlib stream of the JSON

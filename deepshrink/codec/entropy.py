@@ -4,7 +4,8 @@ A section is a stream of ``n`` symbols from ``{0, ..., A-1}``. Its Shannon bound
 ``n * H`` bits with ``H = -sum_s p_s log2 p_s`` over the stream's own histogram (the order-0
 entropy): no coder that spends a fixed number of bits per symbol value can beat it on average.
 Huffman lands within a bit per symbol of it, ANS within a fraction of a percent; the table each
-one stores is part of its payload, so on a short stream raw packing can win. Byte sections
+one stores is part of its payload (both in the compact form of :mod:`.tables`: the Huffman code
+lengths, the ANS square-root weights), so on a short stream raw packing can win. Byte sections
 (codebooks, lossless tensors) are stored as-is or through zlib, whichever is smaller.
 """
 
@@ -16,12 +17,13 @@ import zlib
 import numpy as np
 
 from ..errors import FormatError
-from .ans import ans_decode, ans_encode
+from .ans import ans_decode, ans_encode, ans_table_bytes, quantize_counts
 from .bitpack import pack_fixed, raw_width, unpack_fixed
-from .huffman import huffman_decode, huffman_encode
+from .huffman import MAX_CODE_LENGTH, huffman_decode, huffman_encode
+from .tables import decode_table, encode_table
 
 __all__ = ["SYMBOL_CODERS", "BYTE_CODERS", "entropy_bits", "encode_symbols", "decode_symbols",
-           "encode_bytes", "decode_bytes", "estimate_bytes", "estimate_from_counts"]
+           "encode_bytes", "decode_bytes", "estimate_bytes", "estimate_from_counts", "table_bytes"]
 
 SYMBOL_CODERS = ("const", "raw", "huffman", "ans")
 BYTE_CODERS = ("bytes", "zlib")
@@ -39,21 +41,50 @@ def entropy_bits(symbols: np.ndarray, alphabet: int | None = None) -> float:
 
 
 def estimate_from_counts(counts: np.ndarray, alphabet: int) -> float:
-    """Cheap size estimate of a stream with this histogram: min(raw, n*H/8 + table)."""
-    counts = np.asarray(counts, dtype=np.float64)
+    """Size estimate of a stream with this histogram: min(raw, ANS's n*H + table + KL loss, in
+    bytes, + 4 for the coder's last word), or 4 (const) for a single used symbol."""
+    counts = np.asarray(counts, dtype=np.int64)
     n = float(counts.sum())
     if n == 0:
         return 0.0
     raw = math.ceil(n * raw_width(alphabet) / 8)
+    c = counts[counts > 0].astype(np.float64)
+    if c.size < 2:
+        return min(float(raw), 4.0)
     if alphabet > 1 << 16:
         return float(raw)
-    c = counts[counts > 0]
-    return min(float(raw), float(-(c * np.log2(c / n)).sum()) / 8 + alphabet + 4)
+    bound = float(-(c * np.log2(c / n)).sum())
+    return min(float(raw), (bound + quantize_counts(counts, quick=True)[1]) / 8 + 4)
 
 
 def estimate_bytes(symbols: np.ndarray, alphabet: int) -> float:
     """:func:`estimate_from_counts` of a stream."""
     return estimate_from_counts(np.bincount(symbols, minlength=alphabet), alphabet) if symbols.size else 0.0
+
+
+def _huffman_encode(symbols: np.ndarray, alphabet: int) -> bytes | None:
+    """Compact length table (:mod:`.tables`) + Huffman bit stream."""
+    payload = huffman_encode(symbols, alphabet)
+    if payload is None:
+        return None
+    lengths = np.frombuffer(payload[:alphabet], dtype=np.uint8)
+    return encode_table(lengths) + payload[alphabet:]
+
+
+def _huffman_decode(payload: bytes, count: int, alphabet: int, where: str) -> np.ndarray:
+    if alphabet > 1 << 16:
+        raise FormatError(f"{where}: Huffman alphabet {alphabet} exceeds {1 << 16}")
+    lengths, used = decode_table(payload, alphabet, MAX_CODE_LENGTH, f"{where}: Huffman")
+    return huffman_decode(lengths.astype(np.uint8).tobytes() + payload[used:], count, alphabet, where)
+
+
+def table_bytes(coder: str, payload: bytes, alphabet: int) -> int:
+    """Bytes of the table at the start of a ``huffman`` or ``ans`` payload (0 for the others)."""
+    if coder == "huffman":
+        return decode_table(payload, alphabet, MAX_CODE_LENGTH, "huffman")[1]
+    if coder == "ans":
+        return ans_table_bytes(payload, alphabet)
+    return 0
 
 
 def _const_encode(symbols: np.ndarray) -> bytes | None:
@@ -76,7 +107,7 @@ def encode_symbols(symbols: np.ndarray, alphabet: int, only: str | None = None) 
     width = raw_width(alphabet)
     coders = {"const": lambda: _const_encode(symbols),
               "raw": lambda: pack_fixed(symbols, width) if alphabet <= MAX_RAW_ALPHABET else None,
-              "huffman": lambda: huffman_encode(symbols, alphabet),
+              "huffman": lambda: _huffman_encode(symbols, alphabet),
               "ans": lambda: ans_encode(symbols, alphabet)}
     if only:
         payload = coders[only]()
@@ -94,7 +125,7 @@ def encode_symbols(symbols: np.ndarray, alphabet: int, only: str | None = None) 
         sizes["ans"], payloads["ans"] = len(ans), ans
     if raw_size is not None:
         sizes["raw"] = raw_size
-    floor = alphabet + math.ceil(entropy_bits(symbols, alphabet) / 8 - 1e-6)   # Huffman >= n*H bits
+    floor = 2 + math.ceil(entropy_bits(symbols, alphabet) / 8 - 1e-6)   # table >= 2 bytes, stream >= n*H bits
     if alphabet <= 1 << 16 and (not sizes or floor <= min(sizes.values())):
         huff = coders["huffman"]()
         if huff is not None:
@@ -120,7 +151,7 @@ def decode_symbols(coder: str, payload: bytes, count: int, alphabet: int, where:
             raise FormatError(f"{where}: raw alphabet {alphabet} exceeds 2^32")
         out = unpack_fixed(payload, count, raw_width(alphabet), where)
     elif coder == "huffman":
-        out = huffman_decode(payload, count, alphabet, where)
+        out = _huffman_decode(payload, count, alphabet, where)
     elif coder == "ans":
         out = ans_decode(payload, count, alphabet, where)
     else:

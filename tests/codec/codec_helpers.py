@@ -17,7 +17,7 @@ import zlib
 import torch
 from torch import nn
 
-from deepshrink.codec.container import PREAMBLE, parse_file
+from deepshrink.codec.container import PREAMBLE, VERSION, parse_file
 from deepshrink.codec.model_io import decode_file
 
 __all__ = ["quantize_like_kmeans", "edit_header", "reseal", "decode_blob", "split_file", "Tiny", "tiny_model"]
@@ -68,7 +68,7 @@ def split_file(blob: bytes) -> tuple[dict, bytes]:
 def _join(header: dict, data: bytes, compress: bool = False) -> bytes:
     head = json.dumps(header, separators=(",", ":")).encode()
     head = zlib.compress(head) if compress else head
-    return PREAMBLE.pack(b"\x89DSZ\r\n\x1a\n", 1, int(compress), len(head), zlib.crc32(head)) + head + data
+    return PREAMBLE.pack(b"\x89DSZ\r\n\x1a\n", VERSION, int(compress), len(head), zlib.crc32(head)) + head + data
 
 
 def reseal(blob: bytes) -> bytes:

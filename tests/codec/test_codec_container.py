@@ -21,13 +21,14 @@ from torch import nn
 from deepshrink.codec import dumps
 from deepshrink.codec.container import MAGIC, PREAMBLE, pack_file, parse_file
 from deepshrink.codec.quantized import Section
+from deepshrink.codec.tables import encode_table
 from deepshrink.errors import FormatError
 from deepshrink.io import ModelInfo
 
 from codec_helpers import _join, decode_blob, edit_header, quantize_like_kmeans, reseal, split_file, tiny_model
 
 GOLDEN_HEADER = (
-    '{"format":"deepshrink-dsz","version":1,"data_size":23,"model":{"format":"deepshrink-model","version":1,'
+    '{"format":"deepshrink-dsz","version":2,"data_size":23,"model":{"format":"deepshrink-model","version":1,'
     '"arch":"tiny","kwargs":{},"input_shape":[8],"mean":null,"std":null,"accuracy":null,"data":null,'
     '"history":[],"extra":{}},"tensors":[{"name":"fc.weight","dtype":"float32","shape":[2,8],"kind":"quantized",'
     '"codebook":{"dtype":"float16","shape":[2]},"bits":1,"layout":"relative","index_bits":3,"nnz":4,'
@@ -73,7 +74,7 @@ def coded_blob() -> bytes:
 
 def test_golden_bytes(tiny_blob):
     magic, version, flags, hlen, hcrc = PREAMBLE.unpack_from(tiny_blob)
-    assert (magic, version, flags) == (MAGIC, 1, 1)          # header stored zlib-compressed
+    assert (magic, version, flags) == (MAGIC, 2, 1)          # header stored zlib-compressed
     head = tiny_blob[PREAMBLE.size:PREAMBLE.size + hlen]
     assert zlib.crc32(head) == hcrc
     assert zlib.decompress(head).decode() == GOLDEN_HEADER
@@ -83,7 +84,7 @@ def test_golden_bytes(tiny_blob):
 def test_golden_file_decodes():
     """The reader, pinned by a file written out by hand (uncompressed header, flags 0)."""
     head = GOLDEN_HEADER.encode()
-    blob = struct.pack("<8sHHII", MAGIC, 1, 0, len(head), zlib.crc32(head)) + head + bytes.fromhex(GOLDEN_DATA)
+    blob = struct.pack("<8sHHII", MAGIC, 2, 0, len(head), zlib.crc32(head)) + head + bytes.fromhex(GOLDEN_DATA)
     state = decode_blob(blob)
     ref = tiny_model().state_dict()
     assert list(state) == ["fc.weight", "fc.weight_codebook", "fc.bias", "fc.weight_mask", "out.weight"]
@@ -164,11 +165,11 @@ def test_limit_on_elements_is_configurable(tiny_blob):
 
 def test_deeply_nested_header():
     for compress in (False, True):
-        deep = {"format": "deepshrink-dsz", "version": 1, "data_size": 0, "tensors": [],
+        deep = {"format": "deepshrink-dsz", "version": 2, "data_size": 0, "tensors": [],
                 "model": "@"}
         text = json.dumps(deep).replace('"@"', "[" * 200_000 + "]" * 200_000)
         head = zlib.compress(text.encode()) if compress else text.encode()
-        blob = PREAMBLE.pack(MAGIC, 1, int(compress), len(head), zlib.crc32(head)) + head
+        blob = PREAMBLE.pack(MAGIC, 2, int(compress), len(head), zlib.crc32(head)) + head
         expect_format_error(blob, "header")
 
 
@@ -200,7 +201,7 @@ def test_overlapping_and_out_of_range_offsets(tiny_blob):
     (lambda h: h["tensors"].append(7), "entry"),
     (lambda h: h.update(tensors={}), "tensors"),
     (lambda h: h["model"].update(arch=3), "arch"),
-    (lambda h: h.update(version=2), "v1"),
+    (lambda h: h.update(version=1), "v2"),
 ])
 def test_inconsistent_header_fields(tiny_blob, change, match):
     expect_format_error(edit_header(tiny_blob, change), match)
@@ -208,7 +209,7 @@ def test_inconsistent_header_fields(tiny_blob, change, match):
 
 def test_preamble_checks(tiny_blob):
     expect_format_error(b"PK\x03\x04" + tiny_blob[4:], "magic")
-    expect_format_error(tiny_blob[:8] + b"\x02\x00" + tiny_blob[10:], "version")
+    expect_format_error(tiny_blob[:8] + b"\x01\x00" + tiny_blob[10:], "version")
     expect_format_error(tiny_blob[:10] + b"\x04\x00" + tiny_blob[12:], "flags")
     expect_format_error(tiny_blob + b"\x00", "data")
     expect_format_error(b"", "too short")
@@ -239,7 +240,7 @@ def test_relative_indices_past_the_tensor():
 @pytest.mark.parametrize("lengths, match", [([0, 1, 2], "incomplete"), ([1, 1, 1], "over-subscribed")])
 def test_bad_huffman_tables_in_a_file(lengths, match):
     blob = _file_with_stream([6], {"layout": "relative", "index_bits": 0, "nnz": 3, "entries": 6},
-                             {"codes": ("huffman", bytes(lengths) + b"\x5a", 6, 3)})
+                             {"codes": ("huffman", encode_table(np.array(lengths)) + b"\x5a", 6, 3)})
     expect_format_error(blob, f"w/codes.*{match}")
 
 
