@@ -1,7 +1,7 @@
 """Structured (channel) pruning on Fashion-MNIST: ResNet-20 and VGG, ours against Torch-Pruning.
 
     python benchmarks/prune_channels.py [--models resnet20 vgg] [--epochs 3] [--threads 1]
-                                        [--macs-target 0.5] [--criterion l1] [--lr 0.01]
+                                        [--macs-target 0.5] [--criterion l1] [--lr 0.01] [--round-to 8]
 
 Ours: ``prune_channels(macs_target=0.5, criterion="l1")`` finds the smallest uniform ratio
 that halves the MACs (bisection, MACs from the profiler), removes those channels, then
@@ -11,7 +11,9 @@ freezes the model's output), then the same fine-tuning (epochs, LR, weight decay
 seed). Time to prune is measured at that fixed ratio for both (our ratio search is reported
 apart). Latency: ``compare_latency`` (interleaved A B A B, median of per-pair ratios) at batch
 1 and batch 256 on ``--threads`` CPU threads, dense against ours and ours against the peer.
-Models not run keep their results from the previous results file.
+``--round-to k`` keeps every channel count a multiple of k for both (Torch-Pruning's
+``round_to``); those runs are stored under their own key. Models not run keep their results
+from the previous results file.
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ def finetune(model: nn.Module, ds, trained: dict, args) -> float:
 def ours(name: str, ds, args) -> tuple[dict, nn.Module]:
     model, _, trained = baseline(name)
     x = torch.randn(1, 1, 28, 28)
-    searched = prune_channels(model, x, macs_target=args.macs_target, criterion=args.criterion)
+    searched = prune_channels(model, x, macs_target=args.macs_target, criterion=args.criterion,
+                              round_to=args.round_to)
     t0 = time.perf_counter()
-    r = prune_channels(model, x, ratio=searched.ratio, criterion=args.criterion)
+    r = prune_channels(model, x, ratio=searched.ratio, criterion=args.criterion, round_to=args.round_to)
     seconds = time.perf_counter() - t0
     pruned_acc = evaluate(r.model, ds.test)
     acc = finetune(r.model, ds, trained, args)
@@ -76,7 +79,8 @@ def peer(name: str, ds, ratio: float, args) -> tuple[dict, nn.Module]:
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     t0 = time.perf_counter()
     pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                  pruning_ratio=ratio, ignored_layers=[last])
+                                  pruning_ratio=ratio, ignored_layers=[last],
+                                  round_to=args.round_to if args.round_to > 1 else None)
     pruner.step()
     seconds = time.perf_counter() - t0
     macs, params = counts(model)
@@ -114,12 +118,14 @@ def run_model(name: str, ds, args) -> dict:
           f"vs torch-pruning: b1 {lat_peer['b1']['ratio']:.2f}x  b256 {lat_peer['b256']['ratio']:.2f}x", flush=True)
     return {"dense": {"accuracy": dense_acc, "macs": macs0, "params": params0}, "ours": o, "torch_pruning": p,
             "latency_dense_vs_ours": lat_dense, "latency_peer_vs_ours": lat_peer, "epochs": args.epochs,
-            "lr": args.lr, "criterion": args.criterion, "macs_target": args.macs_target, "threads": args.threads}
+            "lr": args.lr, "criterion": args.criterion, "macs_target": args.macs_target, "threads": args.threads,
+            "round_to": args.round_to}
 
 
 def table(results: dict) -> list[list]:
     rows = []
     for name, r in results.items():
+        name = f"{name}, {r['epochs']} ep"
         d = r["dense"]
         rows.append([name, "dense", "-", f"{d['macs'] / 1e6:.2f}", f"{d['params']:,}", "-",
                      f"{d['accuracy'] * 100:.2f}%", "-", "-", "-", "-"])
@@ -148,6 +154,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training and latency")
     ap.add_argument("--macs-target", type=float, default=0.5)
     ap.add_argument("--criterion", default="l1")
+    ap.add_argument("--round-to", type=int, default=1,
+                    help="channel counts a multiple of this, for both (results keyed 'model, round_to k')")
     ap.add_argument("--repeats-b1", type=int, default=100)
     ap.add_argument("--repeats-b256", type=int, default=20)
     args = ap.parse_args()
@@ -157,7 +165,8 @@ def main() -> None:
     previous = RESULTS / f"{NAME}.json"
     results = dict(json.loads(previous.read_text()).get("models", {})) if previous.exists() else {}
     for name in args.models:
-        results[name] = run_model(name, ds, args)
+        key = name if args.round_to == 1 else f"{name}, round_to {args.round_to}"
+        results[key] = run_model(name, ds, args)
     write_result(NAME, {
         "title": "Structured pruning: MACs halved, fine-tuned, against Torch-Pruning (Fashion-MNIST)",
         "command": "python benchmarks/prune_channels.py " + " ".join(
