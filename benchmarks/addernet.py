@@ -14,9 +14,10 @@ and the speed and memory of AdderConv2d against nn.Conv2d.
   optimizer receives eta * sqrt(k) instead of the raw norm; both are shown.
 * speed: forward (no grad) and forward + backward (input and weight gradients) time of
   AdderConv2d and nn.Conv2d on the same shapes, medians of interleaved repeats in this
-  process; peak memory of one forward + backward, each in a fresh subprocess, as the rise of
-  the process's peak resident set (ru_maxrss) above its resident size just before the call,
-  with glibc's mmap threshold fixed at 64 KiB so freed blocks leave the resident set. The
+  process; peak memory of one forward + backward, each in a fresh subprocess after a warm-up
+  call, as the rise of the process's peak resident set (VmHWM, reset through
+  /proc/self/clear_refs) above its resident size just before the call, with glibc's mmap
+  threshold fixed at 64 KiB so freed blocks leave the resident set. The
   "naive" adder materialises the (N, C_out, C_in k k, L) difference tensor with autograd (and
   so has sign gradients): it shows what the chunked layer avoids.
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -226,10 +226,11 @@ def speed(repeats: int) -> None:
         "notes": [f"Medians of {repeats} interleaved repeats after a warm-up, 1 torch thread, float32, NCHW; "
                   "fwd+bwd computes the input and weight gradients. nn.Conv2d uses PyTorch's optimised CPU "
                   "kernels; the adder layer has no BLAS form (chunked |x - w| in 1 MiB blocks).",
-                  "Peak MiB: one forward + backward in a fresh subprocess, the rise of ru_maxrss above the resident "
-                  "size just before the call (inputs and weights already allocated), MALLOC_MMAP_THRESHOLD_=65536, "
-                  "least of 3 subprocesses; it includes the output, saved tensors and gradients, and allocator "
-                  "slack (not torch's allocator count).",
+                  "Peak MiB: the second forward + backward at the shape in a fresh subprocess (the first one "
+                  "warms up), the rise of the peak resident set (VmHWM, reset through /proc/self/clear_refs) above "
+                  "the resident size just before the call, MALLOC_MMAP_THRESHOLD_=65536 so freed blocks leave the "
+                  "resident set, least of 3 subprocesses; it includes the output, saved tensors, gradients and "
+                  "allocator slack (it is not torch's allocator count).",
                   "Naive adder: the (N, C_out, C_in k k, L) tensor materialised with autograd, for reference only "
                   "(its gradients are the sign gradients, not AdderNet's).",
                   f"{SHARED}; ratios were measured interleaved in the same process."],
@@ -249,20 +250,26 @@ def _peak_memory(impl: str, index: int, tries: int = 3) -> float:
     return min(peaks)
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def memory_child(impl: str, index: int) -> None:
     shape = SHAPES[index]
     layer = _layer(impl, shape)
-    _fwd_bwd(layer, _input((*shape[:1], 1, *shape[2:])))       # load kernels on a 1-image batch
     x = _input(shape)
+    _fwd_bwd(layer, x)                       # warm-up at this shape: kernels chosen, code paged in
     layer.zero_grad(set_to_none=True)
-    before = _rss_kib()
+    x.grad = None
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")                        # reset the peak resident set (VmHWM) to the current size
+    before = _status_kib("VmRSS")
     _fwd_bwd(layer, x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
+    peak = _status_kib("VmHWM")
     print(json.dumps({"peak_mib": round(max(0, peak - before) / 1024, 1)}))
 
 
