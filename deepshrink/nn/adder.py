@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from .adaptive import adaptive_scale
 
 __all__ = ["AdderConv2d", "AdderLinear", "adder_rows", "adder_conv2d", "adder_linear", "DEFAULT_CHUNK"]
@@ -158,12 +158,22 @@ class _AdderLinearFn(torch.autograd.Function):
 def adder_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
                  eta: float | None = None, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Functional adder convolution: (N, C_in, H, W) x (C_out, C_in, kh, kw) -> (N, C_out, Ho, Wo)."""
-    y = _AdderConvFn.apply(x, weight, _pair(stride), _pair(padding), _pair(dilation), eta, chunk)
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if x.dim() != 4 or x.shape[1] != weight.shape[1]:
+        raise ModelError(f"adder convolution: input of shape {tuple(x.shape)} does not fit weights of shape "
+                         f"{tuple(weight.shape)} (expected N x {weight.shape[1]} x H x W)")
+    for d, size in enumerate(x.shape[2:]):
+        if size + 2 * padding[d] < dilation[d] * (weight.shape[2 + d] - 1) + 1:
+            raise ModelError(f"adder convolution: input {tuple(x.shape)} is smaller than the padded window")
+    y = _AdderConvFn.apply(x, weight, stride, padding, dilation, eta, chunk)
     return y if bias is None else y + bias.view(1, -1, 1, 1)
 
 
 def adder_linear(x, weight, bias=None, eta: float | None = None, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Functional adder linear layer: (..., in) x (out, in) -> (..., out)."""
+    if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+        raise ModelError(f"adder linear: input of shape {tuple(x.shape)} does not fit weights of shape "
+                         f"{tuple(weight.shape)}")
     lead = x.shape[:-1]
     y = _AdderLinearFn.apply(x.reshape(-1, x.shape[-1]), weight, eta, chunk).view(*lead, weight.shape[0])
     return y if bias is None else y + bias

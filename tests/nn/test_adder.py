@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepshrink.errors import ConfigError
+from deepshrink.errors import ConfigError, ModelError
 from deepshrink.nn import AdderConv2d, AdderLinear, adder_conv2d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -187,6 +187,15 @@ def test_unsupported_arguments_raise_config_error(kwargs):
     args.update(kwargs)
     with pytest.raises(ConfigError):
         AdderConv2d(**args)
+
+
+def test_shape_mismatches_raise_model_error():
+    with pytest.raises(ModelError, match="does not fit"):
+        AdderConv2d(3, 4, 3)(torch.randn(1, 2, 8, 8))
+    with pytest.raises(ModelError, match="smaller than"):
+        AdderConv2d(3, 4, 5)(torch.randn(1, 3, 4, 4))
+    with pytest.raises(ModelError, match="does not fit"):
+        AdderLinear(5, 2)(torch.randn(3, 4))
 
 
 def test_linear_refusals():
