@@ -14,7 +14,7 @@ Forward: only subtractions, absolute values and additions. Backward (the paper's
   the unclipped W - X would let gradients grow through a deep stack.
 
 Memory: the forward never builds the (N, C_out, C_in k k, L) difference tensor. The input
-is unfolded a batch chunk at a time (at most ``chunk_elements`` numbers of columns); -Y
+is unfolded into window rows a batch chunk at a time (at most ``chunk_elements`` numbers); -Y
 for the chunk comes from ``torch.cdist(p=1)``, a pairwise-L1 kernel with no large
 intermediate, for small windows, and from 1 MiB blocks of |W - X| otherwise. The backward
 re-unfolds the saved input chunk by chunk: dL/dW is two matrix products
@@ -85,6 +85,19 @@ def _weight_grad_rows(rows: torch.Tensor, weight: torch.Tensor, grad: torch.Tens
     return grad.t() @ rows - weight * grad.sum(0).unsqueeze(1)
 
 
+def _window_rows(x: torch.Tensor, kernel, stride, padding, dilation, Ho: int, Wo: int) -> torch.Tensor:
+    """Every window of x as a row: (b, C, H, W) -> (b Ho Wo, C kh kw), ordered like
+    ``F.unfold(x).transpose(1, 2)`` but gathered by one strided copy (2-4x faster on CPU
+    than unfold followed by the transposing copy; measured)."""
+    b, C = x.shape[:2]
+    if padding[0] or padding[1]:
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    sn, sc, sh, sw = x.stride()
+    win = x.as_strided((b, Ho, Wo, C, *kernel),
+                       (sn, sh * stride[0], sw * stride[1], sc, sh * dilation[0], sw * dilation[1]))
+    return win.reshape(b * Ho * Wo, C * kernel[0] * kernel[1])
+
+
 class _AdderConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, stride, padding, dilation, eta, chunk):
@@ -97,9 +110,8 @@ class _AdderConvFn(torch.autograd.Function):
         out = x.new_empty(N, S, L)
         nb = max(1, chunk // max(1, L * max(K, S)))  # samples per chunk
         for n0 in range(0, N, nb):
-            cols = F.unfold(x[n0:n0 + nb], (kh, kw), dilation, padding, stride)   # (b, K, L)
-            b = cols.shape[0]
-            rows = cols.transpose(1, 2).reshape(b * L, K)                        # (b L, K)
+            rows = _window_rows(x[n0:n0 + nb], (kh, kw), stride, padding, dilation, Ho, Wo)  # (b L, K)
+            b = rows.shape[0] // L
             out[n0:n0 + b] = adder_rows(rows, w2, chunk).view(b, L, S).transpose(1, 2)  # (b, S, L)
         ctx.save_for_backward(x, weight)
         ctx.conf = (stride, padding, dilation, eta, chunk, Ho, Wo)
@@ -120,9 +132,8 @@ class _AdderConvFn(torch.autograd.Function):
         gw = torch.zeros_like(w2) if need_w else None
         nb = max(1, chunk // max(1, L * max(K, S)))
         for n0 in range(0, N, nb):
-            cols = F.unfold(x[n0:n0 + nb], (kh, kw), dilation, padding, stride)   # (b, K, L)
-            b = cols.shape[0]
-            rows = cols.transpose(1, 2).reshape(b * L, K)                        # (b L, K)
+            rows = _window_rows(x[n0:n0 + nb], (kh, kw), stride, padding, dilation, Ho, Wo)  # (b L, K)
+            b = rows.shape[0] // L
             grows = g[n0:n0 + b].transpose(1, 2).reshape(b * L, S)               # (b L, S)
             if need_w:
                 gw += _weight_grad_rows(rows, w2, grows)
