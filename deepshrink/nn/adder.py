@@ -17,7 +17,7 @@ Memory: the forward never builds the (N, C_out, C_in k k, L) difference tensor. 
 is unfolded into window rows a batch chunk at a time (at most ``chunk_elements`` numbers); -Y
 for the chunk comes from ``torch.cdist(p=1)``, a pairwise-L1 kernel with no large
 intermediate, for small windows, and from 1 MiB blocks of |W - X| otherwise. The backward
-re-unfolds the saved input chunk by chunk: dL/dW is two matrix products
+gathers the saved input's rows again chunk by chunk: dL/dW is two matrix products
 (sum g (X - W) = g^T X - W * sum g), dL/dX needs clamp(W - X) for every (row, s, k) and is
 computed on the same row blocks. Only the input is saved, as nn.Conv2d does. Padding is
 with zeros, which count |0 - W| in the distance (as in the authors' unfold-based code).
