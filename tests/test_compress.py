@@ -75,10 +75,15 @@ def test_cli_compress_decompress_evaluate(tmp_path, train_cli_model, capsys):
     assert "Per-layer compression" in report.read_text()
     # the file is a model file for the other commands
     assert main(["evaluate", str(out), "--data", spec]) == 0
+    capsys.readouterr()
+    assert main(["profile", str(out)]) == 0
+    prof = capsys.readouterr().out
+    from deepshrink.codec import load_compressed
+    nonzero = sum(int(torch.count_nonzero(p)) for p in load_compressed(out).parameters())
+    assert "fc1" in prof and f"nonzero {nonzero:,}" in prof   # the profile of the decoded, sparse model
     back = tmp_path / "back.safetensors"
     assert main(["decompress", str(out), "--out", str(back)]) == 0
     from deepshrink.io import load_model
-    from deepshrink.codec import load_compressed
     a = load_compressed(out)
     b, _ = load_model(back)
     x = torch.randn(5, 1, 28, 28)
