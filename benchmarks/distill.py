@@ -237,6 +237,12 @@ def main() -> None:
         "Seconds: wall time per run on a machine shared with other jobs (2 cores, other agents running); "
         f"torch threads {args.threads}. Not a speed measurement.",
     ]
+    smoothing = load_model(checkpoint(args.teacher))[1].train_config().get("label_smoothing", 0.0)
+    if smoothing:
+        notes.append(f"This teacher was trained with label smoothing {smoothing} (its recipe); Mueller, Kornblith & "
+                     "Hinton 2019 found that label-smoothed teachers distil worse, as smoothing erases the "
+                     "between-class similarities KD transfers. Another teacher: --teacher resnet20 (no smoothing), "
+                     "results in distill_resnet20.json.")
     rows = table(students, pruning)
     write_result(name, {
         "title": "Knowledge distillation on Fashion-MNIST: students alone vs distilled, and after pruning"
