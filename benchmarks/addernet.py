@@ -119,7 +119,7 @@ def grads(ds, steps: int) -> None:
                 _train_steps(model, ds, steps, rec["lr"], rec["weight_decay"])
             stats = layer_stats(model, xb, yb)
             raw[label][f"step {at}"] = [vars(s) for s in stats]
-            rows.append([label, at, "||dL/dW||_2"] + [_sig(s.grad_norm) for s in stats])
+            rows.append([label, at, "weight-gradient L2 norm"] + [_sig(s.grad_norm) for s in stats])
             if kw.get("eta"):
                 rows.append([label, at, "update norm (eta sqrt k)"] + [_sig(s.update_norm) for s in stats])
             rows.append([label, at, "output variance"] + [_sig(s.output_var) for s in stats])
@@ -220,8 +220,8 @@ def speed(repeats: int) -> None:
     write_result("addernet_speed", {
         "title": "AdderNet: AdderConv2d against nn.Conv2d, time and peak memory (same shapes)",
         "command": f"python benchmarks/addernet.py --parts speed --repeats {repeats}",
-        "table": {"columns": ["layer", "input -> C_out", "conv fwd ms", "adder fwd ms", "adder/conv",
-                              "conv fwd+bwd ms", "adder fwd+bwd ms", "adder/conv ", "conv peak MiB",
+        "table": {"columns": ["layer", "input -> C_out", "conv fwd ms", "adder fwd ms", "adder/conv fwd",
+                              "conv fwd+bwd ms", "adder fwd+bwd ms", "adder/conv fwd+bwd", "conv peak MiB",
                               "adder peak MiB", "naive adder peak MiB"], "rows": rows},
         "notes": [f"Medians of {repeats} interleaved repeats after a warm-up, 1 torch thread, float32, NCHW; "
                   "fwd+bwd computes the input and weight gradients. nn.Conv2d uses PyTorch's optimised CPU "
