@@ -11,8 +11,9 @@ freezes the model's output), then the same fine-tuning (epochs, LR, weight decay
 seed). Time to prune is measured at that fixed ratio for both (our ratio search is reported
 apart). Latency: ``compare_latency`` (interleaved A B A B, median of per-pair ratios) at batch
 1 and batch 256 on ``--threads`` CPU threads, dense against ours and ours against the peer.
-``--round-to k`` keeps every channel count a multiple of k for both (Torch-Pruning's
-``round_to``); those runs are stored under their own key. Models not run keep their results
+``--round-to k`` keeps our channel counts multiples of k (runs stored under their own key);
+``--peer-match channels`` gives Torch-Pruning per-layer ratios that keep exactly our channel
+counts (its own ``round_to`` rounds differently and prunes far more at the same ratio). Models not run keep their results
 from the previous results file.
 """
 
@@ -31,7 +32,7 @@ from _results import RESULTS, ROOT, write_result
 from deepshrink import data as data_mod
 from deepshrink.io import load_model
 from deepshrink.profile import compare_latency, profile_model
-from deepshrink.prune import prune_channels
+from deepshrink.prune import build_groups, prune_channels
 from deepshrink.train import TrainConfig, evaluate, fit
 
 NAME = "prune_channels"
@@ -61,26 +62,41 @@ def ours(name: str, ds, args) -> tuple[dict, nn.Module]:
     x = torch.randn(1, 1, 28, 28)
     searched = prune_channels(model, x, macs_target=args.macs_target, criterion=args.criterion,
                               round_to=args.round_to)
-    t0 = time.perf_counter()
-    r = prune_channels(model, x, ratio=searched.ratio, criterion=args.criterion, round_to=args.round_to)
+    t0 = time.perf_counter()  # in place and without MAC counting, like the peer's pruner.step()
+    r = prune_channels(model, x, ratio=searched.ratio, criterion=args.criterion, round_to=args.round_to,
+                       inplace=True, measure=False)
     seconds = time.perf_counter() - t0
-    pruned_acc = evaluate(r.model, ds.test)
-    acc = finetune(r.model, ds, trained, args)
-    return {"ratio": r.ratio, "macs": r.macs_after, "params": r.params_after, "accuracy_pruned": pruned_acc,
+    macs, params = counts(model)
+    pruned_acc = evaluate(model, ds.test)
+    acc = finetune(model, ds, trained, args)
+    return {"ratio": r.ratio, "macs": macs, "params": params, "accuracy_pruned": pruned_acc,
             "accuracy": acc, "prune_seconds": seconds, "search_seconds": searched.seconds,
-            "channels": r.channels, "frozen": r.frozen}, r.model
+            "channels": r.channels, "frozen": r.frozen}, model
 
 
-def peer(name: str, ds, ratio: float, args) -> tuple[dict, nn.Module]:
+def matched_ratios(model: nn.Module, x, channels: dict) -> dict:
+    """Per-layer ratios making Torch-Pruning keep our channel counts (it keeps int(C (1 - r)))."""
+    ratios = {}
+    for g in build_groups(model, x):
+        if g.name in channels:
+            before, after = channels[g.name]
+            for m in g.members:
+                if m.dim == "out" and isinstance(g.modules[m.module], (nn.Conv2d, nn.Linear)):
+                    ratios[g.modules[m.module]] = 1.0 - (after + 0.5) / before
+    return ratios
+
+
+def peer(name: str, ds, ratio: float, args, channels: dict) -> tuple[dict, nn.Module]:
     import torch_pruning as tp  # a peer for the benchmark, not a dependency of the package
 
     model, _, trained = baseline(name)
     x = torch.randn(1, 1, 28, 28)
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    per_layer = matched_ratios(model, x, channels) if args.peer_match == "channels" else None
     t0 = time.perf_counter()
     pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                  pruning_ratio=ratio, ignored_layers=[last],
-                                  round_to=args.round_to if args.round_to > 1 else None)
+                                  pruning_ratio=ratio if per_layer is None else 0.0,
+                                  pruning_ratio_dict=per_layer, ignored_layers=[last])
     pruner.step()
     seconds = time.perf_counter() - t0
     macs, params = counts(model)
@@ -107,7 +123,7 @@ def run_model(name: str, ds, args) -> dict:
     o, o_model = ours(name, ds, args)
     print(f"{name} ours: ratio {o['ratio']:.3f}  MACs {o['macs'] / macs0:.3f}  "
           f"acc {dense_acc * 100:.2f}% -> {o['accuracy_pruned'] * 100:.2f}% -> {o['accuracy'] * 100:.2f}%", flush=True)
-    p, p_model = peer(name, ds, o["ratio"], args)
+    p, p_model = peer(name, ds, o["ratio"], args, o["channels"])
     print(f"{name} torch-pruning: MACs {p['macs'] / macs0:.3f}  "
           f"acc {p['accuracy_pruned'] * 100:.2f}% -> {p['accuracy'] * 100:.2f}%", flush=True)
     for m in (dense_model, o_model, p_model):  # one memory layout for all (fit leaves channels_last)
@@ -119,7 +135,7 @@ def run_model(name: str, ds, args) -> dict:
     return {"dense": {"accuracy": dense_acc, "macs": macs0, "params": params0}, "ours": o, "torch_pruning": p,
             "latency_dense_vs_ours": lat_dense, "latency_peer_vs_ours": lat_peer, "epochs": args.epochs,
             "lr": args.lr, "criterion": args.criterion, "macs_target": args.macs_target, "threads": args.threads,
-            "round_to": args.round_to}
+            "round_to": args.round_to, "peer_match": args.peer_match, "command": command(args)}
 
 
 def table(results: dict) -> list[list]:
@@ -146,6 +162,11 @@ def table(results: dict) -> list[list]:
     return rows
 
 
+def command(args) -> str:
+    return "python benchmarks/prune_channels.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=["resnet20", "vgg"])
@@ -155,7 +176,9 @@ def main() -> None:
     ap.add_argument("--macs-target", type=float, default=0.5)
     ap.add_argument("--criterion", default="l1")
     ap.add_argument("--round-to", type=int, default=1,
-                    help="channel counts a multiple of this, for both (results keyed 'model, round_to k')")
+                    help="our channel counts a multiple of this (results keyed 'model, round_to k')")
+    ap.add_argument("--peer-match", choices=["ratio", "channels"], default="ratio",
+                    help="give Torch-Pruning our uniform ratio, or per-layer ratios that keep our channel counts")
     ap.add_argument("--repeats-b1", type=int, default=100)
     ap.add_argument("--repeats-b256", type=int, default=20)
     args = ap.parse_args()
@@ -169,8 +192,7 @@ def main() -> None:
         results[key] = run_model(name, ds, args)
     write_result(NAME, {
         "title": "Structured pruning: MACs halved, fine-tuned, against Torch-Pruning (Fashion-MNIST)",
-        "command": "python benchmarks/prune_channels.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        "command": " ; ".join(dict.fromkeys(r.get("command", "?") for r in results.values())),
         "table": {"columns": ["model", "method", "ratio", "MMACs", "params", "acc pruned", "acc tuned",
                               "drop pp", "FT epochs", "speedup vs dense b1 / b256 (share of MAC reduction)",
                               "prune s"],

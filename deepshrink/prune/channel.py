@@ -44,17 +44,17 @@ class ChannelResult:
     model: nn.Module
     plan: ChannelPlan
     ratio: float | dict                       # the ratio applied (found by search for a MAC target)
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
+    macs_before: int | None                   # None when measure=False
+    macs_after: int | None
+    params_before: int | None
+    params_after: int | None
     channels: dict[str, list[int]] = field(default_factory=dict)   # group name -> [before, after]
     frozen: dict[str, str] = field(default_factory=dict)           # group name -> why it was left whole
     seconds: float = 0.0
 
     @property
     def macs_ratio(self) -> float:
-        return self.macs_after / self.macs_before if self.macs_before else 1.0
+        return self.macs_after / self.macs_before if self.macs_before else float("nan")
 
     def summary(self) -> dict:
         return {"ratio": self.ratio, "macs_before": self.macs_before, "macs_after": self.macs_after,
@@ -167,18 +167,20 @@ def _check_args(ratio, macs_target, scope) -> None:
 def prune_channels(model: nn.Module, example_input, ratio: float | Mapping[str, float] | None = None,
                    macs_target: float | None = None, criterion="l1", scope: str = "layer",
                    min_channels: int = 1, round_to: int = 1, seed: int = 0,
-                   inplace: bool = False) -> ChannelResult:
+                   inplace: bool = False, measure: bool = True) -> ChannelResult:
     """Remove channels from ``model`` (a copy unless ``inplace``); ``result.model`` is smaller.
 
     ``ratio``: fraction of each group's channels removed (a float, or ``{layer name: ratio}``);
     ``macs_target``: fraction of the MACs to keep instead (0.5 halves them).
+    ``measure=False`` skips counting MACs and parameters before and after (the result's counts
+    are None) unless the MAC target needs them.
     """
     _check_args(ratio, macs_target, scope)
     t0 = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)
     groups = build_groups(model, example_input)
     scores = score_groups(groups, get_criterion(criterion, seed))
-    macs0, params0 = _macs(model, example_input)
+    macs0, params0 = _macs(model, example_input) if measure or macs_target is not None else (None, None)
     if macs_target is not None:
         ratio = _search_ratio(model, example_input, groups, scores, macs_target, macs0, scope,
                               min_channels, round_to)
@@ -188,7 +190,7 @@ def prune_channels(model: nn.Module, example_input, ratio: float | Mapping[str, 
     frozen = {g.name: g.frozen or "the criterion gives no scores" for g in groups if g.id not in keep}
     apply_plan(model, plan)
     seconds = time.perf_counter() - t0
-    macs1, params1 = _macs(model, example_input)
+    macs1, params1 = _macs(model, example_input) if measure else (None, None)
     return ChannelResult(model, plan, ratio if isinstance(ratio, Mapping) else float(ratio), macs0, macs1,
                          params0, params1, channels, frozen, seconds)
 
