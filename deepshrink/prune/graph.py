@@ -184,18 +184,14 @@ class _Analysis:
             if m.groups == 1:
                 return self.weighted(node, name, x, m.out_channels)
             if m.groups == m.in_channels == m.out_channels and all(b == 1 for _, b in x):
-                self.add_members(name, "out", x)                   # depthwise: channel i -> filter i
-                self.env[node] = x
-                return
+                return self.per_channel(node, name, x)             # depthwise: channel i -> filter i
             return self.unknown(node, f"grouped convolution '{name}'")
         if isinstance(m, nn.Linear):
             if len(_shape(node.args[0])) != 2:
                 return self.unknown(node, f"linear '{name}' on a tensor of more than 2 dims")
             return self.weighted(node, name, x, m.out_features)
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and len(shape) in (2, 4):
-            self.add_members(name, "out", x)
-            self.env[node] = x
-            return
+            return self.per_channel(node, name, x)
         if isinstance(m, _PASS_MODULES) and len(shape) >= 2 and shape[1] == _shape(node.args[0])[1]:
             self.env[node] = x
             return
@@ -213,6 +209,16 @@ class _Analysis:
             self.out_space[name] = self.s.new(out)
             self.s.members[self.out_space[name]].append(Member(name, "out"))
         self.env[node] = ((self.out_space[name], 1),)
+
+    def per_channel(self, node, name: str, x) -> None:
+        """A layer with one set of weights per channel (BatchNorm, depthwise): its output is its input."""
+        if name in self.in_layout:                                 # shared layer: both inputs coupled
+            if not self.unite(self.in_layout[name], x):
+                return self.unknown(node, f"layer '{name}' reused on another channel layout")
+        else:
+            self.add_members(name, "out", x)
+            self.in_layout[name] = x
+        self.env[node] = x
 
     def flatten(self, node, x) -> None:
         src = _shape(node.args[0])

@@ -146,3 +146,20 @@ class ChannelMean(nn.Module):
 def test_a_reduction_over_channels_is_not_a_pass_through():
     gs = build_groups(ChannelMean(), torch.randn(2, 1, 4, 4))
     assert not group_of(gs, "conv").prunable
+
+
+class Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 1), nn.Conv2d(1, 4, 1)
+        self.bn, self.c = nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):  # one BatchNorm and one conv applied to two branches
+        return self.c(self.bn(self.a(x))) + self.c(self.bn(self.b(x)))
+
+
+def test_a_layer_used_twice_couples_its_inputs():
+    gs = build_groups(Shared(), torch.randn(1, 1, 3, 3))
+    assert group_of(gs, "a") is group_of(gs, "b")
+    assert members(group_of(gs, "a")) == {("a", "out", 0, 1), ("b", "out", 0, 1), ("bn", "out", 0, 1),
+                                          ("c", "in", 0, 1)}
