@@ -32,7 +32,7 @@ from deepshrink.train import evaluate
 # per-model pipeline settings (override with --config); fine-tuning LR, weight decay and
 # augmentation come from each model's recorded training recipe
 CONFIGS = {
-    "lenet300": dict(sparsity=0.92, allocation="global", prune_epochs=30, fc_bits=5),
+    "lenet300": dict(sparsity=0.92, allocation="global", prune_epochs=30, fc_bits=4),
     "lenet5": dict(sparsity=0.95, allocation="global", prune_epochs=20, conv_bits=8, fc_bits=5),
 }
 
@@ -59,7 +59,8 @@ def run_model(name: str, cfg: CompressConfig, teacher_name: str | None, out_dir)
             "sparsity": res.attempts[-1].sparsity, "attempts": [vars(a) for a in res.attempts],
             "fp32_file_bytes": src.stat().st_size, "dsz_bytes": dsz.stat().st_size,
             "ratio_vs_file": src.stat().st_size / dsz.stat().st_size, "report": report.to_dict(),
-            "report_markdown": report.to_markdown(), "peers": sizes, "throughput": speed, "seconds": seconds}
+            "report_markdown": report.to_markdown(), "peers": sizes, "throughput": speed, "seconds": seconds,
+            "command": "python benchmarks/deep_compression.py " + " ".join(sys.argv[1:])}
 
 
 def _pct(x: float | None) -> str:
@@ -93,6 +94,15 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
                           round(chosen["totals"]["bound"])])
         extra.append({"title": f"{r['model']}: the same pruned + quantized weights, bytes", "columns": ["coder", "bytes"],
                       "rows": peer_rows})
+        sec_rows = []
+        for sec in chosen["sections"]:
+            b = sec["bound"]
+            sec_rows.append([sec["layer"], sec["section"], sec["count"], sec["alphabet"], round(b),
+                             sec["huffman"], _pct(sec["huffman"] / b - 1 if b else None),
+                             sec["ans"], _pct(sec["ans"] / b - 1 if b else None), sec["chosen"]])
+        extra.append({"title": f"{r['model']}: every coded section (bytes with tables; bound = n*H/8)",
+                      "columns": ["layer", "section", "symbols", "alphabet", "bound", "Huffman", "over",
+                                  "ANS", "over", "chosen"], "rows": sec_rows})
         ov = chosen["overhead_vs_bound"]
         huff = [s for s in chosen["sections"] if s["chosen"] == "huffman"]
         ans = [s for s in chosen["sections"] if s["chosen"] == "ans"]
@@ -110,6 +120,8 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
                                ["ours decode MB/s", round(t["ours_decode"], 1)],
                                ["lzma -9e compress MB/s", round(t["lzma_compress"], 1)],
                                ["lzma decompress MB/s", round(t["lzma_decompress"], 1)]]})
+    for r in runs:
+        notes.append(f"{r['model']} measured by `{r.get('command', '?')}`.")
     notes.append("Accuracy: the 10,000 Fashion-MNIST test images, measured on the model decoded from the .dsz "
                  "file. 'fp32 file' is the committed baseline .safetensors; 'fp32 params' counts 4 bytes per "
                  "floating-point parameter and buffer.")
