@@ -124,6 +124,17 @@ def prune_runs(seed: int, epochs: int, ds, teacher, cache, schedules, which, tem
     return out
 
 
+def _alone_runs(label: str, args) -> list | None:
+    """The 'alone' runs of results/distill.json when made with this student, epochs and seeds.
+    Training alone does not involve the teacher, and fit is bit-reproducible from its config."""
+    path = RESULTS / "distill.json"
+    old = json.loads(path.read_text()).get("students", {}).get(label) if path.exists() else None
+    arch, kw = STUDENTS[label]
+    if old and (old["arch"], old["kwargs"], old["epochs"], old["seeds"]) == (arch, kw, args.epochs, args.seeds):
+        return old["runs"]["alone"]
+    return None
+
+
 def _summary(accs: list[float]) -> tuple[float, float]:
     return statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
 
@@ -171,6 +182,8 @@ def main() -> None:
     ap.add_argument("--prune-temperature", type=float, default=4.0)
     ap.add_argument("--prune-alpha", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reuse-alone", action="store_true",
+                    help="take the students-alone runs from results/distill.json when their settings match")
     ap.add_argument("--no-prune", action="store_true", help="skip the pruning comparison")
     ap.add_argument("--prune-only", action="store_true", help="only the pruning comparison")
     args = ap.parse_args()
@@ -185,7 +198,11 @@ def main() -> None:
         arch, kw = STUDENTS[label]
         prof = profile_model(models.build(arch, **kw), torch.zeros(1, 1, 28, 28))
         runs = {}
-        for method in ["alone"] + args.losses:
+        reused = _alone_runs(label, args) if args.reuse_alone else None
+        if reused:
+            runs["alone"] = reused
+            print(f"{label} alone: reused from results/distill.json (same epochs, seeds and model)", flush=True)
+        for method in ([] if reused else ["alone"]) + args.losses:
             runs[method] = []
             for seed in args.seeds:
                 r = train_student(label, method, seed, args.epochs, ds, teacher, cache, args.temperature, args.alpha)
@@ -194,6 +211,7 @@ def main() -> None:
         students[label] = {"arch": arch, "kwargs": kw, "params": prof.totals["params"], "macs": prof.totals["macs"],
                            "epochs": args.epochs, "seeds": args.seeds, "threads": args.threads,
                            "temperature": args.temperature, "alpha": args.alpha, "command": command,
+                           "alone_reused_from": "results/distill.json" if reused else None,
                            "runs": runs}
     pruning = None
     if not args.no_prune:
