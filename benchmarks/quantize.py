@@ -202,7 +202,7 @@ def table(results: dict) -> tuple[list, list, list]:
         fp32_256 = thr.get("256", {}).get("pytorch fp32")
         for k, a in r["accuracy"].items():
             t1, t256 = thr.get("1", {}).get(k), thr.get("256", {}).get(k)
-            rows.append([name, k, round(a * 100, 2), round((base - a) * 100, 2),
+            rows.append([name, k, round(a * 100, 2), round((base - a) * 100, 2) + 0.0,  # no "-0"
                          round(t1) if t1 else "-", round(t256) if t256 else "-",
                          round(t256 / fp32_256, 2) if t256 and fp32_256 else "-"])
         a = r["accuracy"]
