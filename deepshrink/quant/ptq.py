@@ -34,16 +34,28 @@ def set_mode(gm: nn.Module, observing: bool | None = None, enabled: bool | None 
             fq.enabled = enabled
 
 
+def _batches(x, batch_size: int):
+    """Batches of images from a tensor (N, ...) or a loader yielding x or (x, y)."""
+    if isinstance(x, torch.Tensor):
+        for lo in range(0, len(x), batch_size):
+            yield x[lo:lo + batch_size]
+        return
+    for item in x:
+        yield item[0] if isinstance(item, (tuple, list)) else item
+
+
 @torch.no_grad()
-def calibrate(gm: fx.GraphModule, x: torch.Tensor, batch_size: int = 256) -> None:
-    """Observe activations on ``x`` (N, ...) in float, and every weight once."""
-    if len(x) == 0:
-        raise ModelError("calibration needs at least one image")
+def calibrate(gm: fx.GraphModule, x, batch_size: int = 256) -> None:
+    """Observe activations in float on ``x`` (a tensor (N, ...) or a calibration loader)."""
     gm.eval()
     set_mode(gm, observing=True, enabled=False)
-    for lo in range(0, len(x), batch_size):
-        gm(x[lo:lo + batch_size])
+    seen = 0
+    for xb in _batches(x, batch_size):
+        gm(xb)
+        seen += len(xb)
     set_mode(gm, observing=False)
+    if seen == 0:
+        raise ModelError("calibration needs at least one image")
 
 
 @torch.no_grad()
@@ -57,9 +69,10 @@ def freeze(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
-def quantize_ptq(model: nn.Module, calib_x: torch.Tensor, cfg: QuantConfig | None = None,
+def quantize_ptq(model: nn.Module, calib_x, cfg: QuantConfig | None = None,
                  batch_size: int = 256) -> fx.GraphModule:
-    """The fake-quantized (folded, traced) copy of ``model``, calibrated on ``calib_x``."""
+    """The fake-quantized (folded, traced) copy of ``model``, calibrated on ``calib_x``
+    (images (N, ...), or a loader yielding images or (images, labels) batches)."""
     gm = prepare(model, cfg)
     calibrate(gm, calib_x, batch_size)
     return freeze(gm)

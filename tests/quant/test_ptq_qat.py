@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepshrink.errors import ConfigError, FormatError
+from deepshrink.errors import ConfigError, FormatError, ModelError
 from deepshrink.io import ModelInfo, save_model
 from deepshrink.quant import (FakeQuant, QuantConfig, QuantLayer, SharedFakeQuant, load_quantized, prepare,
                               prepare_qat, qat_finetune, quantize_ptq, save_quantized)
@@ -34,6 +34,16 @@ def test_ptq_close_to_float(tiny_convnet, images):
         ref, out = tiny_convnet(x), gm(x)
     assert (out - ref).abs().max() < 0.1 * ref.abs().max()
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+
+
+def test_calibration_from_a_loader_equals_from_a_tensor(tiny_convnet, images):
+    calib, x = images
+    loader = [(calib[i:i + 16], torch.zeros(16)) for i in range(0, len(calib), 16)]
+    a, b = quantize_ptq(tiny_convnet, calib), quantize_ptq(tiny_convnet, loader)
+    for (na, fa), (nb, fb) in zip(fake_quants(a).items(), fake_quants(b).items()):
+        assert na == nb and torch.equal(fa.scale, fb.scale) and torch.equal(fa.zero_point, fb.zero_point)
+    with pytest.raises(ModelError):
+        quantize_ptq(tiny_convnet, [])
 
 
 def test_config_checks():
