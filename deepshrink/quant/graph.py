@@ -147,6 +147,10 @@ def prepare(model: nn.Module, cfg: QuantConfig | None = None) -> fx.GraphModule:
     cfg.check()
     gm = fold_batchnorm(model)
     mods = dict(gm.named_modules())
+    layers = {n for n, m in mods.items() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    unknown = set(cfg.layer_bits) - layers
+    if unknown:
+        raise ConfigError(f"layer_bits names no conv/linear layer: {sorted(unknown)}")
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and isinstance(mods[node.target], (nn.Conv2d, nn.Linear)):
             layer = mods[node.target]

@@ -154,6 +154,8 @@ class IntegerModel:
         m0, n = quantize_multiplier(s_bias / gout.scale)                     # (O,), (O,)
         lo = max(gout.qmin, gout.zero_point) if relu else gout.qmin
         conv = isinstance(layer, nn.Conv2d)
+        if conv and (isinstance(layer.padding, str) or layer.padding_mode != "zeros"):
+            raise ModelError(f"{node.target}: the integer engine needs explicit zero padding")
         shape = (1, -1, 1, 1) if conv else (1, -1)
         m0, n, b = m0.reshape(shape), n.reshape(shape), b.reshape(shape)
         src, zin = node.args[0], gin.zero_point

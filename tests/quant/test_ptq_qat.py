@@ -53,6 +53,10 @@ def test_config_checks():
         QuantConfig(act_observer="histogram").check()
     with pytest.raises(ConfigError):
         QuantConfig.from_dict({"bits": 8})
+    with pytest.raises(ConfigError, match="no conv/linear"):
+        prepare(nn.Sequential(nn.Conv2d(1, 2, 3)), QuantConfig(layer_bits={"fc9": 4}))
+    gm = prepare(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 3)), QuantConfig(layer_bits={"2": 4}))
+    assert quant_layers(gm)["2"].weight_fq.scheme.bits == 4 and quant_layers(gm)["0"].weight_fq.scheme.bits == 8
 
 
 @pytest.fixture
