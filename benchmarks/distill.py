@@ -135,6 +135,11 @@ def _alone_runs(label: str, args) -> list | None:
     return None
 
 
+def _commands(part: dict) -> list[str]:
+    """The commands that produced a part of the results (older files kept one string)."""
+    return list(part.get("commands") or ([part["command"]] if part.get("command") else []))
+
+
 def _summary(accs: list[float]) -> tuple[float, float]:
     return statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
 
@@ -202,15 +207,17 @@ def main() -> None:
         if reused:
             runs["alone"] = reused
             print(f"{label} alone: reused from results/distill.json (same epochs, seeds and model)", flush=True)
+        suffix = "" if (args.temperature, args.alpha) == (4.0, 0.9) else f" (T={args.temperature:g}, alpha={args.alpha:g})"
         for method in ([] if reused else ["alone"]) + args.losses:
-            runs[method] = []
+            key = method if method == "alone" else method + suffix  # other KD settings: their own rows
+            runs[key] = []
             for seed in args.seeds:
                 r = train_student(label, method, seed, args.epochs, ds, teacher, cache, args.temperature, args.alpha)
-                runs[method].append(r)
-                print(f"{label} {method} seed {seed}: {r['accuracy'] * 100:.2f}% ({r['seconds']:.0f} s)", flush=True)
+                runs[key].append(r)
+                print(f"{label} {key} seed {seed}: {r['accuracy'] * 100:.2f}% ({r['seconds']:.0f} s)", flush=True)
         students[label] = {"arch": arch, "kwargs": kw, "params": prof.totals["params"], "macs": prof.totals["macs"],
                            "epochs": args.epochs, "seeds": args.seeds, "threads": args.threads,
-                           "temperature": args.temperature, "alpha": args.alpha, "command": command,
+                           "temperature": args.temperature, "alpha": args.alpha, "commands": [command],
                            "alone_reused_from": "results/distill.json" if reused else None,
                            "runs": runs}
     pruning = None
@@ -230,13 +237,19 @@ def main() -> None:
     previous = RESULTS / f"{name}.json"
     old = json.loads(previous.read_text()) if previous.exists() else {}
     if old.get("teacher", {}).get("sha256") == tinfo["sha256"]:
-        students = {**old.get("students", {}), **students}
+        merged = dict(old.get("students", {}))
+        for label, res in students.items():
+            was = merged.get(label)
+            if was and (was["epochs"], was["seeds"]) == (res["epochs"], res["seeds"]):
+                res["runs"] = {**was["runs"], **res["runs"]}  # methods not rerun are kept
+                res["commands"] = list(dict.fromkeys(_commands(was) + res["commands"]))
+            merged[label] = res
+        students = merged
         was = old.get("pruning")
         if pruning and was and (was["epochs"], was["seeds"]) == (pruning["epochs"], pruning["seeds"]):
             for schedule, by_variant in was["runs"].items():  # variants not rerun are kept
                 pruning["runs"][schedule] = {**by_variant, **pruning["runs"].get(schedule, {})}
-            before = was.get("commands") or ([was["command"]] if was.get("command") else [])
-            pruning["commands"] = [c for c in before if c not in pruning["commands"]] + pruning["commands"]
+            pruning["commands"] = list(dict.fromkeys(_commands(was) + pruning["commands"]))
         pruning = pruning or was
     notes = [
         f"Teacher: {tinfo['name']} ({tinfo['file']}, {tinfo['params']:,} params, test accuracy "
@@ -267,8 +280,7 @@ def main() -> None:
                  + ("" if args.teacher == "vgg" else f" ({args.teacher} teacher)"),
         "command": "python benchmarks/distill.py (parts: " + "; ".join(
             dict.fromkeys(c.removeprefix("python benchmarks/distill.py ") for c in
-                          [r.get("command") for r in students.values()] + (pruning or {}).get("commands", [])
-                          if c)) + ")",
+                          [c for r in students.values() for c in _commands(r)] + _commands(pruning or {}))) + ")",
         "teacher": tinfo, "students": students, "pruning": pruning,
         "table": {"columns": ["model", "size / dense", "method", "accuracy (mean)", "std (pp)", "per seed (%)",
                               "vs alone / plain (pp, wins)", "seconds per run"], "rows": rows},
