@@ -124,15 +124,16 @@ def teacher_loss(teacher: nn.Module | None, temperature: float = 4.0, alpha: flo
 def _feature_loss(frozen: nn.Module, wrapper: FeatureStudent, cfg: DistillConfig):
     capture = FeatureCapture(frozen, [t for _, t in wrapper.pairs], "the teacher")
 
+    targets = TeacherTargets(frozen)  # no cache: counts every image as computed live
+
     def loss_fn(model, logits, x, y):
         capture.outputs.clear()
-        with torch.no_grad():
-            z_t = frozen(x)  # (N, classes); fills capture.outputs
+        z_t = targets(x)  # (N, classes); fills capture.outputs
         t_feats = match_teacher(capture.outputs, wrapper.pairs, wrapper.targets)
         feat = sum(feature_distance(cfg.feature_loss, s, t) for s, t in zip(wrapper.adapted, t_feats))
         return logit_loss(cfg.loss, logits, z_t, y, cfg.temperature, cfg.alpha) + cfg.feature_weight * feat
 
-    loss_fn.capture = capture
+    loss_fn.capture, loss_fn.targets = capture, targets
     return loss_fn
 
 
@@ -155,6 +156,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Dataset, config: Disti
     if cfg.features:
         wrapper = FeatureStudent(student, frozen, cfg.features, data.train.x[:2])
         loss_fn, model = _feature_loss(frozen, wrapper, cfg), wrapper
+        targets = loss_fn.targets
     else:
         if tcfg.augment:
             cache = None  # augmented images are never in the cache
