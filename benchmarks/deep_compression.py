@@ -26,7 +26,7 @@ from _codec_peers import peer_sizes, throughput
 from deepshrink import data as data_mod
 from deepshrink.codec import compression_report, load_compressed, save_compressed
 from deepshrink.compress import CompressConfig, compress
-from deepshrink.io import load_model
+from deepshrink.io import load_model, save_model
 from deepshrink.train import evaluate
 
 # per-model pipeline settings (override with --config); fine-tuning LR, weight decay and
@@ -47,6 +47,7 @@ def run_model(name: str, cfg: CompressConfig, teacher_name: str | None, out_dir)
     seconds = time.perf_counter() - t0
     info.accuracy = res.accuracy_after
     dsz = out_dir / f"{name}.dsz"
+    save_model(res.model, out_dir / f"{name}.quantized.safetensors", info)   # the weights, for re-encoding
     save_compressed(res.model, dsz, info)
     decoded = load_compressed(dsz)
     acc_decoded = evaluate(decoded, ds.test)
