@@ -137,6 +137,7 @@ class _Recorder(TorchFunctionMode):
         self.busy = False
         self.seen: dict[str, int] = {}
         self.params_seen: set[int] = set()   # ids of parameters already counted in a row
+        self.wrapper: nn.Module | None = None  # the wrapper layer running now, if any
 
     def unique(self, name: str) -> str:
         self.seen[name] = self.seen.get(name, 0) + 1
@@ -200,6 +201,17 @@ def _row(name, type_name, x, y, module, cost: LayerCost, known: bool,
         min_memory_reads=cost.min_reads, known=known)
 
 
+def _wrapped(m: nn.Module) -> nn.Module | None:
+    """The layer a wrapper computes (e.g. a fake-quantized conv exposes ``profiled_layer``):
+    the wrapper gets one row, counted as that layer, and nothing inside it gets a row."""
+    inner = getattr(m, "profiled_layer", None)
+    return inner if isinstance(inner, nn.Module) else None
+
+
+def _is_leaf(m: nn.Module) -> bool:
+    return not list(m.children()) or _wrapped(m) is not None
+
+
 @torch.no_grad()
 def profile_model(model: nn.Module, example_input: torch.Tensor | tuple) -> Profile:
     """Run ``model`` once in eval mode on ``example_input`` and count every layer's cost."""
@@ -209,20 +221,28 @@ def profile_model(model: nn.Module, example_input: torch.Tensor | tuple) -> Prof
 
     def pre(m, args):
         rec.stack.append(names[m])
-        if not list(m.children()):
+        if rec.wrapper is not None:       # inside a wrapper layer: its own row covers this
+            return
+        if _is_leaf(m):
             rec.in_leaf += 1
+            if _wrapped(m) is not None:
+                rec.wrapper = m
 
     def post(m, args, out):
         rec.stack.pop()
-        if list(m.children()):
+        if (rec.wrapper is not None and rec.wrapper is not m) or not _is_leaf(m):
             return
+        rec.wrapper = None
         rec.in_leaf -= 1
         rec.busy = True
         try:
             x = _first_tensor(args)
-            cost, known = count_layer(m, x, out)
-            rec.rows.append(_row(rec.unique(names[m] or type(m).__name__), type(m).__name__,
-                                 x, out, m, cost, known, rec.params_seen))
+            inner = _wrapped(m)
+            counted = inner if inner is not None else m
+            cost, known = count_layer(counted, x, out)
+            kind = type(m).__name__ + (f"({type(inner).__name__})" if inner is not None else "")
+            rec.rows.append(_row(rec.unique(names[m] or type(m).__name__), kind,
+                                 x, out, counted, cost, known, rec.params_seen))
         finally:
             rec.busy = False
 

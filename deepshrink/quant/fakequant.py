@@ -107,6 +107,11 @@ class QuantLayer(nn.Module):
         layer.weight_bits = weight_fq.scheme.bits      # read by the profiler's size column
         object.__setattr__(self, "input_fq", None)   # set by prepare(): the input's quantizer
 
+    @property
+    def profiled_layer(self) -> nn.Module:
+        """The profiler counts this wrapper as the conv/linear it computes."""
+        return self.layer
+
     def bias_scale(self) -> torch.Tensor:
         """S_in * S_w, (C_out,) or (1,)."""
         return (self.input_fq.scale * self.weight_fq.scale).detach()

@@ -119,3 +119,17 @@ def test_qat_finetune_learns_and_lsq_scales_move(tiny_convnet, make_dataset):
     s1 = quant_layers(lsq)["fc1"].weight_fq.scale
     assert isinstance(s1, nn.Parameter) and not torch.allclose(s0, s1.detach())
     assert evaluate(lsq, ds.test) > evaluate(ptq, ds.test)
+
+
+def test_profile_counts_quantized_layers_like_the_float_ones(tiny_convnet, images):
+    """A fake-quantized layer is profiled as the conv/linear it wraps: the same MACs (BN folded
+    away), its weight_bits in the size column, no rows for the quantizers inside it."""
+    from deepshrink.profile import profile_model
+    calib, x = images
+    gm = quantize_ptq(tiny_convnet, calib)
+    ref, prof = profile_model(tiny_convnet, x[:1]), profile_model(gm, x[:1])
+    assert prof.totals["macs"] == ref.totals["macs"] > 0
+    rows = {r.name: r for r in prof.rows}
+    quant_rows = [r for r in prof.rows if r.type.startswith("QuantLayer(")]
+    assert len(quant_rows) == 4 and all(r.weight_bits == 8 for r in quant_rows)
+    assert not any("weight_fq" in name for name in rows)
