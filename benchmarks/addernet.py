@@ -1,7 +1,7 @@
 """AdderNet (issue #9) on Fashion-MNIST: accuracy against the CNN, the gradient-norm table,
 and the speed and memory of AdderConv2d against nn.Conv2d.
 
-    python benchmarks/addernet.py [--parts accuracy grads speed] [--epochs 3] [--steps 100]
+    python benchmarks/addernet.py [--parts accuracy grads speed] [--epochs 5] [--steps 100]
 
 * accuracy: LeNet-5 (CNN) and lenet5_adder (adaptive rate eta=0.1) trained with the same
   epochs, seed, batch order and batch size, each with its recipe's LR and weight decay
@@ -277,7 +277,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", nargs="*", default=["accuracy", "grads", "speed"],
                     choices=["accuracy", "grads", "speed"])
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
