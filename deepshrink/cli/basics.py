@@ -90,7 +90,8 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'model':<13}{'params':>12}{'MACs (1x28x28)':>18}")
+    w = max(len("model"), *(len(r["name"]) for r in rows)) + 2
+    print(f"{'model':<{w}}{'params':>12}{'MACs (1x28x28)':>18}")
     for r in rows:
-        print(f"{r['name']:<13}{r['params']:>12,}{r['macs']:>18,}")
+        print(f"{r['name']:<{w}}{r['params']:>12,}{r['macs']:>18,}")
     return 0
