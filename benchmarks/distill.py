@@ -275,6 +275,12 @@ def main() -> None:
                      "baseline (no smoothing) as teacher: --teacher resnet20, results in distill_resnet20.json.")
     notes.append("Rows without settings in their name use T=4, alpha=0.9 (the issue's defaults); rows with "
                  "'(T=.., alpha=..)' were run with those settings, all else equal.")
+    if not pruning:
+        notes = [n for n in notes if not n.startswith("Pruning:")]
+    reused = sorted(label for label, res in students.items() if res.get("alone_reused_from")) if name != "distill" else []
+    if reused:
+        notes.append(f"'trained alone' rows of {', '.join(reused)}: the runs of results/distill.json (--reuse-alone; "
+                     "same model, epochs and seeds; no teacher is involved and fit is reproducible from its config).")
     rows = table(students, pruning)
     write_result(name, {
         "title": "Knowledge distillation on Fashion-MNIST: students alone vs distilled, and after pruning"
