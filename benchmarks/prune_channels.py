@@ -188,8 +188,14 @@ def table(results: dict) -> list[list]:
 
 
 def command(args) -> str:
-    return "python benchmarks/prune_channels.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items())
+    parts = []
+    for k, v in vars(args).items():
+        flag = f"--{k.replace('_', '-')}"
+        if isinstance(v, bool):
+            parts += [flag] if v else []
+        else:
+            parts.append(f"{flag} {' '.join(v) if isinstance(v, list) else v}")
+    return "python benchmarks/prune_channels.py " + " ".join(parts)
 
 
 def main() -> None:
