@@ -7,7 +7,10 @@
 3. reads the .dsz back, checks its test accuracy, and prints the per-layer table, the sizes and
    both models' profiles. The report (markdown + plots) lies beside the .dsz file.
 
-    python -m deepshrink.demo [--out-dir runs/demo] [--retrain] [--sparsity 0.94] [--prune-epochs 10]
+    python -m deepshrink.demo [--out-dir runs/demo] [--retrain] [--sparsity 0.95] [--prune-epochs 20]
+
+The settings are those of benchmarks/deep_compression.py for LeNet-5; if the accuracy drop
+exceeds --max-drop, the pipeline retries two points of sparsity lower (up to --attempts).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ __all__ = ["main", "BASELINE"]
 BASELINE = Path(__file__).resolve().parent.parent / "checkpoints" / "baselines" / "lenet5.safetensors"
 
 
-def run(out_dir: Path, retrain: bool, sparsity: float, prune_epochs: int, max_drop: float) -> int:
+def run(out_dir: Path, retrain: bool, sparsity: float, prune_epochs: int, max_drop: float, attempts: int) -> int:
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = BASELINE
@@ -46,8 +49,9 @@ def run(out_dir: Path, retrain: bool, sparsity: float, prune_epochs: int, max_dr
         print(f"[1/3] the trained LeNet-5 baseline: {ckpt} (pass --retrain to train one)", flush=True)
     dsz = out_dir / "lenet5.dsz"
     print(f"[2/3] deepshrink compress {ckpt.name} --out {dsz} --sparsity {sparsity} --allocation global "
-          f"--prune-epochs {prune_epochs} --max-drop {max_drop}", flush=True)
-    cfg = CompressConfig(max_drop=max_drop, sparsity=sparsity, allocation="global", prune_epochs=prune_epochs)
+          f"--prune-epochs {prune_epochs} --max-drop {max_drop} --attempts {attempts}", flush=True)
+    cfg = CompressConfig(max_drop=max_drop, sparsity=sparsity, allocation="global", prune_epochs=prune_epochs,
+                         attempts=attempts)
     result, report, md = compress_file(str(ckpt), str(dsz), cfg)
 
     print("[3/3] the .dsz file, read back", flush=True)
@@ -73,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deepshrink.demo", description="the deepshrink demo")
     ap.add_argument("--out-dir", default="runs/demo")
     ap.add_argument("--retrain", action="store_true")
-    ap.add_argument("--sparsity", type=float, default=0.94)
-    ap.add_argument("--prune-epochs", type=int, default=10)
+    ap.add_argument("--sparsity", type=float, default=0.95)
+    ap.add_argument("--prune-epochs", type=int, default=20)
     ap.add_argument("--max-drop", type=float, default=0.5)
+    ap.add_argument("--attempts", type=int, default=3)
     args = ap.parse_args(argv)
     try:
-        return run(Path(args.out_dir), args.retrain, args.sparsity, args.prune_epochs, args.max_drop)
+        return run(Path(args.out_dir), args.retrain, args.sparsity, args.prune_epochs, args.max_drop, args.attempts)
     except DeepShrinkError as exc:
         print(f"deepshrink: error: {exc}", file=sys.stderr)
         return 2
