@@ -27,7 +27,6 @@ import contextlib
 import copy
 import importlib.metadata
 import io
-import json
 import math
 import statistics
 import time

@@ -20,7 +20,6 @@ from the previous results file.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 

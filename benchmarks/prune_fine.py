@@ -34,7 +34,7 @@ from _results import RESULTS, ROOT, write_result
 
 from deepshrink import data as data_mod
 from deepshrink.io import load_model
-from deepshrink.prune import PruneConfig, prune_and_finetune, prunable_weights, sensitivity_scan, sparsity
+from deepshrink.prune import PruneConfig, prune_and_finetune, sensitivity_scan, sparsity
 from deepshrink.train import TrainConfig, evaluate, fit
 
 UP = (0.95, 0.96, 0.97, 0.98, 0.99)    # climbed while within 0.5 pp of dense

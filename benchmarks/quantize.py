@@ -29,7 +29,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from _results import RESULTS, ROOT, write_result

@@ -30,7 +30,7 @@ from .atomic import atomic_write_bytes
 from .errors import FormatError, ModelError
 
 __all__ = ["ModelInfo", "save_model", "load_model", "read_info", "resize_to_state", "sync_layer_sizes",
-           "build_arch", "FORMAT_NAME"]
+           "build_arch", "model_from_state", "FORMAT_NAME"]
 
 FORMAT_NAME = "deepshrink-model"
 FORMAT_VERSION = 1
@@ -237,20 +237,27 @@ def load_model(
         info.arch, info.kwargs = arch, kwargs if kwargs is not None else info.kwargs
     if info is None:
         raise ModelError(f"{path}: a plain state dict carries no architecture; name one (--model NAME)")
-    model = build_arch(info, trust_code, str(path))
-    _apply_channel_plan(model, info, str(path))
+    model = model_from_state(info, state, trust_code, str(path))
+    model.eval()
+    return model, info
+
+
+def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code: bool, where: str) -> nn.Module:
+    """Build the architecture ``info`` names, re-apply a stored channel plan, resize to the stored
+    shapes, attach mask/codebook buffers and load ``state`` strictly (every loader's steps)."""
+    model = build_arch(info, trust_code, where)
+    _apply_channel_plan(model, info, where)
     resize_to_state(model, state)
     _attach_extra_buffers(model, state)
     missing, unexpected = _diff_keys(model, state)
     if missing or unexpected:
-        raise ModelError(f"{path}: tensors do not match architecture {info.arch!r}: "
+        raise ModelError(f"{where}: tensors do not match architecture {info.arch!r}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelError(f"{path}: {str(exc).splitlines()[-1].strip()}") from None
-    model.eval()
-    return model, info
+        raise ModelError(f"{where}: {str(exc).splitlines()[-1].strip()}") from None
+    return model
 
 
 def _apply_channel_plan(model: nn.Module, info: ModelInfo, where: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 import tracemalloc
 from pathlib import Path
@@ -16,7 +15,7 @@ from deepshrink import data
 from deepshrink.data import Split, augment_batch, iterate_batches, load, num_batches, read_idx
 from deepshrink.errors import DataError
 
-from idx_files import idx_bytes, make_images, write, write_idx_dir
+from idx_files import idx_bytes, write, write_idx_dir
 
 FASHION = Path(data.DEFAULT_FASHION_DIR)
 

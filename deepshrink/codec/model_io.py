@@ -19,8 +19,7 @@ from torch import nn
 
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, FormatError, ModelError
-from ..io import ModelInfo, build_arch, resize_to_state
-from ..io import _apply_channel_plan, _attach_extra_buffers, _diff_keys  # one loading sequence with io
+from ..io import ModelInfo, model_from_state  # one loading sequence with io
 from .container import MAX_ELEMENTS, Parsed, pack_file, parse_file
 from .entropy import decode_bytes, encode_bytes
 from .quantized import Section, decode_quantized, encode_quantized
@@ -132,19 +131,7 @@ def read_file_bytes(path: str | os.PathLike) -> bytes:
 def _build(decoded: Decoded, trust_code: bool, where: str) -> nn.Module:
     """The same steps as ``io.load_model``: build, re-apply a channel plan, resize, attach
     codebook/mask buffers, load strictly."""
-    state = decoded.state
-    model = build_arch(decoded.info, trust_code, where)
-    _apply_channel_plan(model, decoded.info, where)
-    resize_to_state(model, state)
-    _attach_extra_buffers(model, state)
-    missing, unexpected = _diff_keys(model, state)
-    if missing or unexpected:
-        raise ModelError(f"{where}: tensors do not match architecture {decoded.info.arch!r}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{where}: {str(exc).splitlines()[-1].strip()}") from None
+    model = model_from_state(decoded.info, decoded.state, trust_code, where)
     for key, b in decoded.bits.items():
         mod_name, _, attr = key.rpartition(".")
         setattr(model.get_submodule(mod_name) if mod_name else model, attr + BITS, b)

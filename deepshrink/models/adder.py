@@ -18,6 +18,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..nn import AdderConv2d, AdderLinear
+from .resnet import ResNet20
 
 __all__ = ["LeNet5Adder", "AdderBlock", "ResNet20Adder"]
 
@@ -76,25 +77,10 @@ class AdderBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
-class ResNet20Adder(nn.Module):
+class ResNet20Adder(ResNet20):
+    """ResNet-20 with adder blocks; the stem conv and the classifier stay ordinary (as in the paper)."""
+
     def __init__(self, num_classes: int = 10, in_channels: int = 1, widths=(16, 32, 64),
                  blocks: int = 3, eta: float | None = 0.1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.relu = nn.ReLU(inplace=True)
-        stages, c = [], widths[0]
-        for i, w in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            layer = [AdderBlock(c, w, stride, eta)] + [AdderBlock(w, w, 1, eta) for _ in range(blocks - 1)]
-            stages.append(nn.Sequential(*layer))
-            c = w
-        self.layer1, self.layer2, self.layer3 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(c, num_classes)
-
-    def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))        # (N, 16, 28, 28)
-        x = self.layer3(self.layer2(self.layer1(x)))  # (N, 64, 7, 7)
-        return self.fc(self.flatten(self.pool(x)))
+        super().__init__(num_classes, in_channels, widths, blocks,
+                         block=lambda cin, cout, stride: AdderBlock(cin, cout, stride, eta))

@@ -31,8 +31,10 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(nn.Module):
+    """``block(cin, cout, stride)`` builds each residual block (AdderNet's variant passes its own)."""
+
     def __init__(self, num_classes: int = 10, in_channels: int = 1, widths=(16, 32, 64),
-                 blocks: int = 3):
+                 blocks: int = 3, block=None):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -40,7 +42,8 @@ class ResNet20(nn.Module):
         stages, c = [], widths[0]
         for i, w in enumerate(widths):
             stride = 1 if i == 0 else 2
-            layer = [BasicBlock(c, w, stride)] + [BasicBlock(w, w) for _ in range(blocks - 1)]
+            make = block or BasicBlock
+            layer = [make(c, w, stride)] + [make(w, w, 1) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layer))
             c = w
         self.layer1, self.layer2, self.layer3 = stages

@@ -10,7 +10,7 @@ once, in the row of the first call that uses it (a repeat call or a tied weight 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn

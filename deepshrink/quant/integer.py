@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ModelError
-from .fakequant import FakeQuant, QuantLayer, SharedFakeQuant
+from .fakequant import FakeQuant, QuantLayer
 from .graph import fused_relu, node_kind, quantizer_of
 from .linear import channel_view, quantize
 from .requant import INT32_MAX, INT32_MIN, ROUNDINGS, quantize_multiplier, requantize

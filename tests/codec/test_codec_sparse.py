@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from deepshrink.codec.container import pack_file
-from deepshrink.codec.quantized import Section, codes_of, encode_quantized
+from deepshrink.codec.quantized import codes_of, encode_quantized
 from deepshrink.codec.sparse import (choose_layout, csr_decode, csr_layout, plain_relative_bits, relative_decode,
                                      relative_layout)
 from deepshrink.errors import FormatError, ModelError

@@ -8,7 +8,7 @@ from torch import nn
 
 from deepshrink.errors import ConfigError, FormatError, ModelError
 from deepshrink.io import ModelInfo, save_model
-from deepshrink.quant import (FakeQuant, QuantConfig, QuantLayer, SharedFakeQuant, load_quantized, prepare,
+from deepshrink.quant import (FakeQuant, QuantConfig, SharedFakeQuant, load_quantized, prepare,
                               prepare_qat, qat_finetune, quantize_ptq, save_quantized)
 from deepshrink.quant.graph import fake_quants, quant_layers
 from deepshrink.train import TrainConfig, evaluate
