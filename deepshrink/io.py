@@ -30,7 +30,7 @@ from .atomic import atomic_write_bytes
 from .errors import FormatError, ModelError
 
 __all__ = ["ModelInfo", "save_model", "load_model", "read_info", "resize_to_state", "sync_layer_sizes",
-           "build_arch", "model_from_state", "FORMAT_NAME"]
+           "build_arch", "model_from_state", "read_bytes", "FORMAT_NAME"]
 
 FORMAT_NAME = "deepshrink-model"
 FORMAT_VERSION = 1
@@ -92,19 +92,20 @@ def save_model(model: nn.Module, path: str | os.PathLike, info: ModelInfo) -> No
     atomic_write_bytes(path, blob)
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: str | os.PathLike, what: str = "a model file") -> bytes:
+    """The whole file; a missing file, a folder or an unreadable file is one ModelError."""
     try:
-        return path.read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise ModelError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise ModelError(f"{path}: is a folder, not a model file") from None
+        raise ModelError(f"{path}: is a folder, not {what}") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def _parse_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo | None]:
-    blob = _read_bytes(path)
+    blob = read_bytes(path)
     if len(blob) < 8:
         raise FormatError(f"{path}: too short for a safetensors file ({len(blob)} bytes)")
     n = int.from_bytes(blob[:8], "little")
@@ -121,7 +122,7 @@ def _parse_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo |
 
 
 def _parse_torch(path: Path) -> dict[str, torch.Tensor]:
-    _read_bytes(path)  # clear error for a missing file
+    read_bytes(path)  # clear error for a missing file
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # never fall back to unsafe loading

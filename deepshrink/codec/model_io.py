@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, FormatError, ModelError
-from ..io import ModelInfo, model_from_state  # one loading sequence with io
+from ..io import ModelInfo, model_from_state, read_bytes  # one loading sequence with io
 from .container import MAX_ELEMENTS, Parsed, pack_file, parse_file
 from .entropy import decode_bytes, encode_bytes
 from .quantized import Section, decode_quantized, encode_quantized
@@ -118,14 +117,7 @@ def decode_file(parsed: Parsed) -> Decoded:
 
 
 def read_file_bytes(path: str | os.PathLike) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ModelError(f"{path}: is a folder, not a .dsz file") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read ({exc.strerror})") from None
+    return read_bytes(path, "a .dsz file")
 
 
 def _build(decoded: Decoded, trust_code: bool, where: str) -> nn.Module:
