@@ -222,8 +222,8 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
         if name.endswith("_mask"):
             continue
         ref = ours.get(name)
-        if ref is None or ref.shape != t.shape or not torch.equal(ref.reshape(-1).view(torch.uint8),
-                                                                  t.reshape(-1).contiguous().view(torch.uint8)):
+        if ref is None or ref.shape != t.shape or ref.dtype != t.dtype or not torch.equal(
+                ref.contiguous().reshape(-1).view(torch.uint8), t.contiguous().reshape(-1).view(torch.uint8)):
             raise FormatError(f"{out}: tensor {name!r} did not decode bit for bit")
     report = compression_report(out)
     md = write_report(result, report, Path(out), src, spec)
