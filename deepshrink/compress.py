@@ -208,6 +208,9 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
     from .io import load_model
 
     cfg = cfg or CompressConfig()
+    cfg.check()
+    if not Path(out).parent.is_dir():  # fail before minutes of fine-tuning, not after
+        raise ConfigError(f"{out}: the output folder {Path(out).parent} does not exist")
     model, info = load_model(src, arch=arch, trust_code=trust_code)
     spec = data_spec or info.data or "fashion-mnist"
     data = data_mod.load(spec, info.mean, info.std)

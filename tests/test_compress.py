@@ -89,3 +89,11 @@ def test_cli_compress_decompress_evaluate(tmp_path, train_cli_model, capsys):
     x = torch.randn(5, 1, 28, 28)
     assert torch.equal(a(x), b(x))
     assert out.stat().st_size * 10 < model_file.stat().st_size
+
+
+def test_cli_errors_are_one_line(tmp_path, train_cli_model, run_error, capsys):
+    _, spec, model_file = train_cli_model(tmp_path, "m.safetensors")
+    assert "no such file" in run_error(capsys, ["compress", tmp_path / "missing.safetensors", "--out", tmp_path / "a.dsz"])
+    assert "does not exist" in run_error(capsys, ["compress", model_file, "--out", tmp_path / "no" / "a.dsz"])
+    assert "1..8" in run_error(capsys, ["compress", model_file, "--out", tmp_path / "a.dsz", "--fc-bits", "12"])
+    assert not (tmp_path / "a.dsz").exists()
