@@ -20,13 +20,18 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import data as data_mod
+from .codec import compression_report, load_compressed, save_compressed
+from .compress_report import write_report
 from .data import Dataset, Split
 from .distill import teacher_loss
-from .errors import ConfigError
+from .errors import ConfigError, FormatError
+from .io import load_model
 from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
 from .prune.masks import layer_sparsities, sparsity
 from .quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
@@ -199,14 +204,6 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
     The file is read back and its weights compared bit for bit with the quantized model before
     anything is reported. Returns ``(CompressResult, CompressionReport, report path)``.
     """
-    from pathlib import Path
-
-    from . import data as data_mod
-    from .codec import compression_report, load_compressed, save_compressed
-    from .compress_report import write_report
-    from .errors import FormatError
-    from .io import load_model
-
     cfg = cfg or CompressConfig()
     cfg.check()
     if not Path(out).parent.is_dir():  # fail before minutes of fine-tuning, not after
