@@ -10,6 +10,7 @@ __all__ = [
     "FormatError",
     "ModelError",
     "ConfigError",
+    "TrainingError",
 ]
 
 
@@ -31,3 +32,7 @@ class ModelError(DeepShrinkError):
 
 class ConfigError(DeepShrinkError):
     """An option or argument has an invalid value."""
+
+
+class TrainingError(DeepShrinkError):
+    """Training diverged (a non-finite loss); the message names the step and the LR."""

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_open
 from .data import Dataset, Split, iterate_batches, num_batches
-from .errors import ConfigError, FormatError
+from .errors import ConfigError, FormatError, TrainingError
 
 __all__ = [
     "TrainConfig",
@@ -254,11 +254,16 @@ def fit(
                 group["lr"] = lr
             logits = net(x)
             loss = criterion(logits, x, y)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):  # stop before a NaN reaches the weights
+                raise TrainingError(
+                    f"training diverged: the loss is {loss_value} at epoch {epoch + 1}, step {step + 1} "
+                    f"(LR {lr:.4g}); lower the LR or add warmup epochs")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             global_step += 1
-            info = StepInfo(epoch, step, global_step, total, loss.item())
+            info = StepInfo(epoch, step, global_step, total, loss_value)
             for cb in callbacks:
                 cb(model, info)
             loss_sum += info.loss * len(y)

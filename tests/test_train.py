@@ -14,7 +14,7 @@ from torch import nn
 
 from deepshrink import models
 from deepshrink.data import Dataset, Split
-from deepshrink.errors import ConfigError, FormatError
+from deepshrink.errors import ConfigError, FormatError, TrainingError
 from deepshrink.train import TrainConfig, evaluate, fine_tune, fit, lr_at, predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,6 +182,23 @@ def test_params_and_loss_fn(ds):
     assert torch.equal(model.fc1.weight, fc1)  # not given to the optimizer
     assert not torch.equal(model.fc3.weight, fc3)
     assert len(calls) == 8 and sum(calls) == 512
+
+
+def test_diverging_loss_stops_with_a_clear_error_before_touching_the_weights(ds):
+    model = mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = []
+
+    def loss_fn(m, logits, x, y):
+        calls.append(1)
+        loss = nn.functional.cross_entropy(logits, y)
+        return loss if len(calls) < 3 else loss * float("nan")
+
+    with pytest.raises(TrainingError, match=r"diverged: the loss is nan at epoch 1, step 3 \(LR"):
+        fit(model, ds, quiet(epochs=1), loss_fn=loss_fn)
+    after = model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())  # two good steps, no NaN step
+    assert not torch.equal(after["fc1.weight"], before["fc1.weight"])
 
 
 def test_evaluate_and_predict(ds):

@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="linear LR warmup (default 1: at T >= 2 the distillation gradients, about "
+                        "T (p_s - p_t), can diverge a student without BatchNorm at its recipe's LR)")
     p.add_argument("--augment", choices=["on", "off"],
                    help="random shift/flip (default: the student's recipe); off lets the teacher's logits be cached")
     p.add_argument("--no-cache", action="store_true", help="run the teacher on every batch")
@@ -90,7 +93,7 @@ def cmd_distill(args) -> int:
     fields = set(TrainConfig.__dataclass_fields__) - {"checkpoint", "checkpoint_every", "progress", "verbose"}
     base = {k: v for k, v in trained.items() if k in fields}
     over = {"epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay, "batch_size": args.batch_size,
-            "augment": None if args.augment is None else args.augment == "on"}
+            "warmup_epochs": args.warmup_epochs, "augment": None if args.augment is None else args.augment == "on"}
     tcfg = TrainConfig(**{**base, **{k: v for k, v in over.items() if v is not None}, "seed": args.seed,
                           "eval_every": 0, "progress": not args.no_progress})
     tcfg.check()

@@ -31,6 +31,7 @@ def test_distill_zoo_student_from_a_teacher_file(teacher, tmp_path, capsys):
     assert info.arch == "lenet5" and info.kwargs["conv1"] == 2 and model.conv1.out_channels == 2
     entry = info.history[-1]
     assert entry["op"] == "train" and entry["config"]["epochs"] == 1 and entry["config"]["augment"] is False
+    assert entry["config"]["warmup_epochs"] == 1.0  # the distill default, whatever the recipe says
     assert entry["distill"]["loss"] == "l2" and entry["distill"]["cache_misses"] == 0
     assert entry["distill"]["cache_hits"] == 256
     assert info.data == spec and 0 <= info.accuracy <= 1
@@ -45,6 +46,7 @@ def test_distill_student_file_with_features(teacher, tmp_path, capsys):
     info = read_info(out)
     entry = info.history[-1]
     assert entry["op"] == "distill" and entry["distill"]["features"] == ["fc2:fc2", "fc1:fc2"]
+    assert entry["config"]["warmup_epochs"] == 1.0
     assert entry["distill"]["adapter_params"] == 300 * 100 + 100   # fc1 (300) -> fc2 (100); fc2 needs none
     assert [h["op"] for h in info.history] == ["train", "distill"]
     capsys.readouterr()
