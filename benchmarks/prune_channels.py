@@ -10,8 +10,13 @@ fine-tunes ``--epochs`` through deepshrink.train.fit. Peer: Torch-Pruning's Meta
 freezes the model's output), then the same fine-tuning (epochs, LR, weight decay, batch order,
 seed). Time to prune is measured at that fixed ratio for both (our ratio search is reported
 apart). Latency: ``compare_latency`` (interleaved A B A B, median of per-pair ratios) at batch
-1 and batch 256 on ``--threads`` CPU threads, dense against ours and ours against the peer.
-``--round-to k`` keeps our channel counts multiples of k (runs stored under their own key);
+1 and batch 256 on ``--threads`` CPU threads, dense against ours and ours against the peer, in
+PyTorch eager (NCHW and channels_last) and in ONNX Runtime (our fp32 export).
+``--round-to k`` keeps our channel counts multiples of k (runs stored under their own key).
+Measured here (AVX-512, 16 fp32 lanes): convolutions whose channel counts are not multiples of
+16 fall off oneDNN's and ONNX Runtime's blocked kernels; VGG pruned to 24/40/88 channels
+(round_to 8) ran its 24-channel 28x28 convolution no faster than the dense 32-channel one, and
+in ONNX Runtime the pruned ResNet-20 (8/24/48) was no faster than dense at batch 256;
 ``--peer-match channels`` gives Torch-Pruning per-layer ratios that keep exactly our channel
 counts (its own ``round_to`` rounds differently and prunes far more at the same ratio). Models not run keep their results
 from the previous results file.
@@ -20,8 +25,11 @@ from the previous results file.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,6 +40,8 @@ from deepshrink import data as data_mod
 from deepshrink.io import load_model
 from deepshrink.profile import compare_latency, profile_model
 from deepshrink.prune import build_groups, prune_channels
+from deepshrink.quant.export import export_onnx
+from deepshrink.quant.session import OrtSession
 from deepshrink.train import TrainConfig, evaluate, fit
 
 NAME = "prune_channels"
@@ -105,24 +115,41 @@ def peer(name: str, ds, ratio: float, args, channels: dict) -> tuple[dict, nn.Mo
             "prune_seconds": seconds}, model
 
 
+RUNTIMES = ("pytorch", "pytorch channels_last", "onnxruntime")
+
+
+def _runner(model: nn.Module, runtime: str, threads: int, tmp: Path):
+    """(callable, input converter) running ``model`` in ``runtime``."""
+    if runtime == "onnxruntime":
+        path = tmp / f"m{len(list(tmp.iterdir()))}.onnx"
+        export_onnx(model, path, (1, 28, 28))  # ONNX Runtime folds BatchNorm and fuses Conv+ReLU itself
+        session = OrtSession(path, threads=threads, batch_size=256)
+        return session.run, lambda x: x.numpy()
+    fmt = torch.channels_last if runtime.endswith("channels_last") else torch.contiguous_format
+    m = copy.deepcopy(model).to(memory_format=fmt).eval()
+    return m, lambda x: x.contiguous(memory_format=fmt)
+
+
 def latency(a: nn.Module, b: nn.Module, args) -> dict:
-    out = {}
-    for batch, repeats in ((1, args.repeats_b1), (256, args.repeats_b256)):
-        x = torch.randn(batch, 1, 28, 28)
-        c = compare_latency(a, b, x, warmup=3, repeats=repeats, threads=args.threads)
-        out[f"b{batch}"] = {"ratio": c.ratio_median, "p10": c.ratio_p10, "p90": c.ratio_p90,
-                            "a_ms": c.a.median_ms, "b_ms": c.b.median_ms, "repeats": repeats}
+    """{runtime: {"b1": ..., "b256": ...}}: a against b, interleaved, in each runtime."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for runtime in RUNTIMES:
+            fa, convert = _runner(a, runtime, args.threads, Path(tmp))
+            fb, _ = _runner(b, runtime, args.threads, Path(tmp))
+            for batch, repeats in ((1, args.repeats_b1), (256, args.repeats_b256)):
+                x = convert(torch.randn(batch, 1, 28, 28))
+                c = compare_latency(fa, fb, x, warmup=3, repeats=repeats, threads=args.threads)
+                out.setdefault(runtime, {})[f"b{batch}"] = {
+                    "ratio": c.ratio_median, "p10": c.ratio_p10, "p90": c.ratio_p90,
+                    "a_ms": c.a.median_ms, "b_ms": c.b.median_ms, "repeats": repeats}
     return out
 
 
 def rerun_latency(name: str, entry: dict, args) -> dict:
-    """Latency again, dense vs ours, as trained and with BatchNorm folded into the convs (both).
-
-    The weights are pruned but not fine-tuned (fine-tuned models are not kept); the shapes,
-    hence the work, equal the fine-tuned model's, which is checked through the MAC count.
-    """
-    from deepshrink.quant.fold import fold_batchnorm
-
+    """Latency again, dense vs ours, in every runtime. The weights are pruned but not fine-tuned
+    (fine-tuned models are not kept); the shapes, hence the work, equal the fine-tuned model's,
+    which is checked through the MAC count."""
     model, _, _ = baseline(name)
     x = torch.zeros(1, 1, 28, 28)
     r = prune_channels(model, x, ratio=entry["ours"]["ratio"], criterion=entry["criterion"],
@@ -131,8 +158,15 @@ def rerun_latency(name: str, entry: dict, args) -> dict:
         raise SystemExit(f"{name}: re-pruned model has {r.macs_after} MACs, the stored one {entry['ours']['macs']}")
     model.eval()
     return {"weights": "pruned, not fine-tuned (same shapes)", "threads": args.threads,
-            "as_trained": latency(model, r.model, args),
-            "bn_folded": latency(fold_batchnorm(model), fold_batchnorm(r.model.eval()), args)}
+            "dense_vs_ours": latency(model, r.model.eval(), args)}
+
+
+def _print_speed(name: str, lat: dict, macs: int, macs0: int, what: str, share: bool = True) -> None:
+    red = macs0 / macs
+    for runtime, by_batch in lat.items():
+        cells = [f"b{b[1:]} {v['ratio']:.2f}x" + (f" ({v['ratio'] / red:.2f} of {red:.2f}x)" if share else "")
+                 for b, v in by_batch.items()]
+        print(f"{name} {what} in {runtime}: " + "  ".join(cells), flush=True)
 
 
 def run_model(name: str, ds, args) -> dict:
@@ -149,12 +183,33 @@ def run_model(name: str, ds, args) -> dict:
         m.to(memory_format=torch.contiguous_format).eval()
     lat_dense = latency(dense_model, o_model, args)
     lat_peer = latency(p_model, o_model, args)
-    print(f"{name} speedup vs dense: b1 {lat_dense['b1']['ratio']:.2f}x  b256 {lat_dense['b256']['ratio']:.2f}x; "
-          f"vs torch-pruning: b1 {lat_peer['b1']['ratio']:.2f}x  b256 {lat_peer['b256']['ratio']:.2f}x", flush=True)
+    _print_speed(name, lat_dense, o["macs"], macs0, "vs dense")
+    _print_speed(name, lat_peer, o["macs"], macs0, "vs torch-pruning", share=False)
     return {"dense": {"accuracy": dense_acc, "macs": macs0, "params": params0}, "ours": o, "torch_pruning": p,
             "latency_dense_vs_ours": lat_dense, "latency_peer_vs_ours": lat_peer, "epochs": args.epochs,
             "lr": args.lr, "criterion": args.criterion, "macs_target": args.macs_target, "threads": args.threads,
             "round_to": args.round_to, "peer_match": args.peer_match, "command": command(args)}
+
+
+def _speed_cells(r: dict, peer: bool) -> list[str]:
+    """Per runtime 'b1 / b256' speedup over dense (ours: with the share of the MAC reduction).
+    A later --latency-only re-run, when present, replaces the speedup of ours over dense."""
+    red = r["dense"]["macs"] / r["ours"]["macs"]
+    dense_ours = r.get("latency_rerun", {}).get("dense_vs_ours") or r["latency_dense_vs_ours"]
+    cells = []
+    for runtime in RUNTIMES:
+        ld, lp = dense_ours.get(runtime), r["latency_peer_vs_ours"].get(runtime)
+        if ld is None:
+            cells.append("-")
+        elif not peer:
+            s1, s256 = ld["b1"]["ratio"], ld["b256"]["ratio"]
+            cells.append(f"{s1:.2f}x / {s256:.2f}x ({s1 / red:.2f} / {s256 / red:.2f})")
+        elif lp is None:
+            cells.append("-")
+        else:  # the peer's speed relative to dense = (dense/ours) / (peer/ours), from the same run
+            ld = r["latency_dense_vs_ours"][runtime]
+            cells.append(f"{ld['b1']['ratio'] / lp['b1']['ratio']:.2f}x / {ld['b256']['ratio'] / lp['b256']['ratio']:.2f}x")
+    return cells
 
 
 def table(results: dict) -> list[list]:
@@ -162,27 +217,14 @@ def table(results: dict) -> list[list]:
     for name, r in results.items():
         name = f"{name}, {r['epochs']} ep"
         d = r["dense"]
-        rows.append([name, "dense", "-", f"{d['macs'] / 1e6:.2f}", f"{d['params']:,}", "-",
-                     f"{d['accuracy'] * 100:.2f}%", "-", "-", "-", "-", "-"])
         red = d["macs"] / r["ours"]["macs"]
-        for label, m, lat in (("deepshrink", r["ours"], r["latency_dense_vs_ours"]),
-                              ("Torch-Pruning", r["torch_pruning"], None)):
-            if lat is not None:
-                s1, s256 = lat["b1"]["ratio"], lat["b256"]["ratio"]
-                speed = f"{s1:.2f}x / {s256:.2f}x ({min(s1, s256) / red:.2f} of {red:.2f}x)"
-            else:  # the peer's speed relative to dense = (dense/ours) / (peer/ours)
-                lp, ld = r["latency_peer_vs_ours"], r["latency_dense_vs_ours"]
-                speed = (f"{ld['b1']['ratio'] / lp['b1']['ratio']:.2f}x / "
-                         f"{ld['b256']['ratio'] / lp['b256']['ratio']:.2f}x")
-            folded = "-"
-            if lat is not None and "latency_rerun" in r:
-                f1, f256 = (r["latency_rerun"]["bn_folded"][b]["ratio"] for b in ("b1", "b256"))
-                a1, a256 = (r["latency_rerun"]["as_trained"][b]["ratio"] for b in ("b1", "b256"))
-                folded = f"{a1:.2f}x / {a256:.2f}x; folded {f1:.2f}x / {f256:.2f}x ({min(f1, f256) / red:.2f})"
+        rows.append([name, "dense", "-", f"{d['macs'] / 1e6:.2f}", f"{d['params']:,}", "-",
+                     f"{d['accuracy'] * 100:.2f}%", "-", "-", f"{red:.2f}x", "-", "-", "-", "-"])
+        for label, m, peer in (("deepshrink", r["ours"], False), ("Torch-Pruning", r["torch_pruning"], True)):
             rows.append([name, label, f"{m['ratio']:.3f}", f"{m['macs'] / 1e6:.2f}", f"{m['params']:,}",
                          f"{m['accuracy_pruned'] * 100:.2f}%", f"{m['accuracy'] * 100:.2f}%",
-                         f"{(m['accuracy'] - d['accuracy']) * 100:+.2f}", r["epochs"], speed, folded,
-                         f"{m['prune_seconds']:.2f}"])
+                         f"{(m['accuracy'] - d['accuracy']) * 100:+.2f}", r["epochs"],
+                         f"{d['macs'] / m['macs']:.2f}x", *_speed_cells(r, peer), f"{m['prune_seconds']:.2f}"])
     return rows
 
 
@@ -212,7 +254,7 @@ def main() -> None:
     ap.add_argument("--repeats-b1", type=int, default=100)
     ap.add_argument("--repeats-b256", type=int, default=20)
     ap.add_argument("--latency-only", action="store_true",
-                    help="only re-measure latency (as trained and BN-folded) for stored results")
+                    help="only re-measure latency, dense vs ours, for stored results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -224,8 +266,8 @@ def main() -> None:
         if args.latency_only:
             results[key]["latency_rerun"] = rerun_latency(name, results[key], args)
             results[key]["latency_rerun"]["command"] = command(args)
-            print(key, {k: {b: round(v[b]["ratio"], 2) for b in ("b1", "b256")}
-                        for k, v in results[key]["latency_rerun"].items() if isinstance(v, dict)}, flush=True)
+            _print_speed(key, results[key]["latency_rerun"]["dense_vs_ours"], results[key]["ours"]["macs"],
+                         results[key]["dense"]["macs"], "vs dense (re-run)")
         else:
             results[key] = run_model(name, ds, args)
     write_result(NAME, {
@@ -233,18 +275,21 @@ def main() -> None:
         "command": " ; ".join(dict.fromkeys([r.get("command", "?") for r in results.values()] + [
             r["latency_rerun"]["command"] for r in results.values() if "latency_rerun" in r])),
         "table": {"columns": ["model", "method", "ratio", "MMACs", "params", "acc pruned", "acc tuned",
-                              "drop pp", "FT epochs", "speedup vs dense b1 / b256 (share of MAC reduction)",
-                              "latency re-run: as trained; BN folded (share)", "prune s"],
+                              "drop pp", "FT epochs", "MAC reduction",
+                              "PyTorch NCHW: speedup b1 / b256 (share of MAC reduction)",
+                              "PyTorch channels_last", "ONNX Runtime", "prune s"],
                   "rows": table(results)},
         "notes": [
             f"One uniform channel ratio for both, the smallest that halves our MACs; L1 filter norms "
             f"(Torch-Pruning's MagnitudeImportance(p=1) also adds the BatchNorm and next-layer input norms).",
             "Fine-tuning: same epochs, LR (cosine), weight decay, augmentation, batch order and seed for both.",
-            f"Latency on {args.threads} CPU thread(s), interleaved A/B, median of per-pair ratios, contiguous "
-            "NCHW for all; the machine was shared with other jobs (2 cores, 5 agents), so absolute times are noisy.",
+            f"Latency on {args.threads} CPU thread(s), interleaved A/B, median of per-pair ratios, in three "
+            "runtimes: PyTorch eager in NCHW and in channels_last memory format, and ONNX Runtime (our fp32 "
+            "ONNX export; ORT folds BatchNorm and fuses Conv+ReLU). Share = speedup / MAC reduction. The machine "
+            "ran other jobs on its second core, so absolute times are noisy; ratios are interleaved.",
             "Targets (issue): <= 0.5 pp accuracy drop after fine-tuning; speedup >= 0.85 x the MAC reduction.",
-            "Latency re-run (--latency-only): dense vs ours again, as trained and with BatchNorm folded into the "
-            "convolutions (deepshrink.quant.fold) on both sides; pruned but not fine-tuned weights, same shapes.",
+            "Latency re-run (--latency-only), when present, replaces ours-vs-dense: pruned but not fine-tuned "
+            "weights, same shapes.",
         ],
         "models": results,
     })

@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--scope", choices=SCOPES, default="layer",
                    help="layer: one ratio for every layer; global: one ranking across layers")
     p.add_argument("--round-to", type=int, default=1,
-                   help="keep channel counts a multiple of this (e.g. 8 for vectorised CPU kernels)")
+                   help="keep channel counts a multiple of this: 16 fills the AVX-512 lanes of fp32 CPU kernels "
+                        "(other counts measured here fall off oneDNN's and ONNX Runtime's blocked kernels)")
     p.add_argument("--rounds", type=int, default=1, help="prune in this many steps, fine-tuning between")
     p.add_argument("--finetune-epochs", type=int, default=3, help="total fine-tuning epochs")
     p.add_argument("--lr", type=float, help="fine-tuning LR (default: a tenth of the model's training LR)")
