@@ -8,7 +8,9 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..data import Split
-from ..errors import ConfigError
+from ..distill import build_logit_cache, freeze, teacher_loss, with_input_stats
+from ..distill.losses import check_settings
+from ..errors import ConfigError, DataError
 from ..io import save_model
 from ..prune import (DEFAULT_GRID, RULES, SCHEDULES, PruneConfig, choose_sparsities, layer_sparsities,
                      plot_sensitivity, prune_and_finetune, sensitivity_scan)
@@ -46,7 +48,11 @@ def register(sub) -> None:
     p.add_argument("--penalty", choices=["l1", "l2"], help="weight penalty during fine-tuning")
     p.add_argument("--penalty-lambda", type=float, default=1e-5)
     p.add_argument("--distill", action="store_true",
-                   help="fine-tune against the unpruned model's soft targets (KD, T=4, alpha=0.9)")
+                   help="fine-tune against the unpruned model's soft targets (KD)")
+    p.add_argument("--teacher", metavar="FILE",
+                   help="fine-tune against this model's soft targets instead (e.g. a larger baseline)")
+    p.add_argument("--kd-temperature", type=float, default=4.0, help="KD temperature (default 4)")
+    p.add_argument("--kd-alpha", type=float, default=0.9, help="weight of the KD term (default 0.9)")
     p.add_argument("--adjust-dropout", action="store_true",
                    help="Han's dropout adjustment D_r = D_o sqrt(C_r/C_o) for the pruned layers")
     p.add_argument("--remove-dead", action="store_true", help="drop hidden units left with no input/output")
@@ -111,11 +117,28 @@ def cmd_sensitivity(args) -> int:
     return 0
 
 
+def _teacher_loss(args, ds, cfg: PruneConfig):
+    """KD from ``--teacher`` (its logits for the training split cached when fine-tuning does not
+    augment), the teacher seeing its own input normalisation."""
+    teacher, tinfo = open_model(args, args.teacher)
+    if tinfo.input_shape and list(tinfo.input_shape) != list(ds.input_shape):
+        raise DataError(f"--teacher {args.teacher}: it expects images of {list(tinfo.input_shape)}, "
+                        f"the data has {list(ds.input_shape)}")
+    teacher = freeze(with_input_stats(teacher, ds.mean, ds.std, tinfo.mean, tinfo.std))
+    cache = None if cfg.augment else build_logit_cache(teacher, ds.train)
+    print(f"teacher {args.teacher}: {evaluate(teacher, ds.test) * 100:.2f}% on the test images"
+          + ("; its training-set logits cached" if cache is not None else ""), flush=True)
+    return teacher_loss(teacher, args.kd_temperature, args.kd_alpha, cache=cache, copy_teacher=False)
+
+
 def cmd_prune(args) -> int:
     if not 0 <= args.sparsity < 1:
         raise ConfigError(f"--sparsity must be in [0, 1), got {args.sparsity}")
     if args.auto and args.scope == "global":
         raise ConfigError("--auto chooses one sparsity per layer; it cannot be combined with --scope global")
+    if args.distill and args.teacher:
+        raise ConfigError("give --distill (the unpruned model as teacher) or --teacher FILE, not both")
+    check_settings(args.kd_temperature, args.kd_alpha, "kl")
     model, info = open_model(args, args.file)
     ds = load_data_for(info, args.data)
     target: float | dict = args.sparsity
@@ -132,12 +155,14 @@ def cmd_prune(args) -> int:
                       weight_decay=args.weight_decay if args.weight_decay is not None
                       else trained.get("weight_decay", 5e-4),
                       penalty=args.penalty, penalty_lambda=args.penalty_lambda, distill=args.distill,
+                      kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
                       adjust_dropout=args.adjust_dropout, remove_dead=args.remove_dead,
                       augment=bool(trained.get("augment", True)), seed=args.seed, progress=not args.no_progress)
-    result = prune_and_finetune(model, ds, cfg)
+    loss_fn = _teacher_loss(args, ds, cfg) if args.teacher else None
+    result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn)
     info.accuracy = result.accuracy_after
-    info.history.append({"op": "prune", "config": asdict(cfg), **{k: v for k, v in result.to_dict().items()
-                                                                  if k != "fits"}})
+    info.history.append({"op": "prune", "config": asdict(cfg), **({"teacher": str(args.teacher)} if args.teacher else {}),
+                         **{k: v for k, v in result.to_dict().items() if k != "fits"}})
     save_model(model, args.out, info)
     if plots:
         plots.mkdir(parents=True, exist_ok=True)

@@ -136,3 +136,34 @@ def test_error_auto_with_global_scope(trained, tmp_path, capsys, run_error):
                               "--no-progress", "--out", tmp_path / "x.safetensors"])
     assert "--auto" in line and "--scope global" in line
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_prune_with_another_model_as_teacher(trained, tmp_path, capsys):
+    _, _, model_file = trained
+    out = tmp_path / "kd.safetensors"
+    capsys.readouterr()
+    code = main(["prune", str(model_file), "--sparsity", "0.9", "--scope", "global", "--finetune-epochs", "1",
+                 "--teacher", str(model_file), "--kd-temperature", "2", "--kd-alpha", "0.5", "--no-progress",
+                 "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "teacher" in text and "logits cached" in text  # the CLI model trains without augmentation
+    model, info = load_model(out)
+    entry = info.history[-1]
+    assert entry["teacher"] == str(model_file)
+    assert entry["config"]["kd_temperature"] == 2.0 and entry["config"]["kd_alpha"] == 0.5
+    assert sparsity(model) == pytest.approx(0.9, abs=1e-4)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--distill", "--teacher", "TEACHER"], "not both"),
+    (["--teacher", "TEACHER", "--kd-alpha", "1.5"], "alpha"),
+    (["--teacher", "TEACHER", "--kd-temperature", "0"], "temperature"),
+])
+def test_prune_teacher_errors(trained, tmp_path, capsys, run_error, extra, needle):
+    _, _, model_file = trained
+    extra = [str(model_file) if e == "TEACHER" else e for e in extra]
+    line = run_error(capsys, ["prune", model_file, "--sparsity", "0.5", "--no-progress",
+                              "--out", tmp_path / "x.safetensors", *extra])
+    assert needle in line
+    assert not (tmp_path / "x.safetensors").exists()
