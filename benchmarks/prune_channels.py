@@ -280,7 +280,7 @@ def main() -> None:
                               "PyTorch channels_last", "ONNX Runtime", "prune s"],
                   "rows": table(results)},
         "notes": [
-            f"One uniform channel ratio for both, the smallest that halves our MACs; L1 filter norms "
+            "One uniform channel ratio for both, the smallest that halves our MACs; L1 filter norms "
             f"(Torch-Pruning's MagnitudeImportance(p=1) also adds the BatchNorm and next-layer input norms).",
             "Fine-tuning: same epochs, LR (cosine), weight decay, augmentation, batch order and seed for both.",
             f"Latency on {args.threads} CPU thread(s), interleaved A/B, median of per-pair ratios, in three "

@@ -34,9 +34,10 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from _results import RESULTS, ROOT, write_result
+from _teachers import teacher_and_cache
 
 from deepshrink import data as data_mod
-from deepshrink.distill import cached_teacher_logits, file_sha256, freeze, teacher_loss
+from deepshrink.distill import teacher_loss
 from deepshrink.io import load_model
 from deepshrink.prune import PruneConfig, prune_and_finetune, sensitivity_scan, sparsity
 from deepshrink.train import TrainConfig, evaluate, fit
@@ -85,13 +86,7 @@ def teacher_loss_for(name: str | None, ds):
     if name is None:
         return None
     if name not in _TEACHER_CACHE:
-        path = ROOT / "checkpoints" / "baselines" / f"{name}.safetensors"
-        teacher, _ = load_model(path)
-        sha = file_sha256(path)
-        cache, _ = cached_teacher_logits(freeze(teacher), ds.train,
-                                         ROOT / "runs" / "distill" / f"teacher-{sha[:16]}-train.safetensors",
-                                         meta={"checkpoint": str(path.relative_to(ROOT)), "sha256": sha})
-        _TEACHER_CACHE[name] = (teacher, cache)
+        _TEACHER_CACHE[name] = teacher_and_cache(name, ds)[:2]
     teacher, cache = _TEACHER_CACHE[name]
     return teacher_loss(teacher, KD["temperature"], KD["alpha"], cache=cache)
 
