@@ -54,6 +54,41 @@ def test_backoff_lowers_the_target(make_dataset):
         assert res.attempts[1].sparsity == pytest.approx(0.87, abs=0.01)
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_teacher_logits_cached_once_without_augmentation(make_dataset, monkeypatch, augment):
+    import deepshrink.compress as pipeline
+    from deepshrink.distill import TeacherTargets
+
+    ds = make_dataset()
+    builds, calls = [], {"hits": 0, "misses": 0}
+    real_build, real_call = pipeline.build_logit_cache, TeacherTargets.__call__
+
+    def counting_build(teacher, split, *a, **k):
+        builds.append(len(split))
+        return real_build(teacher, split, *a, **k)
+
+    def counting_call(self, x):
+        hits0, misses0 = self.hits, self.misses
+        out = real_call(self, x)
+        calls["hits"] += self.hits - hits0
+        calls["misses"] += self.misses - misses0
+        return out
+
+    monkeypatch.setattr(pipeline, "build_logit_cache", counting_build)
+    monkeypatch.setattr(TeacherTargets, "__call__", counting_call)
+    res = compress(_mlp(2), ds, CompressConfig(sparsity=0.97, allocation="global", max_drop=0.0, attempts=2,
+                                               backoff=0.1, kd_temperature=2.0, kd_alpha=0.5,
+                                               augment=augment, **FAST),
+                   {"lr": 0.05, "augment": False}, teacher=_mlp(3))
+    assert len(res.attempts) >= 1
+    steps_images = calls["hits"] + calls["misses"]
+    assert steps_images > 0  # the teacher's loss was used in the fine-tunings
+    if augment:  # augmented batches are never cached: the teacher runs live
+        assert builds == [] and calls["hits"] == 0
+    else:  # one pass over the training split for every attempt and both fine-tunings
+        assert builds == [len(ds.train)] and calls["misses"] == 0
+
+
 @pytest.mark.parametrize("bad", [dict(allocation="random"), dict(sparsity=1.0), dict(attempts=0),
                                  dict(fc_bits=12), dict(max_drop=-1)])
 def test_bad_config(bad):
