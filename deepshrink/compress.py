@@ -29,7 +29,8 @@ from . import data as data_mod
 from .codec import compression_report, load_compressed, save_compressed
 from .compress_report import write_report
 from .data import Dataset, Split
-from .distill import build_logit_cache, freeze, teacher_loss
+from .distill import build_logit_cache, freeze, load_teacher, teacher_loss
+from .distill.losses import check_settings
 from .errors import ConfigError, FormatError
 from .io import load_model
 from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
@@ -77,6 +78,9 @@ class CompressConfig:
             raise ConfigError("max_drop and backoff must be >= 0 and attempts >= 1")
         if self.prune_epochs < 0 or self.centroid_epochs < 0 or self.scan_size < 0:
             raise ConfigError("epochs and scan_size must be >= 0")
+        if self.prune_lr is not None and not self.prune_lr > 0:
+            raise ConfigError(f"prune_lr must be > 0, got {self.prune_lr}")
+        check_settings(self.kd_temperature, self.kd_alpha, "kl")
         KMeansConfig(self.conv_bits, self.fc_bits, dict(self.bits)).check()
 
 
@@ -202,8 +206,9 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
 
 
 def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_spec: str | None = None,
-                  arch: str | None = None, trust_code: bool = False):
+                  arch: str | None = None, trust_code: bool = False, teacher: str | None = None):
     """Load ``src``, run :func:`compress`, write ``out`` (.dsz) and its report beside it.
+    ``teacher``: a model file to distil from during both fine-tunings.
 
     The file is read back and its weights compared bit for bit with the quantized model before
     anything is reported. Returns ``(CompressResult, CompressionReport, report path)``.
@@ -215,9 +220,11 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
     model, info = load_model(src, arch=arch, trust_code=trust_code)
     spec = data_spec or info.data or "fashion-mnist"
     data = data_mod.load(spec, info.mean, info.std)
-    result = compress(model, data, cfg, info.train_config())
+    teacher_model = load_teacher(teacher, data, trust_code=trust_code) if teacher else None
+    result = compress(model, data, cfg, info.train_config(), teacher=teacher_model)
     info.accuracy = result.accuracy_after
-    info.history.append({"op": "compress", **{k: v for k, v in result.to_dict().items() if k != "attempts"},
+    info.history.append({"op": "compress", "config": asdict(cfg), **({"teacher": str(teacher)} if teacher else {}),
+                         **{k: v for k, v in result.to_dict().items() if k != "attempts"},
                          "attempts": len(result.attempts)})
     save_compressed(result.model, out, info)
     decoded = load_compressed(out, trust_code=trust_code)

@@ -90,7 +90,8 @@ def test_teacher_logits_cached_once_without_augmentation(make_dataset, monkeypat
 
 
 @pytest.mark.parametrize("bad", [dict(allocation="random"), dict(sparsity=1.0), dict(attempts=0),
-                                 dict(fc_bits=12), dict(max_drop=-1)])
+                                 dict(fc_bits=12), dict(max_drop=-1), dict(prune_lr=0.0), dict(kd_alpha=1.5),
+                                 dict(kd_temperature=0.0)])
 def test_bad_config(bad):
     with pytest.raises(ConfigError):
         CompressConfig(**bad).check()
@@ -131,4 +132,29 @@ def test_cli_errors_are_one_line(tmp_path, train_cli_model, run_error, capsys):
     assert "no such file" in run_error(capsys, ["compress", tmp_path / "missing.safetensors", "--out", tmp_path / "a.dsz"])
     assert "does not exist" in run_error(capsys, ["compress", model_file, "--out", tmp_path / "no" / "a.dsz"])
     assert "1..8" in run_error(capsys, ["compress", model_file, "--out", tmp_path / "a.dsz", "--fc-bits", "12"])
+    assert not (tmp_path / "a.dsz").exists()
+
+
+def test_cli_compress_with_a_teacher_file(tmp_path, train_cli_model, capsys):
+    _, spec, model_file = train_cli_model(tmp_path, "mlp.safetensors")
+    out = tmp_path / "kd.dsz"
+    code = main(["compress", str(model_file), "--out", str(out), "--data", spec, "--prune-epochs", "1",
+                 "--sparsity", "0.9", "--allocation", "global", "--attempts", "1", "--max-drop", "100",
+                 "--teacher", str(model_file), "--kd-temperature", "2", "--kd-alpha", "0.5", "--lr", "0.1",
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().out
+    from deepshrink.codec import read_compressed_info
+    entry = read_compressed_info(out).history[-1]
+    assert entry["op"] == "compress"
+    assert entry["config"]["kd_temperature"] == 2.0 and entry["config"]["prune_lr"] == 0.1
+    assert entry["teacher"] == str(model_file)
+
+
+def test_cli_teacher_errors_are_one_line(tmp_path, train_cli_model, run_error, capsys):
+    _, spec, model_file = train_cli_model(tmp_path, "m.safetensors")
+    base = ["compress", model_file, "--out", tmp_path / "a.dsz", "--data", spec]
+    assert "not both" in run_error(capsys, base + ["--distill", "--teacher", model_file])
+    assert "alpha" in run_error(capsys, base + ["--teacher", model_file, "--kd-alpha", "2"])
+    assert "prune_lr" in run_error(capsys, base + ["--lr", "-1"])
+    assert "missing.safetensors" in run_error(capsys, base + ["--teacher", tmp_path / "missing.safetensors"])
     assert not (tmp_path / "a.dsz").exists()

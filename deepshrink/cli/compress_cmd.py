@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..compress import CompressConfig, compress_file
+from ..errors import ConfigError
 from .common import add_model_file_args
 
 __all__ = ["register", "cmd_compress"]
@@ -28,6 +29,10 @@ def register(sub) -> None:
     p.add_argument("--attempts", type=int, default=2,
                    help="tries, each 2 points of sparsity lower, while over the accuracy budget (default 2)")
     p.add_argument("--distill", action="store_true", help="the dense model as teacher while fine-tuning")
+    p.add_argument("--teacher", metavar="FILE", help="another model as teacher while fine-tuning (e.g. a larger baseline)")
+    p.add_argument("--kd-temperature", type=float, default=4.0, help="KD temperature (default 4)")
+    p.add_argument("--kd-alpha", type=float, default=0.9, help="weight of the KD term (default 0.9)")
+    p.add_argument("--lr", type=float, help="pruning fine-tuning LR (default: the model's training LR)")
     p.add_argument("--scan-size", type=int, default=10000,
                    help="training images held out for the sensitivity scan (0: use the test split)")
     p.add_argument("--seed", type=int, default=0)
@@ -37,12 +42,15 @@ def register(sub) -> None:
 
 
 def cmd_compress(args) -> int:
+    if args.distill and args.teacher:
+        raise ConfigError("give --distill (the dense model as teacher) or --teacher FILE, not both")
     cfg = CompressConfig(max_drop=args.max_drop, sparsity=args.sparsity, allocation=args.allocation,
                          scan_size=args.scan_size, prune_epochs=args.prune_epochs, conv_bits=args.conv_bits,
                          fc_bits=args.fc_bits, centroid_epochs=args.centroid_epochs, distill=args.distill,
+                         kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha, prune_lr=args.lr,
                          attempts=args.attempts, seed=args.seed, progress=not args.no_progress)
     result, report, md = compress_file(args.file, args.out, cfg, args.data, getattr(args, "arch", None),
-                                       getattr(args, "trust_code", False))
+                                       getattr(args, "trust_code", False), teacher=args.teacher)
     print()
     print(report.to_markdown())
     print()

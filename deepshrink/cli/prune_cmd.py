@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..data import Split
-from ..distill import build_logit_cache, freeze, teacher_loss, with_input_stats
+from ..distill import build_logit_cache, freeze, load_teacher, teacher_loss
 from ..distill.losses import check_settings
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..io import save_model
 from ..prune import (DEFAULT_GRID, RULES, SCHEDULES, PruneConfig, choose_sparsities, layer_sparsities,
                      plot_sensitivity, prune_and_finetune, sensitivity_scan)
@@ -119,12 +119,8 @@ def cmd_sensitivity(args) -> int:
 
 def _teacher_loss(args, ds, cfg: PruneConfig):
     """KD from ``--teacher`` (its logits for the training split cached when fine-tuning does not
-    augment), the teacher seeing its own input normalisation."""
-    teacher, tinfo = open_model(args, args.teacher)
-    if tinfo.input_shape and list(tinfo.input_shape) != list(ds.input_shape):
-        raise DataError(f"--teacher {args.teacher}: it expects images of {list(tinfo.input_shape)}, "
-                        f"the data has {list(ds.input_shape)}")
-    teacher = freeze(with_input_stats(teacher, ds.mean, ds.std, tinfo.mean, tinfo.std))
+    augment)."""
+    teacher = freeze(load_teacher(args.teacher, ds, getattr(args, "arch", None), getattr(args, "trust_code", False)))
     cache = None if cfg.augment else build_logit_cache(teacher, ds.train)
     print(f"teacher {args.teacher}: {evaluate(teacher, ds.test) * 100:.2f}% on the test images"
           + ("; its training-set logits cached" if cache is not None else ""), flush=True)

@@ -20,13 +20,14 @@ import torch
 from torch import nn
 
 from ..data import Dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..train import FitResult, TrainConfig, fit
 from .cache import LogitCache, TeacherTargets, build_logit_cache
 from .features import FeatureCapture, FeatureStudent, match_teacher, parse_pairs
 from .losses import FEATURE_LOSSES, check_settings, feature_distance, logit_loss
 
-__all__ = ["DistillConfig", "DistillResult", "teacher_loss", "distill", "freeze", "with_input_stats"]
+__all__ = ["DistillConfig", "DistillResult", "teacher_loss", "distill", "freeze", "with_input_stats",
+           "load_teacher"]
 
 
 @dataclass
@@ -98,6 +99,18 @@ def with_input_stats(teacher: nn.Module, data_mean, data_std, teacher_mean, teac
     md, sd = torch.tensor(data_mean).view(shape), torch.tensor(data_std).view(shape)
     mt, st = torch.tensor(teacher_mean).view(shape), torch.tensor(teacher_std).view(shape)
     return nn.Sequential(_Affine(sd / st, (md - mt) / st), teacher)
+
+
+def load_teacher(path, data: Dataset, arch: str | None = None, trust_code: bool = False) -> nn.Module:
+    """A teacher model file for ``data``: its image shape checked, its own input normalisation
+    restored when it was trained with other statistics (``with_input_stats``)."""
+    from ..io import load_model  # here: deepshrink.io is not needed to import this package
+
+    teacher, info = load_model(path, arch=arch, trust_code=trust_code)
+    if info.input_shape and list(info.input_shape) != list(data.input_shape):
+        raise DataError(f"teacher {path}: it expects images of {list(info.input_shape)}, "
+                        f"the data has {list(data.input_shape)}")
+    return with_input_stats(teacher, data.mean, data.std, info.mean, info.std)
 
 
 def teacher_loss(teacher: nn.Module | None, temperature: float = 4.0, alpha: float = 0.9, loss: str = "kl", *,
