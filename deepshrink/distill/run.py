@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import ConfigError, DataError
+from ..io import load_model
 from ..train import FitResult, TrainConfig, fit
 from .cache import LogitCache, TeacherTargets, build_logit_cache
 from .features import FeatureCapture, FeatureStudent, match_teacher, parse_pairs
@@ -104,8 +105,6 @@ def with_input_stats(teacher: nn.Module, data_mean, data_std, teacher_mean, teac
 def load_teacher(path, data: Dataset, arch: str | None = None, trust_code: bool = False) -> nn.Module:
     """A teacher model file for ``data``: its image shape checked, its own input normalisation
     restored when it was trained with other statistics (``with_input_stats``)."""
-    from ..io import load_model  # here: deepshrink.io is not needed to import this package
-
     teacher, info = load_model(path, arch=arch, trust_code=trust_code)
     if info.input_shape and list(info.input_shape) != list(data.input_shape):
         raise DataError(f"teacher {path}: it expects images of {list(info.input_shape)}, "
