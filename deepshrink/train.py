@@ -189,6 +189,17 @@ def _load_state(path: str, ident: dict) -> dict:
     return state
 
 
+def _diverged(loss_value: float, world: int) -> bool:
+    """A non-finite loss on any rank (under DDP every rank must stop at the same step, or the
+    others would wait in the gradient all-reduce)."""
+    bad = not math.isfinite(loss_value)
+    if world > 1:
+        flag = torch.tensor([1.0 if bad else 0.0])
+        dist.all_reduce(flag)
+        bad = flag.item() > 0
+    return bad
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -255,10 +266,10 @@ def fit(
             logits = net(x)
             loss = criterion(logits, x, y)
             loss_value = loss.item()
-            if not math.isfinite(loss_value):  # stop before a NaN reaches the weights
-                raise TrainingError(
-                    f"training diverged: the loss is {loss_value} at epoch {epoch + 1}, step {step + 1} "
-                    f"(LR {lr:.4g}); lower the LR or add warmup epochs")
+            if _diverged(loss_value, world):  # stop before a NaN reaches the weights
+                what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else "another rank's loss is not finite"
+                raise TrainingError(f"training diverged: {what} at epoch {epoch + 1}, step {step + 1} "
+                                    f"(LR {lr:.4g}); lower the LR or add warmup epochs")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -362,6 +362,55 @@ def test_ddp_two_ranks_train_identical_weights(tmp_path):
     assert 0.0 <= r0["accuracy"] <= 1.0
 
 
+_DDP_NAN_SCRIPT = r"""
+import os, sys
+import torch
+import torch.distributed as dist
+from torch import nn
+from deepshrink import models
+from deepshrink.data import Dataset, Split
+from deepshrink.errors import TrainingError
+from deepshrink.train import TrainConfig, fit
+
+out = sys.argv[1]
+g = torch.Generator().manual_seed(0)
+ds = Dataset("synthetic", Split(torch.randn(256, 1, 8, 8, generator=g), torch.randint(0, 4, (256,), generator=g)),
+             Split(torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 4, (64,), generator=g)), [0.0], [1.0], 4)
+rank = int(os.environ["RANK"])
+calls = []
+def loss_fn(m, logits, x, y):  # only rank 0 turns NaN, at its third step
+    calls.append(1)
+    loss = nn.functional.cross_entropy(logits, y)
+    return loss * float("nan") if rank == 0 and len(calls) == 3 else loss
+model = models.build("lenet300", in_features=64, num_classes=4)
+try:
+    fit(model, ds, TrainConfig(epochs=1, batch_size=32, augment=False, progress=False, verbose=False), loss_fn=loss_fn)
+    msg = "no error"
+except TrainingError as exc:
+    msg = str(exc)
+open(os.path.join(out, f"rank{rank}.txt"), "w").write(msg)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.timeout(180)
+def test_ddp_a_nan_on_one_rank_stops_every_rank(tmp_path):
+    script = tmp_path / "ddp_nan.py"
+    script.write_text(_DDP_NAN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+         str(script), str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rank in (0, 1):  # both stop at the same step instead of rank 1 waiting in the all-reduce
+        assert "diverged" in (tmp_path / f"rank{rank}.txt").read_text()
+        assert "step 3" in (tmp_path / f"rank{rank}.txt").read_text()
+    assert "the loss is nan" in (tmp_path / "rank0.txt").read_text()
+    assert "another rank's loss" in (tmp_path / "rank1.txt").read_text()
+
+
 def test_fit_seeds_the_global_rng_so_dropout_does_not_depend_on_the_caller(ds):
     results = []
     for outside_seed in (1, 2):
