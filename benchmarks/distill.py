@@ -124,7 +124,7 @@ def results_name(teacher: str, warmup: float) -> str:
 
 
 def _alone_runs(label: str, args, key: str) -> list | None:
-    """The 'alone' runs of another teacher's results file (``--reuse-alone FILE``) when made with
+    """The 'alone' runs of another teacher's results file (``--reuse-alone NAME``: results/NAME.json) when made with
     this student, epochs, seeds and warmup. Training alone does not involve the teacher, and fit
     is bit-reproducible from its config."""
     path = RESULTS / f"{args.reuse_alone}.json"
