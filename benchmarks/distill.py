@@ -12,8 +12,8 @@ Settings (the flags' defaults): the ResNet-20 baseline as teacher (trained witho
 smoothing; the VGG baseline was, and distils worse), KL at T=2, alpha=0.5, and one epoch of linear
 LR warmup for every student, alone and distilled alike. Without warmup, the distillation
 gradients (about T (p_s - p_t) per logit) made the slim LeNet-5, which has no BatchNorm,
-diverge at its recipe's LR (T=4, alpha=0.5: 10% accuracy) or land below the student trained
-alone; those runs are kept in results/distill_<teacher>_warmup0.json.
+collapse at its recipe's LR (T=4, alpha=0.5: every ReLU dead, a constant output, 10%) or land
+below the student trained alone; those runs are kept in results/distill_<teacher>_warmup0.json.
 Teacher: a baseline checkpoint (checkpoints/baselines/, benchmarks/baselines.py). Students train
 without augmentation (alone and distilled alike), so the teacher's logits for the 60,000
 training images are computed once and cached in runs/distill/ under the checkpoint's hash.

@@ -40,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--warmup-epochs", type=float, default=1.0,
                    help="linear LR warmup (default 1: at T >= 2 the distillation gradients, about "
-                        "T (p_s - p_t), can diverge a student without BatchNorm at its recipe's LR)")
+                        "T (p_s - p_t), can kill every ReLU of a student without BatchNorm at its recipe's LR)")
     p.add_argument("--augment", choices=["on", "off"],
                    help="random shift/flip (default: the student's recipe); off lets the teacher's logits be cached")
     p.add_argument("--no-cache", action="store_true", help="run the teacher on every batch")
