@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +119,25 @@ def run_error():
 
 
 # ----------------------------------------------------------------------------- IDX files
+
+def _torchrun_two_ranks(source: str, out_dir: Path, *args: str, timeout: int = 120) -> None:
+    """Run ``source`` as a script on 2 CPU ranks (torchrun, gloo) with ``out_dir`` and ``args``
+    as its arguments; fail with the tail of its output unless every rank exits 0."""
+    script = out_dir / "ddp_script.py"
+    script.write_text(source)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+         str(script), str(out_dir), *args],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def torchrun_two_ranks():
+    return _torchrun_two_ranks
+
 
 from idx_files import write_idx_dir  # noqa: E402
 

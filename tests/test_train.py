@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +14,6 @@ from deepshrink.data import Dataset, Split
 from deepshrink.errors import ConfigError, FormatError, TrainingError
 from deepshrink.train import TrainConfig, evaluate, fine_tune, fit, lr_at, predict
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -341,21 +337,8 @@ dist.destroy_process_group()
 
 
 @pytest.mark.timeout(180)
-def _torchrun_two_ranks(source: str, tmp_path: Path) -> None:
-    """Run ``source`` as a script on 2 CPU ranks (gloo), its output folder ``tmp_path``."""
-    script = tmp_path / "ddp_script.py"
-    script.write_text(source)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("WORLD_SIZE", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-         str(script), str(tmp_path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-def test_ddp_two_ranks_train_identical_weights(tmp_path):
-    _torchrun_two_ranks(_DDP_SCRIPT, tmp_path)
+def test_ddp_two_ranks_train_identical_weights(tmp_path, torchrun_two_ranks):
+    torchrun_two_ranks(_DDP_SCRIPT, tmp_path)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert (r0["world"], r0["rank"], r1["world"], r1["rank"]) == (2, 0, 2, 1)
@@ -399,8 +382,8 @@ dist.destroy_process_group()
 
 
 @pytest.mark.timeout(180)
-def test_ddp_a_nan_on_one_rank_stops_every_rank(tmp_path):
-    _torchrun_two_ranks(_DDP_NAN_SCRIPT, tmp_path)
+def test_ddp_a_nan_on_one_rank_stops_every_rank(tmp_path, torchrun_two_ranks):
+    torchrun_two_ranks(_DDP_NAN_SCRIPT, tmp_path)
     for rank in (0, 1):  # both stop at the same step instead of rank 1 waiting in the all-reduce
         assert "diverged" in (tmp_path / f"rank{rank}.txt").read_text()
         assert "step 3" in (tmp_path / f"rank{rank}.txt").read_text()

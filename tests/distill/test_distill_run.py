@@ -2,11 +2,6 @@
 the cache is built only without augmentation and then serves every image, masks are held,
 feature distillation trains through fit, and two DDP ranks agree."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -18,7 +13,6 @@ from deepshrink.prune import prune_, sparsity
 from deepshrink.train import TrainConfig, evaluate, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def quiet(**kw):
@@ -146,15 +140,8 @@ dist.destroy_process_group()
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("mode", ["logits", "features"])
-def test_ddp_two_ranks_distill_identical_students(tmp_path, mode):
-    script = tmp_path / "ddp_distill.py"
-    script.write_text(_DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-                           str(script), str(tmp_path), mode], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_ddp_two_ranks_distill_identical_students(tmp_path, mode, torchrun_two_ranks):
+    torchrun_two_ranks(_DDP_SCRIPT, tmp_path, mode, timeout=200)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for k in r0["state"]:
