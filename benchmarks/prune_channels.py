@@ -207,7 +207,6 @@ def _speed_cells(r: dict, peer: bool, rerun: bool = False) -> list[str]:
         elif lp is None:
             cells.append("-")
         else:  # the peer's speed relative to dense = (dense/ours) / (peer/ours), from the same run
-            ld = r["latency_dense_vs_ours"][runtime]
             cells.append(f"{ld['b1']['ratio'] / lp['b1']['ratio']:.2f}x / {ld['b256']['ratio'] / lp['b256']['ratio']:.2f}x")
     return cells
 
