@@ -29,7 +29,7 @@ from . import data as data_mod
 from .codec import compression_report, load_compressed, save_compressed
 from .compress_report import write_report
 from .data import Dataset, Split
-from .distill import build_logit_cache, freeze, load_teacher, teacher_loss
+from .distill import cached_teacher_loss, load_teacher
 from .distill.losses import check_settings
 from .errors import ConfigError, FormatError
 from .io import load_model
@@ -157,11 +157,8 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
     augment = cfg.augment if cfg.augment is not None else bool(trained.get("augment", True))
     if teacher is None and cfg.distill:
         teacher = dense
-    loss_fn = None
-    if teacher is not None:  # without augmentation its logits for the training split are computed once
-        frozen = freeze(teacher)
-        cache = None if augment else build_logit_cache(frozen, data.train)
-        loss_fn = teacher_loss(frozen, cfg.kd_temperature, cfg.kd_alpha, cache=cache, copy_teacher=False)
+    loss_fn = None if teacher is None else cached_teacher_loss(teacher, data.train, augment, cfg.kd_temperature,
+                                                               cfg.kd_alpha)
     attempts: list[Attempt] = []
     target = cfg.sparsity
     best = None

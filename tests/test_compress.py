@@ -56,12 +56,12 @@ def test_backoff_lowers_the_target(make_dataset):
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_teacher_logits_cached_once_without_augmentation(make_dataset, monkeypatch, augment):
-    import deepshrink.compress as pipeline
+    import deepshrink.distill.run as distill_run
     from deepshrink.distill import TeacherTargets
 
     ds = make_dataset()
     builds, calls = [], {"hits": 0, "misses": 0}
-    real_build, real_call = pipeline.build_logit_cache, TeacherTargets.__call__
+    real_build, real_call = distill_run.build_logit_cache, TeacherTargets.__call__
 
     def counting_build(teacher, split, *a, **k):
         builds.append(len(split))
@@ -74,7 +74,7 @@ def test_teacher_logits_cached_once_without_augmentation(make_dataset, monkeypat
         calls["misses"] += self.misses - misses0
         return out
 
-    monkeypatch.setattr(pipeline, "build_logit_cache", counting_build)
+    monkeypatch.setattr(distill_run, "build_logit_cache", counting_build)
     monkeypatch.setattr(TeacherTargets, "__call__", counting_call)
     res = compress(_mlp(2), ds, CompressConfig(sparsity=0.97, allocation="global", max_drop=0.0, attempts=2,
                                                backoff=0.1, kd_temperature=2.0, kd_alpha=0.5,

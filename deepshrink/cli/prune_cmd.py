@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..data import Split
-from ..distill import build_logit_cache, freeze, load_teacher, teacher_loss
+from ..distill import cached_teacher_loss, load_teacher
 from ..distill.losses import check_settings
 from ..errors import ConfigError
 from ..io import save_model
@@ -120,11 +120,11 @@ def cmd_sensitivity(args) -> int:
 def _teacher_loss(args, ds, cfg: PruneConfig):
     """KD from ``--teacher`` (its logits for the training split cached when fine-tuning does not
     augment)."""
-    teacher = freeze(load_teacher(args.teacher, ds, getattr(args, "arch", None), getattr(args, "trust_code", False)))
-    cache = None if cfg.augment else build_logit_cache(teacher, ds.train)
+    teacher = load_teacher(args.teacher, ds, getattr(args, "arch", None), getattr(args, "trust_code", False))
+    loss_fn = cached_teacher_loss(teacher, ds.train, cfg.augment, args.kd_temperature, args.kd_alpha)
     print(f"teacher {args.teacher}: {evaluate(teacher, ds.test) * 100:.2f}% on the test images"
-          + ("; its training-set logits cached" if cache is not None else ""), flush=True)
-    return teacher_loss(teacher, args.kd_temperature, args.kd_alpha, cache=cache, copy_teacher=False)
+          + ("; its training-set logits cached" if loss_fn.targets.cache is not None else ""), flush=True)
+    return loss_fn
 
 
 def cmd_prune(args) -> int:

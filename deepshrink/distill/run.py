@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..data import Dataset
+from ..data import Dataset, Split
 from ..errors import ConfigError, DataError
 from ..io import load_model
 from ..train import FitResult, TrainConfig, fit
@@ -27,8 +27,8 @@ from .cache import LogitCache, TeacherTargets, build_logit_cache
 from .features import FeatureCapture, FeatureStudent, match_teacher, parse_pairs
 from .losses import FEATURE_LOSSES, check_settings, feature_distance, logit_loss
 
-__all__ = ["DistillConfig", "DistillResult", "teacher_loss", "distill", "freeze", "with_input_stats",
-           "load_teacher"]
+__all__ = ["DistillConfig", "DistillResult", "teacher_loss", "cached_teacher_loss", "distill", "freeze",
+           "with_input_stats", "load_teacher"]
 
 
 @dataclass
@@ -131,6 +131,15 @@ def teacher_loss(teacher: nn.Module | None, temperature: float = 4.0, alpha: flo
 
     loss_fn.targets = targets
     return loss_fn
+
+
+def cached_teacher_loss(teacher: nn.Module, train: Split, augment: bool, temperature: float = 4.0,
+                        alpha: float = 0.9, loss: str = "kl"):
+    """:func:`teacher_loss` from a frozen copy of ``teacher``, with its logits for the ``train``
+    split computed once when training does not augment (augmented images are never cached)."""
+    frozen = freeze(teacher)
+    cache = None if augment else build_logit_cache(frozen, train)
+    return teacher_loss(frozen, temperature, alpha, loss, cache=cache, copy_teacher=False)
 
 
 def _feature_loss(frozen: nn.Module, wrapper: FeatureStudent, cfg: DistillConfig):
