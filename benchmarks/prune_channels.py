@@ -41,6 +41,7 @@ from deepshrink.io import load_model
 from deepshrink.profile import compare_latency, profile_model
 from deepshrink.prune import build_groups, prune_channels
 from deepshrink.quant.export import export_onnx
+from deepshrink.quant.fold import fold_batchnorm
 from deepshrink.quant.session import OrtSession
 from deepshrink.train import TrainConfig, evaluate, fit
 
@@ -116,15 +117,29 @@ def peer(name: str, ds, ratio: float, args, channels: dict) -> tuple[dict, nn.Mo
 
 
 RUNTIMES = ("pytorch", "pytorch channels_last", "onnxruntime")
+# runner() also knows these two, timed by prune_channels_latency.py
+EXTRA_RUNTIMES = ("pytorch bn-folded", "torchscript frozen")
 
 
-def _runner(model: nn.Module, runtime: str, threads: int, tmp: Path):
-    """(callable, input converter) running ``model`` in ``runtime``."""
+def runner(model: nn.Module, runtime: str, threads: int, tmp: Path):
+    """(callable, input converter) running ``model`` in ``runtime``.
+
+    "pytorch bn-folded": the fx graph with every conv -> BatchNorm folded (fewer ops per layer);
+    "torchscript frozen": that graph traced and frozen (no Python between ops). The weights do not
+    change what is timed, only the shapes do."""
     if runtime == "onnxruntime":
         path = tmp / f"m{len(list(tmp.iterdir()))}.onnx"
         export_onnx(model, path, (1, 28, 28))  # ONNX Runtime folds BatchNorm and fuses Conv+ReLU itself
         session = OrtSession(path, threads=threads, batch_size=256)
         return session.run, lambda x: x.numpy()
+    if runtime in EXTRA_RUNTIMES:
+        folded = fold_batchnorm(copy.deepcopy(model).eval()).eval()
+        if runtime == "pytorch bn-folded":
+            return folded, lambda x: x
+        with torch.no_grad():
+            return torch.jit.freeze(torch.jit.trace(folded, torch.zeros(1, 1, 28, 28))), lambda x: x
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}")
     fmt = torch.channels_last if runtime.endswith("channels_last") else torch.contiguous_format
     m = copy.deepcopy(model).to(memory_format=fmt).eval()
     return m, lambda x: x.contiguous(memory_format=fmt)
@@ -135,8 +150,8 @@ def latency(a: nn.Module, b: nn.Module, args) -> dict:
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for runtime in RUNTIMES:
-            fa, convert = _runner(a, runtime, args.threads, Path(tmp))
-            fb, _ = _runner(b, runtime, args.threads, Path(tmp))
+            fa, convert = runner(a, runtime, args.threads, Path(tmp))
+            fb, _ = runner(b, runtime, args.threads, Path(tmp))
             for batch, repeats in ((1, args.repeats_b1), (256, args.repeats_b256)):
                 x = convert(torch.randn(batch, 1, 28, 28))
                 c = compare_latency(fa, fb, x, warmup=3, repeats=repeats, threads=args.threads)

@@ -68,7 +68,8 @@ def _timed(fn, args) -> float:
 @contextlib.contextmanager
 def _eval_mode(*fns):
     """Eval mode for the modules among ``fns`` while timing; their modes restored after."""
-    mods = [(m, m.training) for m in fns if isinstance(m, nn.Module)]
+    # a frozen TorchScript module is an nn.Module without a training flag: nothing to switch
+    mods = [(m, m.training) for m in fns if isinstance(m, nn.Module) and hasattr(m, "training")]
     for m, _ in mods:
         m.eval()
     try:

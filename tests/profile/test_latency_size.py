@@ -55,6 +55,17 @@ def test_compare_latency_input_b():
     assert c.ratio_median > 0
 
 
+def test_compare_latency_frozen_torchscript_and_eager_mode_restored():
+    # a frozen TorchScript module has no training flag; the eager one goes back to train mode
+    eager = _tiny().train()
+    with torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(_tiny().eval(), torch.zeros(1, 16)))
+    assert not hasattr(frozen, "training")
+    c = compare_latency(eager, frozen, torch.zeros(1, 16), warmup=1, repeats=3, threads=1)
+    assert c.a.repeats == c.b.repeats == 3 and c.ratio_median > 0
+    assert eager.training
+
+
 @pytest.mark.parametrize("kw", [dict(repeats=0), dict(repeats=-3), dict(warmup=-1), dict(threads=0)])
 def test_latency_bad_arguments(kw):
     before = torch.get_num_threads()
