@@ -255,6 +255,8 @@ def main() -> None:
                 res["commands"] = list(dict.fromkeys(_commands(was) + res["commands"]))
             merged[label] = res
         students = merged
+        if args.tables_only:  # the teacher entry (cache time, loaded or not) describes the runs, not this rebuild
+            tinfo = old["teacher"]
         was = old.get("pruning")
         if pruning and was and (was["epochs"], was["seeds"]) == (pruning["epochs"], pruning["seeds"]):
             for schedule, by_variant in was["runs"].items():  # variants not rerun are kept
@@ -282,7 +284,7 @@ def main() -> None:
         f"teacher' is PruneConfig(distill=True), KD T={args.prune_temperature:g}, alpha={args.prune_alpha:g} "
         "from the unpruned copy (rows naming other settings: those); 'big teacher' is "
         "the same one-shot path through distill() with the teacher above.",
-        "Seconds: wall time per run on a machine shared with other jobs (2 cores, other agents running); "
+        "Seconds: wall time per run on a machine shared with other jobs (2 cores, another benchmark running on the second core); "
         f"torch threads {args.threads}. Not a speed measurement.",
     ]
     smoothing = load_model(checkpoint(args.teacher))[1].train_config().get("label_smoothing", 0.0)
