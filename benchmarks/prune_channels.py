@@ -145,11 +145,11 @@ def runner(model: nn.Module, runtime: str, threads: int, tmp: Path):
     return m, lambda x: x.contiguous(memory_format=fmt)
 
 
-def latency(a: nn.Module, b: nn.Module, args) -> dict:
+def latency(a: nn.Module, b: nn.Module, args, runtimes=RUNTIMES) -> dict:
     """{runtime: {"b1": ..., "b256": ...}}: a against b, interleaved, in each runtime."""
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for runtime in RUNTIMES:
+        for runtime in runtimes:
             fa, convert = runner(a, runtime, args.threads, Path(tmp))
             fb, _ = runner(b, runtime, args.threads, Path(tmp))
             for batch, repeats in ((1, args.repeats_b1), (256, args.repeats_b256)):

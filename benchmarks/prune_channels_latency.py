@@ -17,23 +17,20 @@ buys what width does not.
 Runtimes: PyTorch eager (NCHW); the same with BatchNorm folded into the convs (fx); that graph
 traced and frozen with TorchScript (no Python between ops); ONNX Runtime on our fp32 export
 (it folds BatchNorm and fuses Conv+ReLU, and runs 16-channel-blocked kernels). Each cell is
-``compare_latency``: dense and pruned interleaved, median of the per-pair ratios, on
-``--threads`` threads. Share = speedup / MAC reduction.
+``compare_latency``, as in ``prune_channels.py``: dense and pruned interleaved, median of the
+per-pair ratios, on ``--threads`` threads. Share = speedup / MAC reduction.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from _results import write_result
-from prune_channels import baseline, counts, runner
+from prune_channels import baseline, counts, latency
 
-from deepshrink.profile import compare_latency
 from deepshrink.prune import prune_channels
 
 NAME = "prune_channels_latency"
@@ -98,21 +95,6 @@ def build(name: str, kwargs: dict, drop: tuple) -> tuple[nn.Module, nn.Module, d
     return dense, pruned, {g: c[1] for g, c in r.channels.items()}
 
 
-def measure(dense: nn.Module, pruned: nn.Module, args) -> dict:
-    out: dict = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for runtime in RUNTIMES:
-            fa, convert = runner(dense, runtime, args.threads, Path(tmp))
-            fb, _ = runner(pruned, runtime, args.threads, Path(tmp))
-            for batch, repeats in ((1, args.repeats_b1), (256, args.repeats_b256)):
-                x = convert(torch.randn(batch, 1, 28, 28))
-                c = compare_latency(fa, fb, x, warmup=5, repeats=repeats, threads=args.threads)
-                out.setdefault(runtime, {})[f"b{batch}"] = {
-                    "ratio": c.ratio_median, "p10": c.ratio_p10, "p90": c.ratio_p90,
-                    "a_ms": c.a.median_ms, "b_ms": c.b.median_ms, "repeats": repeats}
-    return out
-
-
 def _channels(keep: dict) -> str:
     return " ".join(f"{g}:{k}" for g, k in keep.items())
 
@@ -131,7 +113,7 @@ def main() -> None:
             dense, pruned, keep = build(name, kwargs, drop)
             macs0, macs1 = counts(dense)[0], counts(pruned)[0]
             red = macs0 / macs1
-            lat = measure(dense, pruned, args)
+            lat = latency(dense, pruned, args, RUNTIMES)
             cells = []
             for runtime in RUNTIMES:
                 s1, s256 = lat[runtime]["b1"]["ratio"], lat[runtime]["b256"]["ratio"]
