@@ -268,6 +268,9 @@ def fit(
             loss_value = loss.item()
             if _diverged(loss_value, world):  # stop before a NaN reaches the weights
                 what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else "another rank's loss is not finite"
+                # free the autograd graph now: under DDP it holds the reducer's pending state, which
+                # must not outlive the process group (the traceback would keep it until exit)
+                del logits, loss
                 raise TrainingError(f"training diverged: {what} at epoch {epoch + 1}, step {step + 1} "
                                     f"(LR {lr:.4g}); lower the LR or add warmup epochs")
             opt.zero_grad(set_to_none=True)

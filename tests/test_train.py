@@ -377,6 +377,7 @@ try:
 except TrainingError as exc:
     msg = str(exc)
 open(os.path.join(out, f"rank{rank}.txt"), "w").write(msg)
+dist.barrier()  # neither rank tears the group down while the other still uses it
 dist.destroy_process_group()
 """
 
