@@ -120,11 +120,37 @@ def run_error():
 
 # ----------------------------------------------------------------------------- IDX files
 
+# put before every torchrun script: the shared imports, a dataset and a teardown
+_TORCHRUN_PRELUDE = r"""
+import os, sys
+import torch
+import torch.distributed as dist
+from deepshrink.data import Dataset, Split
+
+
+def synthetic_dataset():
+    # 4 classes of noisy 8x8 prototypes (256 train, 64 test), the same on every rank
+    g = torch.Generator().manual_seed(0)
+    protos = torch.randn(4, 1, 8, 8, generator=g)
+    def split(n):
+        y = torch.randint(0, 4, (n,), generator=g)
+        return Split(protos[y] + 0.6 * torch.randn(n, 1, 8, 8, generator=g), y)
+    return Dataset("synthetic", split(256), split(64), [0.0], [1.0], 4)
+
+
+def finish():
+    dist.barrier()  # no rank tears the group down while another still uses it
+    dist.destroy_process_group()
+"""
+
+
 def _torchrun_two_ranks(source: str, out_dir: Path, *args: str, timeout: int = 120) -> None:
-    """Run ``source`` as a script on 2 CPU ranks (torchrun, gloo) with ``out_dir`` and ``args``
-    as its arguments; fail with the tail of its output unless every rank exits 0."""
+    """Run ``source`` (after the prelude: ``os``, ``sys``, ``torch``, ``dist``, ``Dataset``,
+    ``Split``, ``synthetic_dataset()``, ``finish()``) as a script on 2 CPU ranks (torchrun,
+    gloo) with ``out_dir`` and ``args`` as its arguments; fail with the tail of its output
+    unless every rank exits 0."""
     script = out_dir / "ddp_script.py"
-    script.write_text(source)
+    script.write_text(_TORCHRUN_PRELUDE + source)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("WORLD_SIZE", None)
     proc = subprocess.run(

@@ -309,20 +309,11 @@ def test_checkpoint_for_other_data_is_config_error(tmp_path, ds):
 # ----------------------------------------------------------------------------- DDP
 
 _DDP_SCRIPT = r"""
-import os, sys
-import torch
-import torch.distributed as dist
 from deepshrink import models
-from deepshrink.data import Dataset, Split
 from deepshrink.train import TrainConfig, fit
 
 out = sys.argv[1]
-g = torch.Generator().manual_seed(0)
-protos = torch.randn(4, 1, 8, 8, generator=g)
-def split(n):
-    y = torch.randint(0, 4, (n,), generator=g)
-    return Split(protos[y] + 0.6 * torch.randn(n, 1, 8, 8, generator=g), y)
-ds = Dataset("synthetic", split(256), split(64), [0.0], [1.0], 4)
+ds = synthetic_dataset()
 
 rank = int(os.environ["RANK"])
 torch.manual_seed(100 + rank)  # other initial weights on each rank: DDP must broadcast rank 0's
@@ -332,7 +323,7 @@ cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, augment=True, seed=0, progre
 res = fit(model, ds, cfg, callbacks=[lambda m, info: steps.append((info.global_step, info.total_steps))])
 torch.save({"state": model.state_dict(), "world": dist.get_world_size(), "rank": dist.get_rank(),
             "steps": steps, "accuracy": res.accuracy}, os.path.join(out, f"rank{rank}.pt"))
-dist.destroy_process_group()
+finish()
 """
 
 
@@ -351,19 +342,13 @@ def test_ddp_two_ranks_train_identical_weights(tmp_path, torchrun_two_ranks):
 
 
 _DDP_NAN_SCRIPT = r"""
-import os, sys
-import torch
-import torch.distributed as dist
 from torch import nn
 from deepshrink import models
-from deepshrink.data import Dataset, Split
 from deepshrink.errors import TrainingError
 from deepshrink.train import TrainConfig, fit
 
 out = sys.argv[1]
-g = torch.Generator().manual_seed(0)
-ds = Dataset("synthetic", Split(torch.randn(256, 1, 8, 8, generator=g), torch.randint(0, 4, (256,), generator=g)),
-             Split(torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 4, (64,), generator=g)), [0.0], [1.0], 4)
+ds = synthetic_dataset()
 rank = int(os.environ["RANK"])
 calls = []
 def loss_fn(m, logits, x, y):  # only rank 0 turns NaN, at its third step
@@ -377,8 +362,7 @@ try:
 except TrainingError as exc:
     msg = str(exc)
 open(os.path.join(out, f"rank{rank}.txt"), "w").write(msg)
-dist.barrier()  # neither rank tears the group down while the other still uses it
-dist.destroy_process_group()
+finish()
 """
 
 

@@ -109,21 +109,12 @@ def test_bad_configs_fail_before_training(ds, teacher):
 
 
 _DDP_SCRIPT = r"""
-import os, sys
-import torch
-import torch.distributed as dist
 from deepshrink import models
-from deepshrink.data import Dataset, Split
 from deepshrink.distill import DistillConfig, distill
 from deepshrink.train import TrainConfig
 
 out, features = sys.argv[1], sys.argv[2] == "features"
-g = torch.Generator().manual_seed(0)
-protos = torch.randn(4, 1, 8, 8, generator=g)
-def split(n):
-    y = torch.randint(0, 4, (n,), generator=g)
-    return Split(protos[y] + 0.6 * torch.randn(n, 1, 8, 8, generator=g), y)
-ds = Dataset("synthetic", split(256), split(64), [0.0], [1.0], 4)
+ds = synthetic_dataset()
 torch.manual_seed(0)
 teacher = models.build("lenet300", in_features=64, num_classes=4)
 rank = int(os.environ["RANK"])
@@ -133,7 +124,7 @@ cfg = DistillConfig(features=["fc2:fc2"] if features else [])
 res = distill(teacher, student, ds, cfg, TrainConfig(epochs=1, batch_size=32, augment=False, progress=False,
                                                      verbose=False))
 torch.save({"state": student.state_dict(), "hits": res.cache_hits}, os.path.join(out, f"rank{rank}.pt"))
-dist.destroy_process_group()
+finish()
 """
 
 
