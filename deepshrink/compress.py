@@ -215,7 +215,7 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
     if not Path(out).parent.is_dir():  # fail before minutes of fine-tuning, not after
         raise ConfigError(f"{out}: the output folder {Path(out).parent} does not exist")
     model, info = load_model(src, arch=arch, trust_code=trust_code)
-    spec = data_spec or info.data or "fashion-mnist"
+    spec = data_mod.spec_from_file(data_spec, info.data, src, trust_code)
     data = data_mod.load(spec, info.mean, info.std)
     teacher_model = load_teacher(teacher, data, trust_code=trust_code) if teacher else None
     result = compress(model, data, cfg, info.train_config(), teacher=teacher_model)
@@ -224,7 +224,7 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
                          **{k: v for k, v in result.to_dict().items() if k != "attempts"},
                          "attempts": len(result.attempts)})
     save_compressed(result.model, out, info)
-    decoded = load_compressed(out, trust_code=trust_code)
+    decoded = load_compressed(out, trust_code=trust_code or arch is not None)  # naming the callable trusts it
     ours = dict(result.model.state_dict())
     for name, t in decoded.state_dict().items():
         if name.endswith("_mask"):

@@ -39,6 +39,8 @@ __all__ = [
     "iterate_batches",
     "augment_batch",
     "num_batches",
+    "is_code_spec",
+    "spec_from_file",
 ]
 
 DEFAULT_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
@@ -206,6 +208,31 @@ def _from_callable(spec: str) -> tuple[np.ndarray, ...]:
     return xs, ys, xt, yt
 
 
+def is_code_spec(spec: str) -> bool:
+    """True when loading ``spec`` would import and call code (a ``module:callable`` spec)."""
+    return spec != "fashion-mnist" and not spec.startswith(("idx:", "npz:")) and ":" in spec
+
+
+def spec_from_file(given: str | None, stored, where: str, trust_code: bool = False) -> str:
+    """The data spec to use: the one the user ``given`` (command line or Python call), else the one a
+    model file ``stored`` (its ``data`` field), else ``fashion-mnist``.
+
+    A stored ``module:callable`` spec is code named by a file: it is refused unless the user passed
+    ``trust_code`` or named the same spec. ``where`` names the file in the error.
+    """
+    if given:
+        return given
+    if stored is None:
+        return "fashion-mnist"
+    if not isinstance(stored, str) or not stored:
+        raise DataError(f"{where}: metadata field 'data' must be a non-empty string, got {stored!r}")
+    if is_code_spec(stored) and not trust_code:
+        raise DataError(
+            f"{where}: metadata field 'data' names code {stored!r}; opening a file never imports code: "
+            "pass --data SPEC, or --trust-code (Python: trust_code=True) if you trust it")
+    return stored
+
+
 def _to_nchw(x: np.ndarray, where: str) -> torch.Tensor:
     t = torch.from_numpy(np.array(x, copy=True, order="C"))
     if t.dim() == 3:  # (N, H, W) -> (N, 1, H, W)
@@ -227,7 +254,7 @@ def load(spec: str = "fashion-mnist", mean=None, std=None) -> Dataset:
         arrays = _from_idx_dir(Path(spec[4:]), spec)
     elif spec.startswith("npz:"):
         arrays = _from_npz(Path(spec[4:]))
-    elif ":" in spec:
+    elif is_code_spec(spec):
         arrays = _from_callable(spec)
     else:
         raise DataError(

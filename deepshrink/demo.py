@@ -57,7 +57,7 @@ def run(out_dir: Path, retrain: bool, sparsity: float, prune_epochs: int, max_dr
     print("[3/3] the .dsz file, read back", flush=True)
     dense, info = load_model(ckpt)
     decoded = load_compressed(dsz)
-    ds = data_mod.load(info.data or "fashion-mnist", info.mean, info.std)
+    ds = data_mod.load(data_mod.spec_from_file(None, info.data, str(ckpt)), info.mean, info.std)
     acc_dense, acc_decoded = evaluate(dense, ds.test), evaluate(decoded, ds.test)
     x = torch.zeros(1, *info.input_shape)
     print()

@@ -72,9 +72,9 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     model, info = open_model(args, args.file)
-    ds = load_data_for(info, args.data)
+    ds = load_data_for(info, args.data, args, args.file)
     acc = evaluate(model, ds.test)
-    spec = args.data or info.data or "fashion-mnist"
+    spec = data_mod.spec_from_file(args.data, info.data, args.file, args.trust_code)
     if args.json:
         print(json.dumps({"file": args.file, "data": spec, "images": len(ds.test), "accuracy": acc}))
     else:

@@ -44,7 +44,7 @@ def cmd_prune_channels(args) -> int:
     if args.round_to < 1:
         raise ConfigError(f"--round-to must be >= 1, got {args.round_to}")
     model, info = open_model(args, args.file)
-    ds = load_data_for(info, args.data)
+    ds = load_data_for(info, args.data, args, args.file)
     trained = info.train_config()
     cfg = ChannelConfig(ratio=args.ratio, macs_target=args.macs_target, criterion=args.criterion,
                         scope=args.scope, rounds=args.rounds, epochs=args.finetune_epochs,

@@ -45,9 +45,12 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def load_data_for(info: ModelInfo, spec: str | None) -> data_mod.Dataset:
-    """The data set a model is evaluated on, normalised with the model's own statistics."""
-    spec = spec or info.data or "fashion-mnist"
+def load_data_for(info: ModelInfo, spec: str | None, args=None, where: str = "the model file") -> data_mod.Dataset:
+    """The data set a model is evaluated on, normalised with the model's own statistics.
+
+    ``spec`` is the user's ``--data``; without it the file's own ``data`` field is used, and a
+    ``module:callable`` there is imported only with ``--trust-code`` (from ``args``)."""
+    spec = data_mod.spec_from_file(spec, info.data, where, getattr(args, "trust_code", False))
     ds = data_mod.load(spec, mean=info.mean, std=info.std)
     if list(ds.input_shape) != list(info.input_shape):
         raise DataError(f"{spec}: images are {list(ds.input_shape)}, the model expects {list(info.input_shape)}")

@@ -63,7 +63,7 @@ def _student(args, ds_spec: str | None, teacher_info: ModelInfo):
     """(model, info, data set, recorded training settings, is_file) for --student."""
     if args.student in models.REGISTRY:
         extra = parse_kwargs(args.kwargs)
-        spec = ds_spec or teacher_info.data or "fashion-mnist"
+        spec = data_mod.spec_from_file(ds_spec, teacher_info.data, args.teacher, args.trust_code)
         ds = data_mod.load(spec)
         kwargs = arch_kwargs(args.student, ds, extra)
         seed_everything(args.seed)
@@ -77,7 +77,8 @@ def _student(args, ds_spec: str | None, teacher_info: ModelInfo):
     if args.kwargs:
         raise ConfigError("--kwargs only applies to a zoo student, not to a model file")
     model, info = open_model(args, args.student)
-    spec = ds_spec or info.data or teacher_info.data or "fashion-mnist"
+    spec = data_mod.spec_from_file(ds_spec, info.data if info.data is not None else teacher_info.data,
+                                   args.student if info.data is not None else args.teacher, args.trust_code)
     ds = data_mod.load(spec, mean=info.mean, std=info.std)
     return model, info, ds, {**info.train_config(), "epochs": 5}, True
 

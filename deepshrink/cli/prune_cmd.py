@@ -105,7 +105,7 @@ def _run_scan(model, ds, args, out_dir: Path, grid, max_drop_pp: float) -> dict:
 
 def cmd_sensitivity(args) -> int:
     model, info = open_model(args, args.file)
-    ds = load_data_for(info, args.data)
+    ds = load_data_for(info, args.data, args, args.file)
     out = Path(args.out_dir)
     scan = _run_scan(model, ds, args, out, _grid(args.sparsities), args.max_drop)
     grid = scan["sparsities"]
@@ -136,7 +136,7 @@ def cmd_prune(args) -> int:
         raise ConfigError("give --distill (the unpruned model as teacher) or --teacher FILE, not both")
     check_settings(args.kd_temperature, args.kd_alpha, "kl")
     model, info = open_model(args, args.file)
-    ds = load_data_for(info, args.data)
+    ds = load_data_for(info, args.data, args, args.file)
     target: float | dict = args.sparsity
     plots = Path(args.plots) if args.plots else None
     if args.auto:

@@ -70,7 +70,7 @@ def _subset(ds: Dataset, epochs: float) -> tuple[Dataset, int]:
 def cmd_quantize(args) -> int:
     from ..quant import QuantConfig, qat_finetune, quantize_ptq, save_quantized
     model, info = open_model(args, args.file)
-    ds = load_data_for(info, args.data)
+    ds = load_data_for(info, args.data, args, args.file)
     before = evaluate(model, ds.test)
     fc_bits = args.fc_bits if args.fc_bits is not None else args.bits
     if args.method == "kmeans":
@@ -134,7 +134,7 @@ def cmd_export(args) -> int:
     else:
         model, info = open_model(args, args.file)
         if args.int8:
-            ds = load_data_for(info, args.data)
+            ds = load_data_for(info, args.data, args, args.file)
             gm = quantize_ptq(model, _calib(ds, args.calib), QuantConfig(per_channel=True))
             export_qdq(gm, args.onnx, info.input_shape)
             kind = f"int8 QDQ (calibrated on {min(args.calib, len(ds.train))} images)"
@@ -143,7 +143,7 @@ def cmd_export(args) -> int:
             kind = "fp32"
     print(f"{kind} -> {args.onnx}")
     if args.check:
-        ds = load_data_for(info, args.data)
+        ds = load_data_for(info, args.data, args, args.file)
         n = min(args.check, len(ds.test))
         acc = OrtSession(args.onnx).evaluate(Split(ds.test.x[:n], ds.test.y[:n]))
         print(f"ONNX Runtime accuracy on {n} test images: {acc * 100:.2f}%")
