@@ -27,7 +27,8 @@ from torch import nn
 
 from . import models
 from .atomic import atomic_write_bytes
-from .errors import FormatError, ModelError
+from .errors import DeepShrinkError, FormatError, ModelError
+from .metadata import check_record
 
 __all__ = ["ModelInfo", "save_model", "load_model", "read_info", "resize_to_state", "sync_layer_sizes",
            "build_arch", "model_from_state", "read_bytes", "FORMAT_NAME"]
@@ -72,13 +73,9 @@ class ModelInfo:
             raise FormatError(f"{where}: metadata is not a {FORMAT_NAME} record")
         if raw.get("version") != FORMAT_VERSION:
             raise FormatError(f"{where}: unsupported version {raw.get('version')!r}")
+        check_record(raw, where)
         known = {f for f in cls.__dataclass_fields__}
-        fields = {k: v for k, v in raw.items() if k in known}
-        if not isinstance(fields.get("arch"), str):
-            raise FormatError(f"{where}: metadata field 'arch' missing or not a string")
-        if not isinstance(fields.get("kwargs", {}), dict):
-            raise FormatError(f"{where}: metadata field 'kwargs' is not an object")
-        return cls(**fields)
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -158,10 +155,22 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
     return info
 
 
+MAX_ARCH_ELEMENTS = 1 << 28   # parameters + buffers of a zoo architecture built from a file's kwargs
+
+
 def build_arch(info: ModelInfo, trust_code: bool, where: str) -> nn.Module:
-    """Build the architecture an info names; ``module:callable`` only when trusted."""
+    """Build the architecture an info names; ``module:callable`` only when trusted.
+
+    A zoo architecture is first built on the meta device (no memory) to bound its size, since a
+    file's kwargs could ask for any width; kwargs the constructor refuses are one ModelError."""
     if info.arch in models.REGISTRY:
-        return models.build(info.arch, **info.kwargs)
+        factory = models.REGISTRY[info.arch]
+        with torch.device("meta"):
+            size = sum(t.numel() for t in _construct(factory, info, where).state_dict().values())
+        if size > MAX_ARCH_ELEMENTS:
+            raise ModelError(f"{where}: metadata field 'kwargs' {info.kwargs} makes {info.arch!r} hold {size} "
+                             f"values, more than {MAX_ARCH_ELEMENTS}")
+        return _construct(factory, info, where)
     if ":" in info.arch:
         if not trust_code:
             raise ModelError(
@@ -172,17 +181,39 @@ def build_arch(info: ModelInfo, trust_code: bool, where: str) -> nn.Module:
             factory = getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as exc:
             raise ModelError(f"{where}: cannot import {info.arch!r} ({exc})") from None
-        return factory(**info.kwargs)
+        return _construct(factory, info, where)
     raise ModelError(f"{where}: unknown architecture {info.arch!r}")
 
 
-def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Give every parameter/buffer of ``model`` the shape stored in ``state`` (pruned layers)."""
+def _construct(factory, info: ModelInfo, where: str) -> nn.Module:
+    try:
+        model = factory(**info.kwargs)
+    except DeepShrinkError:
+        raise
+    except Exception as exc:  # the constructor's own refusal of bad kwargs: TypeError, ValueError, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{where}: cannot build {info.arch!r} with kwargs {info.kwargs} "
+                         f"({type(exc).__name__}: {first})") from None
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{where}: {info.arch!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor], where: str = "state") -> bool:
+    """Give every parameter/buffer of ``model`` the shape stored in ``state`` (pruned layers).
+
+    A pruned tensor keeps its number of dimensions and has no empty dimension; anything else is a
+    ModelError naming the tensor. Returns whether any tensor changed shape."""
     own = dict(model.named_parameters()) | dict(model.named_buffers())
+    resized = False
     for key, value in state.items():
         cur = own.get(key)
         if cur is None or cur.shape == value.shape:
             continue
+        if value.dim() != cur.dim() or (value.numel() == 0 and cur.numel() != 0):
+            raise ModelError(f"{where}: tensor {key!r} has shape {list(value.shape)}, the architecture's is "
+                             f"{list(cur.shape)} (a pruned tensor keeps its dimensions, none of them empty)")
+        resized = True
         mod_name, _, attr = key.rpartition(".")
         mod = model.get_submodule(mod_name) if mod_name else model
         new = torch.empty(value.shape, dtype=cur.dtype)
@@ -191,6 +222,7 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         else:
             mod.register_buffer(attr, new)
         sync_layer_sizes(mod)
+    return resized
 
 
 def sync_layer_sizes(mod: nn.Module) -> None:
@@ -248,7 +280,7 @@ def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code
     shapes, attach mask/codebook buffers and load ``state`` strictly (every loader's steps)."""
     model = build_arch(info, trust_code, where)
     _apply_channel_plan(model, info, where)
-    resize_to_state(model, state)
+    resized = resize_to_state(model, state, where)
     _attach_extra_buffers(model, state)
     missing, unexpected = _diff_keys(model, state)
     if missing or unexpected:
@@ -258,7 +290,25 @@ def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(f"{where}: {str(exc).splitlines()[-1].strip()}") from None
+    if resized:
+        _check_forward(model, info, where)
     return model
+
+
+def _check_forward(model: nn.Module, info: ModelInfo, where: str) -> None:
+    """One batch-1 forward of zeros: stored shapes that changed must still fit together."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *info.input_shape))
+    except DeepShrinkError:
+        raise
+    except Exception as exc:  # shape mismatches surface as RuntimeError, ValueError, IndexError ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{where}: the stored tensor shapes do not fit together in {info.arch!r} "
+                         f"({type(exc).__name__}: {first})") from None
+    finally:
+        model.train(training)
 
 
 def _apply_channel_plan(model: nn.Module, info: ModelInfo, where: str) -> None:

@@ -179,8 +179,10 @@ def _save_state(path: str, model, opt, epoch, step, global_step, history, ident,
 def _load_state(path: str, ident: dict) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FormatError(f"{path}: unreadable training-state file ({exc})") from None
+    except Exception as exc:  # never fall back to unsafe loading; torch's message spans many lines
+        what = ("it holds objects other than tensors; loading never executes code"
+                if "weights_only" in str(exc) else (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        raise FormatError(f"{path}: unreadable training-state file ({what})") from None
     if not isinstance(state, dict) or state.get("ident") != ident:
         raise ConfigError(
             f"{path}: training state was written with other settings "
