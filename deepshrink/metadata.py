@@ -15,9 +15,11 @@ trust rule for ``module:callable`` values lives where they would be imported (``
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Any
 
 from .errors import FormatError
+from .train import TrainConfig
 
 __all__ = ["MAX_DEPTH", "MAX_INPUT_ELEMENTS", "MAX_TEXT", "check_record", "depth"]
 
@@ -96,6 +98,24 @@ def _history(v: Any, where: str) -> None:
         if "config" in h and not isinstance(h["config"], dict):
             raise FormatError(f"{where}: metadata field 'history[{i}].config' must be an object, "
                               f"got {_show(h['config'])}")
+        if h.get("op") == "train":
+            _train_config(h.get("config", {}), f"history[{i}].config", where)
+
+
+def _train_config(cfg: dict, label: str, where: str) -> None:
+    """The recorded training settings are reused when fine-tuning: each known one has its field's type."""
+    for f in fields(TrainConfig):
+        if f.name not in cfg:
+            continue
+        v, default = cfg[f.name], getattr(TrainConfig(), f.name)
+        if isinstance(default, bool) or default is None:
+            ok = isinstance(v, bool) or (default is None and (v is None or isinstance(v, str)))
+        elif isinstance(default, (int, float)):
+            ok = _number(v) and (isinstance(default, float) or type(v) is int)
+        else:
+            ok = isinstance(v, type(default))
+        if not ok:
+            raise FormatError(f"{where}: metadata field '{label}.{f.name}' has the wrong type: {_show(v)}")
 
 
 def _extra(v: Any, where: str) -> None:

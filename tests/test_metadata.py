@@ -194,3 +194,11 @@ def test_every_error_through_the_cli_is_one_line(tmp_path, capsys):
     assert main(["evaluate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "num_classes" in err[0]
+
+
+@pytest.mark.parametrize("key,value", [("lr", "fast"), ("epochs", 2.5), ("augment", "yes"), ("lr", [1]),
+                                       ("batch_size", None)])
+def test_recorded_training_settings_of_the_wrong_type(tmp_path, key, value):
+    path = _write(tmp_path / "t.safetensors", _state(), history=[{"op": "train", "config": {key: value}}])
+    with pytest.raises(FormatError, match=f"history\\[0\\].config.{key}"):
+        load_model(path)
