@@ -12,13 +12,28 @@ Specs (``--data SPEC``):
 IDX (LeCun's MNIST format): two zero bytes, a type code, the number of dimensions, then one
 big-endian uint32 per dimension and the values, big-endian. Every field is checked against the
 bytes really present before anything is allocated.
+
+Limits, so that a small hostile file cannot exhaust memory:
+
+* one IDX file may declare at most ``MAX_IDX_BYTES`` (1 GiB) of decoded values; the environment
+  variable ``DEEPSHRINK_MAX_IDX_BYTES`` (a whole number of bytes) raises or lowers it. The
+  declaration is refused before any data is read, and memory then follows the bytes really
+  decoded (a gzip stream grows one buffer; a plain file's size is checked first);
+* labels are class indices: 1-D (shape ``(N,)``), whole numbers, ``0 <= y < MAX_CLASSES``
+  (100,000), so a stray label cannot size a classifier with billions of outputs;
+* neither split may be empty.
+
+Images of every IDX type load as float32: uint8 values are divided by 255, the other types
+keep their values.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib
+import io
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -34,6 +49,9 @@ __all__ = [
     "Split",
     "Dataset",
     "DEFAULT_FASHION_DIR",
+    "MAX_IDX_BYTES",
+    "MAX_CLASSES",
+    "max_idx_bytes",
     "read_idx",
     "load",
     "iterate_batches",
@@ -56,22 +74,41 @@ _IDX_TYPES = {
     0x0E: (">f8", 8),
 }
 _CHUNK = 1 << 18  # 256 KiB reads: a read preallocates its size
-_MAX_IDX_BYTES = 1 << 34  # 16 GiB: refuse absurd declared sizes before reading
+MAX_IDX_BYTES = 1 << 30  # 1 GiB of decoded values per IDX file; DEEPSHRINK_MAX_IDX_BYTES overrides
+MAX_IDX_BYTES_ENV = "DEEPSHRINK_MAX_IDX_BYTES"
+MAX_CLASSES = 100_000  # labels are class indices 0 .. MAX_CLASSES - 1
+
+
+def max_idx_bytes() -> int:
+    """The most decoded bytes one IDX file may declare: ``$DEEPSHRINK_MAX_IDX_BYTES`` if set,
+    else ``MAX_IDX_BYTES``. Read at each call, never at import."""
+    raw = os.environ.get(MAX_IDX_BYTES_ENV)
+    if raw is None:
+        return MAX_IDX_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DataError(f"environment variable {MAX_IDX_BYTES_ENV} must be a positive whole number of "
+                        f"bytes, got {raw!r}")
+    return value
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (plain or gzip) into a numpy array, validating the header.
+    """Read one IDX file (plain or gzip) into a numpy array in native byte order, validating the header.
 
-    The file is streamed: the header is checked and the declared size bounded before the
-    data is read, so a small file (or a gzip bomb) declaring a huge array fails fast.
+    The file is streamed: the header is checked and the declared size bounded (``max_idx_bytes``)
+    before the data is read, so a small file (or a gzip bomb) declaring a huge array fails fast.
     """
     path = Path(path)
+    limit = max_idx_bytes()
     try:
         with open(path, "rb") as fh:
             is_gzip = fh.read(2) == b"\x1f\x8b"
         opener = gzip.open if is_gzip else open
         with opener(path, "rb") as fh:
-            return _read_idx_stream(fh, path)
+            return _read_idx_stream(fh, path, limit, is_gzip)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -82,7 +119,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _read_idx_stream(fh, path: Path) -> np.ndarray:
+def _read_idx_stream(fh, path: Path, limit: int, is_gzip: bool) -> np.ndarray:
     magic = fh.read(4)
     if len(magic) < 4:
         raise DataError(f"{path}: too short for an IDX header ({len(magic)} bytes)")
@@ -100,22 +137,66 @@ def _read_idx_stream(fh, path: Path) -> np.ndarray:
     for d in dims:
         count *= d  # Python int: no overflow
     need = count * width
-    if need > _MAX_IDX_BYTES:
-        raise DataError(f"{path}: IDX header declares {need} bytes of data, refusing")
-    # read in bounded chunks: memory follows the bytes really present, not the declaration;
-    # one byte more than declared tells a too-long file
-    chunks, got = [], 0
-    while got <= need:
-        chunk = fh.read(min(_CHUNK, need + 1 - got))
+    if need > limit:
+        raise DataError(f"{path}: IDX header declares {need} bytes of data, over the limit of {limit} "
+                        f"(set {MAX_IDX_BYTES_ENV} to a larger number of bytes to allow it)")
+    left = None if is_gzip else _bytes_left(fh)
+    if left is not None and left != need:
+        _size_mismatch(path, dims, need, left)
+    body = _read_exact(fh, need) if left is not None else _read_growing(fh, need)
+    if len(body) != need:
+        _size_mismatch(path, dims, need, len(body))
+    arr = np.frombuffer(body, dtype=dtype, count=count).reshape(dims)  # a view of body: no copy
+    native = arr.dtype.newbyteorder("=")
+    if native != arr.dtype:  # big-endian on a little-endian host: swap in place, still no copy
+        arr = arr.byteswap(inplace=True).view(native)
+    return arr
+
+
+def _size_mismatch(path: Path, dims, need: int, have: int):
+    shown = f"{have}" if have < need else f"more than {need}"
+    raise DataError(f"{path}: IDX dimensions {list(dims)} need {need} bytes of data, file has {shown}")
+
+
+def _bytes_left(fh) -> int | None:
+    """Bytes after the current position of a regular file; None when the size is unknown (a pipe)."""
+    try:
+        st = os.fstat(fh.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return st.st_size - fh.tell() if stat.S_ISREG(st.st_mode) else None
+
+
+def _read_exact(fh, need: int) -> bytearray:
+    """Read ``need`` bytes into one buffer of exactly that size (its size was checked against the
+    file's), plus a one-byte probe: a file grown since is too long. Returns what was read."""
+    body = bytearray(need)
+    view = memoryview(body)
+    got = 0
+    while got < need:
+        n = fh.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    view.release()
+    if got < need:
+        del body[got:]
+    elif fh.read(1):
+        body.append(0)  # longer than declared
+    return body
+
+
+def _read_growing(fh, need: int) -> bytearray:
+    """Read at most ``need + 1`` bytes of a stream of unknown length (gzip) into one growing buffer:
+    memory follows the bytes really decoded, not the declaration; one byte more than declared
+    tells a too-long stream."""
+    body = bytearray()
+    while len(body) <= need:
+        chunk = fh.read(min(_CHUNK, need + 1 - len(body)))
         if not chunk:
             break
-        chunks.append(chunk)
-        got += len(chunk)
-    body = b"".join(chunks)
-    if len(body) != need:
-        have = f"{len(body)}" if len(body) < need else f"more than {need}"
-        raise DataError(f"{path}: IDX dimensions {list(dims)} need {need} bytes of data, file has {have}")
-    return np.frombuffer(body, dtype=dtype, count=count).reshape(dims)
+        body += chunk  # grows in place (realloc), no list of chunks and no join
+    return body
 
 
 @dataclass
@@ -182,16 +263,21 @@ def _from_npz(path: Path) -> tuple[np.ndarray, ...]:
 
 
 def _as_arrays(part, which: str, spec: str) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(part, (tuple, list)) and len(part) == 2 and hasattr(part[0], "shape"):
-        x, y = part
-    else:
-        try:
+    """One split returned by a data factory as numpy ``(x, y)``; values are checked by ``load``."""
+    try:
+        if isinstance(part, (tuple, list)) and len(part) == 2 and hasattr(part[0], "shape"):
+            x, y = part
+        else:
             items = [part[i] for i in range(len(part))]
+            if not items:
+                raise DataError(f"{spec}: the {which} split is empty")
             x = torch.stack([torch.as_tensor(np.asarray(a)) for a, _ in items])
-            y = torch.as_tensor([int(b) for _, b in items])
-        except Exception as exc:
-            raise DataError(f"{spec}: {which} split is neither (x, y) nor a data set ({exc})") from None
-    return np.asarray(x), np.asarray(y)
+            y = np.array([np.asarray(b) for _, b in items])  # labels kept as given: load checks them
+        return np.asarray(x), np.asarray(y)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{spec}: {which} split is neither (x, y) arrays nor a data set ({exc})") from None
 
 
 def _from_callable(spec: str) -> tuple[np.ndarray, ...]:
@@ -233,16 +319,55 @@ def spec_from_file(given: str | None, stored, where: str, trust_code: bool = Fal
     return stored
 
 
-def _to_nchw(x: np.ndarray, where: str) -> torch.Tensor:
-    t = torch.from_numpy(np.array(x, copy=True, order="C"))
+_NUMBER_KINDS = "biuf"  # numpy dtype kinds accepted for images and labels: bool, ints, floats
+
+
+def _to_nchw(x, where: str) -> torch.Tensor:
+    """Images as one new float32 tensor (N, C, H, W), or (N, F) for flat features.
+
+    One conversion, straight to float32 (any byte order), never aliasing the caller's array; only
+    uint8 is scaled (divided by 255), the other types keep their values.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in _NUMBER_KINDS:
+        raise DataError(f"{where}: images must be numbers, got dtype {x.dtype}")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(f"{where}: images must be (N,H,W), (N,C,H,W) or (N,H,W,C), got {tuple(x.shape)}")
+    t = torch.from_numpy(np.array(x, dtype=np.float32, order="C", copy=True))
+    if x.dtype == np.uint8:
+        t.div_(255.0)
     if t.dim() == 3:  # (N, H, W) -> (N, 1, H, W)
         t = t.unsqueeze(1)
     elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
-        t = t.permute(0, 3, 1, 2)  # NHWC -> NCHW
-    elif t.dim() != 4 and t.dim() != 2:
-        raise DataError(f"{where}: images must be (N,H,W), (N,C,H,W) or (N,H,W,C), got {tuple(t.shape)}")
-    scale = 255.0 if t.dtype == torch.uint8 else 1.0
-    return t.float().div_(scale)
+        t = t.permute(0, 3, 1, 2)  # NHWC -> NCHW (a view)
+    return t
+
+
+def _to_labels(y, where: str) -> torch.Tensor:
+    """Labels as an int64 tensor (N,): 1-D, whole numbers, ``0 <= y < MAX_CLASSES``."""
+    y = np.asarray(y)
+    if y.dtype.kind not in _NUMBER_KINDS:
+        raise DataError(f"{where} labels: must be integer class indices, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise DataError(f"{where} labels: must be 1-D, shape (N,), got shape {tuple(y.shape)}")
+    if y.size == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.floor(y)).all()):
+        bad = y[~(np.isfinite(y) & (y == np.floor(y)))][0]
+        raise DataError(f"{where} labels: must be whole numbers (class indices), got {bad!r}")
+    low, high = y.min(), y.max()  # in the original dtype: checked before any cast can wrap
+    if low < 0:
+        raise DataError(f"{where} labels: negative class label {_num(low)}")
+    if high >= MAX_CLASSES:
+        raise DataError(f"{where} labels: largest label {_num(high)} means more than {MAX_CLASSES} classes "
+                        f"(labels must be class indices 0..{MAX_CLASSES - 1})")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _num(v) -> int | float:
+    """A numpy scalar as a plain Python number, for messages."""
+    v = v.item()
+    return int(v) if float(v).is_integer() else v
 
 
 def load(spec: str = "fashion-mnist", mean=None, std=None) -> Dataset:
@@ -261,9 +386,12 @@ def load(spec: str = "fashion-mnist", mean=None, std=None) -> Dataset:
             f"unknown data spec {spec!r}: use fashion-mnist, idx:DIR, npz:FILE or module:callable"
         )
     xs, ys, xt, yt = arrays
-    x_train, x_test = _to_nchw(xs, f"{spec} train"), _to_nchw(xt, f"{spec} test")
-    y_train = torch.from_numpy(np.asarray(ys).astype(np.int64)).reshape(-1)
-    y_test = torch.from_numpy(np.asarray(yt).astype(np.int64)).reshape(-1)
+    # labels first: small, and a bad label fails before the images are converted
+    y_train, y_test = _to_labels(ys, f"{spec}: train"), _to_labels(yt, f"{spec}: test")
+    x_train = _to_nchw(xs, f"{spec} train")
+    del xs, arrays  # the raw training images may be freed before the test ones are converted
+    x_test = _to_nchw(xt, f"{spec} test")
+    del xt
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise DataError(
             f"{spec}: {len(x_train)} train images vs {len(y_train)} labels, "
@@ -273,8 +401,8 @@ def load(spec: str = "fashion-mnist", mean=None, std=None) -> Dataset:
         raise DataError(f"{spec}: train images {tuple(x_train.shape[1:])} vs test {tuple(x_test.shape[1:])}")
     if len(y_train) == 0:
         raise DataError(f"{spec}: the training split is empty")
-    if y_train.min() < 0:
-        raise DataError(f"{spec}: negative class label")
+    if len(y_test) == 0:
+        raise DataError(f"{spec}: the test split is empty")
     dims = [0] + list(range(2, x_train.dim()))
     if mean is None or std is None:
         mean = x_train.mean(dim=dims).tolist()
@@ -283,7 +411,7 @@ def load(spec: str = "fashion-mnist", mean=None, std=None) -> Dataset:
     m, s = torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
     x_train.sub_(m).div_(s)
     x_test.sub_(m).div_(s)
-    num_classes = int(max(y_train.max(), y_test.max() if len(y_test) else 0)) + 1
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
     return Dataset(spec, Split(x_train, y_train), Split(x_test, y_test), list(mean), list(std), num_classes)
 
 

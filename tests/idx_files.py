@@ -34,13 +34,19 @@ def make_images(n: int, h: int = 6, w: int = 6, classes: int = 3, seed: int = 0)
     return x, y
 
 
-def write_idx_dir(folder: Path, n_train=12, n_test=6, gz=True, h=6, w=6) -> tuple:
+def write_idx_files(folder: Path, xs, ys, xt, yt, gz: bool = True) -> Path:
+    """Write the four MNIST-named IDX files of the given arrays (any IDX-encodable dtypes/shapes)."""
     folder.mkdir(parents=True, exist_ok=True)
-    xs, ys = make_images(n_train, h, w, seed=1)
-    xt, yt = make_images(n_test, h, w, seed=2)
     sfx = ".gz" if gz else ""
     write(folder / f"train-images-idx3-ubyte{sfx}", idx_bytes(xs), gz)
     write(folder / f"train-labels-idx1-ubyte{sfx}", idx_bytes(ys), gz)
     write(folder / f"t10k-images-idx3-ubyte{sfx}", idx_bytes(xt), gz)
     write(folder / f"t10k-labels-idx1-ubyte{sfx}", idx_bytes(yt), gz)
+    return folder
+
+
+def write_idx_dir(folder: Path, n_train=12, n_test=6, gz=True, h=6, w=6) -> tuple:
+    xs, ys = make_images(n_train, h, w, seed=1)
+    xt, yt = make_images(n_test, h, w, seed=2)
+    write_idx_files(folder, xs, ys, xt, yt, gz)
     return xs, ys, xt, yt

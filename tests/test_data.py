@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import struct
+import sys
+import time
 import tracemalloc
+import types
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +18,12 @@ from deepshrink import data
 from deepshrink.data import Split, augment_batch, iterate_batches, load, num_batches, read_idx
 from deepshrink.errors import DataError
 
-from idx_files import idx_bytes, write, write_idx_dir
+from idx_files import idx_bytes, write, write_idx_dir, write_idx_files
 
 FASHION = Path(data.DEFAULT_FASHION_DIR)
 
 # ----------------------------------------------------------------------------- helpers
-# IDX writers (idx_bytes, write, make_images, write_idx_dir) live in conftest.py
+# IDX writers (idx_bytes, write, make_images, write_idx_files, write_idx_dir) live in idx_files.py
 
 def tiny_split(n=40, seed=0) -> Split:
     g = torch.Generator().manual_seed(seed)
@@ -94,7 +97,7 @@ def test_read_idx_malformed_raises_data_error_naming_file(tmp_path, payload, gz)
 
 
 @pytest.mark.parametrize("dims", [
-    (1024, 1024, 1024),                 # 1 GiB declared: under the cap, caught by the size check
+    (1024, 1024, 1024),                 # 1 GiB declared: at the cap, caught by the size check
     (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF),  # absurd: over the cap
     (60000, 28, 28),
 ])
@@ -287,6 +290,297 @@ def test_real_fashion_mnist(monkeypatch):
     assert sorted(ds.train.y.unique().tolist()) == list(range(10))
     assert ds.mean[0] == pytest.approx(0.2860, abs=1e-3)  # Fashion-MNIST's known pixel mean
     assert ds.std[0] == pytest.approx(0.3530, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- every spec kind, same checks
+
+def _write_spec(kind, root, monkeypatch, xs, ys, xt, yt) -> str:
+    """Write the arrays as an ``idx:`` folder, an ``npz:`` file or a ``module:callable`` factory."""
+    if kind == "idx":
+        write_idx_files(root / "d", xs, ys, xt, yt, gz=True)
+        return f"idx:{root / 'd'}"
+    if kind == "npz":
+        np.savez(root / "d.npz", x_train=xs, y_train=ys, x_test=xt, y_test=yt)
+        return f"npz:{root / 'd.npz'}"
+    mod = types.ModuleType("ds_test_data_fake_factory")
+    mod.make = lambda: ((xs, ys), (xt, yt))
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    return f"{mod.__name__}:make"
+
+
+KINDS = ["idx", "npz", "callable"]
+
+
+def _images(n, dtype="u1", seed=0):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype) == np.uint8:
+        return rng.integers(0, 256, (n, 4, 4), dtype=np.uint8)
+    return (rng.standard_normal((n, 4, 4)) * 300).astype(dtype)
+
+
+def _load_error(kind, tmp_path, monkeypatch, ys, yt, n_train=None, n_test=None) -> str:
+    n_train = len(ys) if n_train is None else n_train
+    n_test = len(yt) if n_test is None else n_test
+    spec = _write_spec(kind, tmp_path, monkeypatch, _images(n_train), ys, _images(n_test, seed=1), yt)
+    with pytest.raises(DataError) as err:
+        load(spec)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert spec in msg  # names the spec
+    return msg
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", ["i2", "i4", "f4", "f8"])
+def test_load_wide_image_types_keep_values(tmp_path, monkeypatch, kind, dtype):
+    # IDX stores these big-endian: torch.from_numpy used to refuse them. Only uint8 is divided by 255.
+    xs, xt = _images(10, dtype), _images(4, dtype, seed=1)
+    ys, yt = (np.arange(10) % 3).astype(np.uint8), (np.arange(4) % 3).astype(np.uint8)
+    ds = load(_write_spec(kind, tmp_path, monkeypatch, xs, ys, xt, yt))
+    assert ds.train.x.dtype == torch.float32 and ds.train.x.shape == (10, 1, 4, 4)
+    back = ds.test.x[:, 0] * ds.std[0] + ds.mean[0]
+    np.testing.assert_allclose(back.numpy(), xt.astype(np.float64), rtol=1e-5, atol=1e-3)
+    assert ds.mean[0] == pytest.approx(xs.astype(np.float64).mean(), rel=1e-4, abs=1e-3)
+    assert ds.train.y.tolist() == ys.tolist()
+
+
+def test_load_uint8_is_scaled_but_int8_is_not(tmp_path, monkeypatch):
+    xs = np.full((2, 3, 3), 100, np.int8)
+    spec = _write_spec("idx", tmp_path, monkeypatch, xs, np.array([0, 1], np.uint8), xs, np.array([0, 1], np.uint8))
+    ds = load(spec, mean=[0.0], std=[1.0])
+    assert ds.train.x.unique().tolist() == [100.0]
+
+
+def test_load_callable_big_endian_arrays_and_caller_arrays_untouched(monkeypatch, tmp_path):
+    xs = np.arange(2 * 3 * 3, dtype=">f4").reshape(2, 3, 3)
+    xt = xs.astype(">i2")
+    xs_before, xt_before = xs.copy(), xt.copy()
+    ys = np.array([0, 1], ">i4")
+    ds = load(_write_spec("callable", tmp_path, monkeypatch, xs, ys, xt, ys))
+    assert ds.num_classes == 2
+    np.testing.assert_allclose((ds.test.x[:, 0] * ds.std[0] + ds.mean[0]).numpy(), xt_before, atol=1e-4)
+    # normalisation works on a private float32 copy, never on the factory's own arrays
+    np.testing.assert_array_equal(xs, xs_before)
+    np.testing.assert_array_equal(xt, xt_before)
+
+
+def test_read_idx_returns_native_byte_order(tmp_path):
+    arr = np.array([[1, -2], [300, -40000]], np.int32)
+    out = read_idx(write(tmp_path / "x.idx", idx_bytes(arr)))
+    assert out.dtype.isnative and out.dtype == np.int32
+    assert torch.equal(torch.from_numpy(out), torch.from_numpy(arr))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_images_of_unknown_rank_or_type_refused(tmp_path, monkeypatch, kind):
+    y = np.zeros(3, np.uint8)
+    spec = _write_spec(kind, tmp_path, monkeypatch, np.zeros((3, 2, 2, 2, 2), np.uint8), y, np.zeros((3, 2, 2, 2, 2), np.uint8), y)
+    with pytest.raises(DataError, match="images must be"):
+        load(spec)
+
+
+# ----------------------------------------------------------------------------- labels
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_refuses_huge_label(tmp_path, monkeypatch, kind):
+    # one label of 2**31 - 1 used to size the classifier to 2**31 classes
+    ys = np.array([0, 1, 2**31 - 1, 2], np.int32)
+    msg = _load_error(kind, tmp_path, monkeypatch, ys, np.array([0, 1], np.int32))
+    assert "2147483647" in msg and str(data.MAX_CLASSES) in msg and "train" in msg
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_refuses_huge_label_in_test_split(tmp_path, monkeypatch, kind):
+    msg = _load_error(kind, tmp_path, monkeypatch, np.array([0, 1], np.int32), np.array([0, 100_000], np.int32))
+    assert "100000" in msg and "test" in msg
+
+
+def test_load_max_classes_boundary(tmp_path, monkeypatch):
+    ys = np.array([0, data.MAX_CLASSES - 1], np.int32)
+    ds = load(_write_spec("npz", tmp_path, monkeypatch, _images(2), ys, _images(1), np.array([3], np.int32)))
+    assert ds.num_classes == data.MAX_CLASSES == 100_000
+
+
+@pytest.mark.parametrize("kind", ["npz", "callable"])
+def test_load_refuses_uint64_label_without_wrapping(tmp_path, monkeypatch, kind):
+    # cast to int64 first, 2**64 - 1 would read as -1: the check runs on the original values
+    msg = _load_error(kind, tmp_path, monkeypatch, np.array([0, 2**64 - 1], np.uint64), np.array([0], np.uint64))
+    assert str(2**64 - 1) in msg
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_load_refuses_negative_labels(tmp_path, monkeypatch, kind, split):
+    good, bad = np.array([0, 1, 2], np.int16), np.array([0, -1, 2], np.int16)
+    ys, yt = (bad, good) if split == "train" else (good, bad)
+    msg = _load_error(kind, tmp_path, monkeypatch, ys, yt)
+    assert "negative class label -1" in msg and split in msg
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_refuses_labels_not_1d(tmp_path, monkeypatch, kind):
+    # 10x10 labels for 100 images used to be flattened silently
+    msg = _load_error(kind, tmp_path, monkeypatch, np.zeros((10, 10), np.uint8), np.zeros(4, np.uint8),
+                      n_train=100)
+    assert "1-D" in msg and "(10, 10)" in msg
+
+
+@pytest.mark.parametrize("kind", ["npz", "callable"])
+def test_load_refuses_one_hot_column_labels(tmp_path, monkeypatch, kind):
+    msg = _load_error(kind, tmp_path, monkeypatch, np.zeros((5, 1), np.int64), np.zeros(2, np.int64))
+    assert "1-D" in msg and "(5, 1)" in msg
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bad", [1.5, float("nan"), float("inf")], ids=["fraction", "nan", "inf"])
+def test_load_refuses_fractional_float_labels(tmp_path, monkeypatch, kind, bad):
+    msg = _load_error(kind, tmp_path, monkeypatch, np.array([0.0, bad, 2.0]), np.array([0.0, 1.0]))
+    assert "whole numbers" in msg
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_accepts_whole_float_labels(tmp_path, monkeypatch, kind):
+    ys = np.array([0.0, 3.0, 2.0], np.float32)
+    ds = load(_write_spec(kind, tmp_path, monkeypatch, _images(3), ys, _images(2), np.array([1.0, 0.0], np.float32)))
+    assert ds.train.y.dtype == torch.int64 and ds.train.y.tolist() == [0, 3, 2]
+    assert ds.num_classes == 4
+
+
+@pytest.mark.parametrize("kind", ["npz", "callable"])
+def test_load_refuses_string_labels(tmp_path, monkeypatch, kind):
+    msg = _load_error(kind, tmp_path, monkeypatch, np.array(["cat", "dog"]), np.array(["cat"]))
+    assert "integer class indices" in msg
+
+
+def test_load_callable_data_set_of_items_checks_labels(monkeypatch, tmp_path):
+    mod = types.ModuleType("ds_test_data_items_factory")
+    train = [(np.zeros((1, 2, 2), np.float32), 0.5), (np.zeros((1, 2, 2), np.float32), 1.0)]
+    test = [(np.zeros((1, 2, 2), np.float32), 1)]
+    mod.make = lambda: (train, test)
+    mod.empty = lambda: (train, [])
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    with pytest.raises(DataError, match="whole numbers"):  # int(0.5) used to truncate it silently to 0
+        load(f"{mod.__name__}:make")
+    train[0] = (train[0][0], 0)
+    assert load(f"{mod.__name__}:make").train.y.tolist() == [0, 1]
+    with pytest.raises(DataError, match="test split is empty"):
+        load(f"{mod.__name__}:empty")
+
+
+# ----------------------------------------------------------------------------- empty splits
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_load_refuses_empty_split(tmp_path, monkeypatch, kind, split):
+    # an empty test split used to give "accuracy nan%" and exit 0 downstream
+    ys = np.zeros(0 if split == "train" else 4, np.uint8)
+    yt = np.zeros(0 if split == "test" else 4, np.uint8)
+    msg = _load_error(kind, tmp_path, monkeypatch, ys, yt)
+    assert f"the {'training' if split == 'train' else 'test'} split is empty" in msg
+
+
+# ----------------------------------------------------------------------------- size limits
+
+def test_max_idx_bytes_default_and_env(monkeypatch):
+    monkeypatch.delenv("DEEPSHRINK_MAX_IDX_BYTES", raising=False)
+    assert data.max_idx_bytes() == data.MAX_IDX_BYTES == 1 << 30
+    monkeypatch.setenv("DEEPSHRINK_MAX_IDX_BYTES", "4096")
+    assert data.max_idx_bytes() == 4096
+    monkeypatch.setenv("DEEPSHRINK_MAX_IDX_BYTES", str(1 << 40))  # raising it is allowed
+    assert data.max_idx_bytes() == 1 << 40
+
+
+@pytest.mark.parametrize("value", ["", "abc", "1.5", "0", "-4", "1GB"])
+def test_max_idx_bytes_bad_env_value(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("DEEPSHRINK_MAX_IDX_BYTES", value)
+    path = write(tmp_path / "x.idx", GOLDEN_LABELS)
+    with pytest.raises(DataError, match="DEEPSHRINK_MAX_IDX_BYTES") as err:
+        read_idx(path)
+    assert repr(value) in str(err.value) and "\n" not in str(err.value)
+
+
+def _declaring(n_bytes: int) -> bytes:
+    """A complete uint8 IDX file of ``n_bytes`` zeros, dims consistent with the data."""
+    return struct.pack(">HBB", 0, 0x08, 2) + struct.pack(">2I", n_bytes // 1024, 1024) + bytes(n_bytes)
+
+
+def _peak_of(fn):
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("how", ["env", "constant"])
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_read_idx_over_limit_refused_before_reading_data(tmp_path, monkeypatch, how, gz):
+    monkeypatch.delenv("DEEPSHRINK_MAX_IDX_BYTES", raising=False)
+    if how == "env":
+        monkeypatch.setenv("DEEPSHRINK_MAX_IDX_BYTES", str(1 << 20))
+    else:
+        monkeypatch.setattr(data, "MAX_IDX_BYTES", 1 << 20)
+    over = write(tmp_path / "over.idx", _declaring(4 << 20), gz)  # 4 MiB declared and present
+    at = write(tmp_path / "at.idx", _declaring(1 << 20), gz)  # exactly at the limit: fine
+
+    def refused():
+        with pytest.raises(DataError) as err:
+            read_idx(over)
+        msg = str(err.value)
+        assert "over.idx" in msg and str(4 << 20) in msg and "DEEPSHRINK_MAX_IDX_BYTES" in msg
+
+    peak = _peak_of(refused)
+    assert peak < 256 << 10, f"read {peak} bytes of a file it should refuse from its header"
+    assert read_idx(at).shape == (1024, 1024)
+
+
+def test_read_idx_default_limit_is_one_gib(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEEPSHRINK_MAX_IDX_BYTES", raising=False)
+    payload = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", 1024, 1024, 1025) + bytes(16)
+    with pytest.raises(DataError, match="over the limit of 1073741824.*DEEPSHRINK_MAX_IDX_BYTES"):
+        read_idx(write(tmp_path / "big.idx", payload))
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb(tmp_path_factory):
+    """64 MiB of zeros in a ~64 kB gzip, behind headers declaring 64 MiB (consistent) or 1 kB."""
+    root = tmp_path_factory.mktemp("bomb")
+    zeros = bytes(64 << 20)
+    consistent = struct.pack(">HBB", 0, 0x08, 2) + struct.pack(">2I", 64 << 10, 1024)
+    small = struct.pack(">HBB", 0, 0x08, 1) + struct.pack(">I", 1024)
+    paths = {}
+    for name, head in [("consistent", consistent), ("small-header", small)]:
+        with gzip.open(root / f"{name}.gz", "wb", compresslevel=1) as fh:
+            fh.write(head)
+            fh.write(zeros)
+        paths[name] = root / f"{name}.gz"
+    return paths
+
+
+@pytest.mark.parametrize("which", ["consistent", "small-header"])
+def test_read_idx_gzip_bomb_fails_fast(gzip_bomb, monkeypatch, which):
+    monkeypatch.setenv("DEEPSHRINK_MAX_IDX_BYTES", str(1 << 20))
+    path = gzip_bomb[which]
+    assert path.stat().st_size < 1 << 20  # decompresses to 64 times the limit
+
+    def refused():
+        with pytest.raises(DataError, match=path.name):
+            read_idx(path)
+
+    t0 = time.perf_counter()
+    peak = _peak_of(refused)
+    assert time.perf_counter() - t0 < 2.0
+    assert peak < 1 << 20, f"{peak} bytes held for a refused gzip bomb"
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_read_idx_holds_one_copy_of_the_data(tmp_path, gz):
+    # the chunk list plus b"".join held the data twice; one growing buffer holds it once
+    n = 8 << 20
+    path = write(tmp_path / "x.idx", _declaring(n), gz)
+    peak = _peak_of(lambda: read_idx(path))
+    assert peak < n * 1.3 + (1 << 20), f"peak {peak} bytes to read {n} bytes"
 
 
 # ----------------------------------------------------------------------------- batches
