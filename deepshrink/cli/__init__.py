@@ -2,20 +2,32 @@
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` (args -> exit code). Errors from :mod:`deepshrink.errors` print as
-``deepshrink: error: ...`` and exit 2, with no traceback.
+``deepshrink: error: ...`` and exit 2, with no traceback; so do checked option values (raised
+while parsing) and an OS error that slips past the commands' own checks (a folder removed
+meanwhile, a full disk).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 
 from ..errors import DeepShrinkError
 from . import basics, channel_cmd, codec_cmd, compress_cmd, distill_cmd, profile_cmd, prune_cmd, quant_cmd
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "version"]
 
 COMMAND_MODULES = (basics, profile_cmd, prune_cmd, codec_cmd, distill_cmd, channel_cmd, compress_cmd, quant_cmd)
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's own ``__version__``."""
+    try:
+        return importlib.metadata.version("deepshrink")
+    except importlib.metadata.PackageNotFoundError:
+        from .. import __version__
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deepshrink",
         description="Make trained PyTorch models smaller and faster: measure, prune, quantize, encode.",
     )
+    parser.add_argument("--version", action="version", version=f"deepshrink {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMAND_MODULES:
@@ -32,11 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # checked numbers (cli.common.float_option) raise ConfigError here
         return int(args.func(args) or 0)
     except DeepShrinkError as exc:
         print(f"deepshrink: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a file (a socket, a device): a bug to see in full
+            raise
+        print(f"deepshrink: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("deepshrink: interrupted", file=sys.stderr)

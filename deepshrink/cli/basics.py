@@ -12,7 +12,8 @@ from ..errors import ModelError
 from ..models.recipes import recipe, train_baseline
 from ..profile import profile_model
 from ..train import distributed_context, evaluate
-from .common import add_model_file_args, load_data_for, open_model, parse_kwargs
+from .common import (FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path,
+                     load_data_for, open_model, parse_kwargs)
 
 __all__ = ["register"]
 
@@ -24,12 +25,12 @@ def register(sub) -> None:
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist | idx:DIR | npz:FILE | module:callable")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", action=POSITIVE)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--weight-decay", action=NON_NEGATIVE)
+    p.add_argument("--label-smoothing", action=FRACTION_BELOW_ONE)
+    p.add_argument("--warmup-epochs", action=NON_NEGATIVE)
     p.add_argument("--no-augment", action="store_true", help="no random shift/flip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", help="training-state file: resumed from if present, updated each epoch")
@@ -50,6 +51,8 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    check_output_path(args.out)  # before the data is read, not after the training
+    check_output_path(args.checkpoint, "--checkpoint")
     extra = parse_kwargs(args.kwargs)  # bad input fails before the data is read
     if args.model not in models.REGISTRY and ":" not in args.model:
         raise ModelError(f"unknown model {args.model!r}; the zoo has: {', '.join(models.names())}")

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..io import save_model
 from ..prune import CRITERIA, SCOPES, ChannelConfig, ChannelPlan, compose_plans, prune_channels_and_finetune
 from ..prune.plan import PLAN_KEY
-from .common import add_model_file_args, load_data_for, open_model
+from .common import FINITE, NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path, load_data_for, open_model
 
 __all__ = ["register"]
 
@@ -20,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("file")
     p.add_argument("--out", required=True)
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--ratio", type=float, help="fraction of each layer's channels removed, e.g. 0.3")
-    how.add_argument("--macs-target", type=float, help="fraction of the MACs kept, e.g. 0.5 halves them")
+    how.add_argument("--ratio", action=FINITE, help="fraction of each layer's channels removed, e.g. 0.3")
+    how.add_argument("--macs-target", action=FINITE, help="fraction of the MACs kept, e.g. 0.5 halves them")
     p.add_argument("--criterion", choices=list(CRITERIA), default="l1",
                    help="l1/l2 filter norm, fro (input-channel norm), fpgm, bn (BatchNorm scale), random")
     p.add_argument("--scope", choices=SCOPES, default="layer",
@@ -31,8 +31,8 @@ def register(sub) -> None:
                         "(other counts measured here fall off oneDNN's and ONNX Runtime's blocked kernels)")
     p.add_argument("--rounds", type=int, default=1, help="prune in this many steps, fine-tuning between")
     p.add_argument("--finetune-epochs", type=int, default=3, help="total fine-tuning epochs")
-    p.add_argument("--lr", type=float, help="fine-tuning LR (default: a tenth of the model's training LR)")
-    p.add_argument("--weight-decay", type=float, help="default: the model's training weight decay")
+    p.add_argument("--lr", action=POSITIVE, help="fine-tuning LR (default: a tenth of the model's training LR)")
+    p.add_argument("--weight-decay", action=NON_NEGATIVE, help="default: the model's training weight decay")
     p.add_argument("--data", help="data spec (default: the one the model was trained on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -41,6 +41,7 @@ def register(sub) -> None:
 
 
 def cmd_prune_channels(args) -> int:
+    check_output_path(args.out)
     if args.round_to < 1:
         raise ConfigError(f"--round-to must be >= 1, got {args.round_to}")
     model, info = open_model(args, args.file)

@@ -6,6 +6,7 @@ import json
 
 from ..codec import compression_report, load_compressed
 from ..io import save_model
+from .common import check_output_path
 
 __all__ = ["register"]
 
@@ -22,6 +23,7 @@ def register(sub) -> None:
 
 
 def cmd_decompress(args) -> int:
+    check_output_path(args.out)
     model = load_compressed(args.file, trust_code=args.trust_code)
     save_model(model, args.out, model.deepshrink_info)
     report = compression_report(args.file)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..compress import CompressConfig, compress_file
+from ..compress_report import report_paths
 from ..errors import ConfigError
-from .common import add_model_file_args
+from .common import FINITE, FRACTION, NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path
 
 __all__ = ["register", "cmd_compress"]
 
@@ -16,10 +19,10 @@ def register(sub) -> None:
                                    "Prints the per-layer table and writes a markdown report with plots beside it.")
     p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
     p.add_argument("--out", required=True, help="output .dsz file")
-    p.add_argument("--max-drop", type=float, default=0.5, metavar="PP",
+    p.add_argument("--max-drop", action=NON_NEGATIVE, default=0.5, metavar="PP",
                    help="largest test-accuracy drop allowed, in percentage points (default 0.5)")
     p.add_argument("--data", help="data spec (default: the one recorded in the model file)")
-    p.add_argument("--sparsity", type=float, default=0.92, help="first total sparsity target (default 0.92)")
+    p.add_argument("--sparsity", action=FINITE, default=0.92, help="first total sparsity target (default 0.92)")
     p.add_argument("--allocation", choices=("sensitivity", "global"), default="sensitivity",
                    help="per-layer sparsities from a sensitivity scan, or one global threshold")
     p.add_argument("--prune-epochs", type=int, default=10, help="AGP fine-tuning epochs (default 10)")
@@ -30,9 +33,9 @@ def register(sub) -> None:
                    help="tries, each 2 points of sparsity lower, while over the accuracy budget (default 2)")
     p.add_argument("--distill", action="store_true", help="the dense model as teacher while fine-tuning")
     p.add_argument("--teacher", metavar="FILE", help="another model as teacher while fine-tuning (e.g. a larger baseline)")
-    p.add_argument("--kd-temperature", type=float, default=4.0, help="KD temperature (default 4)")
-    p.add_argument("--kd-alpha", type=float, default=0.9, help="weight of the KD term (default 0.9)")
-    p.add_argument("--lr", type=float, help="pruning fine-tuning LR (default: the model's training LR)")
+    p.add_argument("--kd-temperature", action=POSITIVE, default=4.0, help="KD temperature (default 4)")
+    p.add_argument("--kd-alpha", action=FRACTION, default=0.9, help="weight of the KD term (default 0.9)")
+    p.add_argument("--lr", action=FINITE, help="pruning fine-tuning LR (default: the model's training LR)")
     p.add_argument("--scan-size", type=int, default=10000,
                    help="training images held out for the sensitivity scan (0: use the test split)")
     p.add_argument("--seed", type=int, default=0)
@@ -42,6 +45,9 @@ def register(sub) -> None:
 
 
 def cmd_compress(args) -> int:
+    check_output_path(args.out)
+    for path in report_paths(Path(args.out)).values():  # the report and its plots lie beside it
+        check_output_path(path, "--out (its report)")
     if args.distill and args.teacher:
         raise ConfigError("give --distill (the dense model as teacher) or --teacher FILE, not both")
     cfg = CompressConfig(max_drop=args.max_drop, sparsity=args.sparsity, allocation=args.allocation,

@@ -15,7 +15,7 @@ from ..errors import ConfigError, DataError
 from ..io import ModelInfo, build_arch, save_model
 from ..models.recipes import arch_kwargs, recipe
 from ..train import TrainConfig, evaluate, seed_everything
-from .common import add_model_file_args, open_model, parse_kwargs
+from .common import FINITE, NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path, open_model, parse_kwargs
 
 __all__ = ["register"]
 
@@ -28,17 +28,17 @@ def register(sub) -> None:
     p.add_argument("--kwargs", help="JSON arguments of a zoo student, e.g. '{\"conv1\": 6, \"conv2\": 16, \"fc1\": 120}'")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--loss", default="kl", help=f"loss on logits: {', '.join(LOSSES)} (default kl)")
-    p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--alpha", type=float, default=0.9, help="weight of the teacher term (1 - alpha on the labels)")
+    p.add_argument("--temperature", action=FINITE, default=4.0)
+    p.add_argument("--alpha", action=FINITE, default=0.9, help="weight of the teacher term (1 - alpha on the labels)")
     p.add_argument("--features", nargs="*", default=[], metavar="S:T",
                    help="also match student layer S to teacher layer T (adapters learned where widths differ)")
     p.add_argument("--feature-loss", default="l2", help=f"{', '.join(FEATURE_LOSSES)} (default l2)")
-    p.add_argument("--feature-weight", type=float, default=1.0)
+    p.add_argument("--feature-weight", action=NON_NEGATIVE, default=1.0)
     p.add_argument("--epochs", type=int, help="default: the student's recipe (a file: 5)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--lr", action=POSITIVE)
+    p.add_argument("--weight-decay", action=NON_NEGATIVE)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--warmup-epochs", type=float, default=1.0,
+    p.add_argument("--warmup-epochs", action=NON_NEGATIVE, default=1.0,
                    help="linear LR warmup (default 1: at T >= 2 the distillation gradients, about "
                         "T (p_s - p_t), can kill every ReLU of a student without BatchNorm at its recipe's LR)")
     p.add_argument("--augment", choices=["on", "off"],
@@ -84,6 +84,7 @@ def _student(args, ds_spec: str | None, teacher_info: ModelInfo):
 
 
 def cmd_distill(args) -> int:
+    check_output_path(args.out)
     cfg = _config(args)  # bad settings fail before any file is read
     teacher, tinfo = open_model(args, args.teacher)  # --model/--trust-code: for plain state dicts
     student, info, ds, trained, from_file = _student(args, args.data, tinfo)

@@ -10,7 +10,7 @@ import torch
 from .. import models
 from ..errors import ConfigError
 from ..profile import measure_latency, profile_model
-from .common import add_model_file_args, open_model, parse_shape
+from .common import add_model_file_args, check_input_elements, open_model, parse_shape
 
 __all__ = ["register"]
 
@@ -36,7 +36,11 @@ def cmd_profile(args) -> int:
         default_shape, label = (1, 1, 28, 28), args.arch
     else:
         raise ConfigError("profile needs a model file or --model NAME")
-    shape = parse_shape(args.input_shape) if args.input_shape else default_shape
+    if args.input_shape:
+        shape = parse_shape(args.input_shape)  # bounded: refused before it is allocated
+    else:
+        shape = default_shape
+        check_input_elements(shape, f"{label}: its input_shape {list(shape[1:])}")
     x = torch.zeros(shape)
     try:
         prof = profile_model(model, x)

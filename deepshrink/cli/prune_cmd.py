@@ -16,7 +16,8 @@ from ..prune import (DEFAULT_GRID, RULES, SCHEDULES, PruneConfig, choose_sparsit
                      plot_sensitivity, prune_and_finetune, sensitivity_scan)
 from ..report import plot_weight_histograms
 from ..train import evaluate
-from .common import add_model_file_args, load_data_for, open_model
+from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_dir,
+                     check_output_path, load_data_for, open_model)
 
 __all__ = ["register", "scan_split"]
 
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--sparsities", default=",".join(map(str, DEFAULT_GRID)), help="grid, e.g. 0.4,0.5,...,0.9")
     p.add_argument("--rule", choices=RULES, default="magnitude")
     _eval_args(p)
-    p.add_argument("--max-drop", type=float, default=0.5, help="accuracy budget line, percentage points")
+    p.add_argument("--max-drop", action=NON_NEGATIVE, default=0.5, help="accuracy budget line, percentage points")
     p.add_argument("--no-progress", action="store_true")
     add_model_file_args(p)
     p.set_defaults(func=cmd_sensitivity)
@@ -36,23 +37,23 @@ def register(sub) -> None:
     p = sub.add_parser("prune", help="fine-grained pruning with fine-tuning; masks kept in the file")
     p.add_argument("file")
     p.add_argument("--out", required=True)
-    p.add_argument("--sparsity", type=float, required=True, help="target fraction of zeros, e.g. 0.92")
+    p.add_argument("--sparsity", action=FRACTION_BELOW_ONE, required=True, help="target fraction of zeros, e.g. 0.92")
     p.add_argument("--rule", choices=RULES, default="magnitude")
     p.add_argument("--scope", choices=["layer", "global"], default="layer")
     p.add_argument("--schedule", choices=SCHEDULES, default="agp")
     p.add_argument("--auto", action="store_true",
                    help="per-layer sparsities from a sensitivity scan (weighted by parameter count)")
     p.add_argument("--finetune-epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, help="fine-tuning LR (default: the model's training LR)")
-    p.add_argument("--weight-decay", type=float, help="default: the model's training weight decay")
+    p.add_argument("--lr", action=POSITIVE, help="fine-tuning LR (default: the model's training LR)")
+    p.add_argument("--weight-decay", action=NON_NEGATIVE, help="default: the model's training weight decay")
     p.add_argument("--penalty", choices=["l1", "l2"], help="weight penalty during fine-tuning")
-    p.add_argument("--penalty-lambda", type=float, default=1e-5)
+    p.add_argument("--penalty-lambda", action=NON_NEGATIVE, default=1e-5)
     p.add_argument("--distill", action="store_true",
                    help="fine-tune against the unpruned model's soft targets (KD)")
     p.add_argument("--teacher", metavar="FILE",
                    help="fine-tune against this model's soft targets instead (e.g. a larger baseline)")
-    p.add_argument("--kd-temperature", type=float, default=4.0, help="KD temperature (default 4)")
-    p.add_argument("--kd-alpha", type=float, default=0.9, help="weight of the KD term (default 0.9)")
+    p.add_argument("--kd-temperature", action=POSITIVE, default=4.0, help="KD temperature (default 4)")
+    p.add_argument("--kd-alpha", action=FRACTION, default=0.9, help="weight of the KD term (default 0.9)")
     p.add_argument("--adjust-dropout", action="store_true",
                    help="Han's dropout adjustment D_r = D_o sqrt(C_r/C_o) for the pruned layers")
     p.add_argument("--remove-dead", action="store_true", help="drop hidden units left with no input/output")
@@ -86,9 +87,19 @@ def scan_split(ds, which: str, size: int) -> tuple[Split, str]:
 
 def _grid(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        grid = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--sparsities {text!r}: expected numbers like 0.5,0.7,0.9") from None
+    if not grid or not all(0 <= s <= 1 for s in grid):  # NaN fails this test too
+        raise ConfigError(f"--sparsities {text!r}: expected fractions in [0, 1] like 0.5,0.7,0.9")
+    return grid
+
+
+def _check_scan_outputs(out_dir: str, flag: str) -> None:
+    """The folder a sensitivity scan writes (as typed: ``Path('')`` would read as ``.``), and its two files."""
+    check_output_dir(out_dir, flag)
+    for name in ("sensitivity.json", "sensitivity.png"):
+        check_output_path(Path(out_dir) / name, flag)
 
 
 def _run_scan(model, ds, args, out_dir: Path, grid, max_drop_pp: float) -> dict:
@@ -104,10 +115,12 @@ def _run_scan(model, ds, args, out_dir: Path, grid, max_drop_pp: float) -> dict:
 
 
 def cmd_sensitivity(args) -> int:
+    _check_scan_outputs(args.out_dir, "--out-dir")
+    grid = _grid(args.sparsities)
     model, info = open_model(args, args.file)
     ds = load_data_for(info, args.data, args, args.file)
     out = Path(args.out_dir)
-    scan = _run_scan(model, ds, args, out, _grid(args.sparsities), args.max_drop)
+    scan = _run_scan(model, ds, args, out, grid, args.max_drop)
     grid = scan["sparsities"]
     print(f"dense accuracy {scan['dense'] * 100:.2f}%")
     print(f"{'layer':<24}{'params':>10}  " + "  ".join(f"{s:>6.2f}" for s in grid))
@@ -128,6 +141,14 @@ def _teacher_loss(args, ds, cfg: PruneConfig):
 
 
 def cmd_prune(args) -> int:
+    check_output_path(args.out)
+    if args.plots is not None:
+        check_output_dir(args.plots, "--plots")
+        for name in ("weights_all.png", "weights_nonzero.png"):
+            check_output_path(Path(args.plots) / name, "--plots")
+    if args.auto:
+        _check_scan_outputs(args.plots if args.plots is not None else str(Path(args.out).parent / "sensitivity"),
+                            "--plots" if args.plots is not None else "--auto (its scan folder beside --out)")
     if not 0 <= args.sparsity < 1:
         raise ConfigError(f"--sparsity must be in [0, 1), got {args.sparsity}")
     if args.auto and args.scope == "global":

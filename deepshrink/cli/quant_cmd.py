@@ -10,7 +10,7 @@ from ..data import Dataset, Split
 from ..errors import ConfigError
 from ..io import save_model
 from ..train import TrainConfig, evaluate
-from .common import add_model_file_args, load_data_for, open_model
+from .common import NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path, load_data_for, open_model
 
 __all__ = ["register"]
 
@@ -28,10 +28,10 @@ def register(sub) -> None:
                    help="activation range observer (linear)")
     p.add_argument("--weight-observer", choices=["minmax", "mse"], default="minmax")
     p.add_argument("--calib", type=int, default=512, help="calibration images from the training split")
-    p.add_argument("--qat-epochs", type=float, default=0,
+    p.add_argument("--qat-epochs", action=NON_NEGATIVE, default=0,
                    help="quantization-aware training epochs (linear; k-means: centroid fine-tuning)")
     p.add_argument("--lsq", action="store_true", help="QAT with learnt step sizes (LSQ)")
-    p.add_argument("--lr", type=float, help="QAT / fine-tuning learning rate")
+    p.add_argument("--lr", action=POSITIVE, help="QAT / fine-tuning learning rate")
     p.add_argument("--data", help="data spec (default: the one the model was trained on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -68,6 +68,7 @@ def _subset(ds: Dataset, epochs: float) -> tuple[Dataset, int]:
 
 
 def cmd_quantize(args) -> int:
+    check_output_path(args.out)
     from ..quant import QuantConfig, qat_finetune, quantize_ptq, save_quantized
     model, info = open_model(args, args.file)
     ds = load_data_for(info, args.data, args, args.file)
@@ -123,6 +124,7 @@ def _kmeans(args, model, info, ds, before, fc_bits) -> int:
 
 
 def cmd_export(args) -> int:
+    check_output_path(args.onnx, "--onnx")
     from ..io import read_info
     from ..quant import (OrtSession, QuantConfig, export_onnx, export_qdq, is_quantized_file, load_quantized,
                          quantize_ptq)
