@@ -18,6 +18,7 @@ pipeline starts again from the dense model at a lower target (``backoff``), up t
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,8 +75,9 @@ class CompressConfig:
             raise ConfigError(f"allocation must be 'sensitivity' or 'global', got {self.allocation!r}")
         if not 0 < self.sparsity < 1:
             raise ConfigError(f"sparsity must be in (0, 1), got {self.sparsity}")
-        if self.max_drop < 0 or self.attempts < 1 or self.backoff < 0:
-            raise ConfigError("max_drop and backoff must be >= 0 and attempts >= 1")
+        if not (0 <= self.max_drop < math.inf and 0 <= self.backoff < math.inf) or self.attempts < 1:
+            raise ConfigError(f"max_drop and backoff must be finite and >= 0 and attempts >= 1 "
+                              f"(got {self.max_drop}, {self.backoff}, {self.attempts})")
         if self.prune_epochs < 0 or self.centroid_epochs < 0 or self.scan_size < 0:
             raise ConfigError("epochs and scan_size must be >= 0")
         if self.prune_lr is not None and not self.prune_lr > 0:

@@ -74,9 +74,12 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if self.warmup_epochs < 0 or self.checkpoint_every < 0 or self.eval_every < 0:
-            raise ConfigError("warmup_epochs, checkpoint_every and eval_every must be >= 0")
-        if not (self.lr > 0) or not (0 <= self.label_smoothing < 1):
+        if not 0 <= self.warmup_epochs < math.inf or self.checkpoint_every < 0 or self.eval_every < 0:
+            raise ConfigError("warmup_epochs (finite), checkpoint_every and eval_every must be >= 0")
+        if not 0 <= self.weight_decay < math.inf or not 0 <= self.momentum < math.inf:
+            raise ConfigError(f"weight_decay and momentum must be finite and >= 0 "
+                              f"(got {self.weight_decay}, {self.momentum})")
+        if not (0 < self.lr < math.inf) or not (0 <= self.label_smoothing < 1):
             raise ConfigError(f"lr must be > 0 and label_smoothing in [0, 1) (got {self.lr}, {self.label_smoothing})")
 
 

@@ -8,6 +8,7 @@ architecture, and the one-line refusal of a pickled training-state file.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import textwrap
 
@@ -202,3 +203,14 @@ def test_recorded_training_settings_of_the_wrong_type(tmp_path, key, value):
     path = _write(tmp_path / "t.safetensors", _state(), history=[{"op": "train", "config": {key: value}}])
     with pytest.raises(FormatError, match=f"history\\[0\\].config.{key}"):
         load_model(path)
+
+
+def test_configs_refuse_nan_for_python_callers():
+    from deepshrink.compress import CompressConfig
+    from deepshrink.errors import ConfigError
+
+    for bad in (CompressConfig(max_drop=math.nan), CompressConfig(max_drop=math.inf), CompressConfig(backoff=math.nan),
+                TrainConfig(warmup_epochs=math.nan), TrainConfig(weight_decay=math.nan), TrainConfig(lr=math.inf),
+                TrainConfig(momentum=-1.0)):
+        with pytest.raises(ConfigError):
+            bad.check()
