@@ -1,7 +1,8 @@
-"""The Deep Compression pipeline (Han, Mao & Dally 2016; seed 004): prune, share, encode.
+"""The Deep Compression pipeline (Han, Mao & Dally, ICLR 2016): prune, share, encode.
 
-1. sensitivity scan: each layer pruned alone over a sparsity grid, evaluated on a held-out
-   slice of the training split (fast, and the test set is kept for the final figure);
+1. sensitivity scan: each layer pruned alone over a sparsity grid, evaluated on the last N
+   training images (seen in training, so the scan's accuracies read higher; fast, and the test
+   set is kept for the final figure);
 2. per-layer sparsities chosen from the scan for a total target (the least sensitive layers,
    weighted by their parameter count, go furthest), or one global threshold;
 3. AGP pruning with fine-tuning (masks held);
@@ -51,7 +52,7 @@ class CompressConfig:
     max_drop: float = 0.5
     sparsity: float = 0.92              # first target; lowered by ``backoff`` while over budget
     allocation: str = "sensitivity"     # "sensitivity" (per-layer, from the scan) or "global"
-    scan_size: int = 10000              # training images held out for the scan (0: the test split)
+    scan_size: int = 10000              # scan on the last N training images (seen in training; 0: test split)
     prune_epochs: int = 10              # AGP fine-tuning budget
     prune_lr: float | None = None       # None: the model's recorded training LR
     weight_decay: float | None = None

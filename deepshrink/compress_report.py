@@ -1,7 +1,8 @@
 """The report ``deepshrink compress`` writes beside the .dsz file: markdown and plots.
 
 ``model.dsz`` gets ``model.report.md`` with the accuracy before and after, every attempt of
-the pipeline, the per-layer compression table of seed 004, and three PNGs: the sensitivity
+the pipeline, the per-layer compression table (sparsity, bits and rates per layer, as in the
+Deep Compression paper), and three PNGs: the sensitivity
 scan, the nonzero weights with their shared values, and the bits per weight of each layer.
 """
 
@@ -64,7 +65,7 @@ def write_report(result, codec_report, dsz: Path, source: str, data_spec: str) -
     for a in result.attempts:
         lines.append(f"| {a.target:.1%} | {a.sparsity:.2%} | {a.accuracy_pruned * 100:.2f}% | "
                      f"{a.accuracy_quantized * 100:.2f}% | {-a.drop_pp(before):+.2f} | {a.seconds:.0f} |")
-    lines += ["", "## Per-layer compression (seed 004's table)", "", codec_report.to_markdown(), ""]
+    lines += ["", "## Per-layer compression (as in Han, Mao & Dally 2016)", "", codec_report.to_markdown(), ""]
     if result.scan is not None:
         plot_sensitivity(result.scan, paths["scan"], max_drop=None, title="Sensitivity scan (each layer alone)")
         lines += [f"![sensitivity]({paths['scan'].name})", ""]

@@ -1,4 +1,4 @@
-"""Plots a person would rather look at than read: weight histograms (the pruning lab's).
+"""Plots a person would rather look at than read: weight histograms, one panel per layer.
 
 Every figure is written atomically as PNG with matplotlib's Agg backend (no display).
 """

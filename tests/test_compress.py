@@ -57,7 +57,7 @@ def test_backoff_lowers_the_target(make_dataset):
 @pytest.mark.parametrize("augment", [False, True])
 def test_teacher_logits_cached_once_without_augmentation(make_dataset, monkeypatch, augment):
     import deepshrink.distill.run as distill_run
-    from deepshrink.distill import TeacherTargets
+    from deepshrink.distill.cache import TeacherTargets
 
     ds = make_dataset()
     builds, calls = [], {"hits": 0, "misses": 0}

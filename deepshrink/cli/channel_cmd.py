@@ -8,8 +8,8 @@ import torch
 
 from ..errors import ConfigError
 from ..io import save_model
-from ..prune import CRITERIA, SCOPES, ChannelConfig, ChannelPlan, compose_plans, prune_channels_and_finetune
-from ..prune.plan import PLAN_KEY
+from ..prune import CRITERIA, SCOPES, ChannelConfig, ChannelPlan, prune_channels_and_finetune
+from ..prune.plan import PLAN_KEY, compose_plans
 from .common import FINITE, NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path, load_data_for, open_model
 
 __all__ = ["register"]

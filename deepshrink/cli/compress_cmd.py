@@ -37,7 +37,8 @@ def register(sub) -> None:
     p.add_argument("--kd-alpha", action=FRACTION, default=0.9, help="weight of the KD term (default 0.9)")
     p.add_argument("--lr", action=FINITE, help="pruning fine-tuning LR (default: the model's training LR)")
     p.add_argument("--scan-size", type=int, default=10000,
-                   help="training images held out for the sensitivity scan (0: use the test split)")
+                   help="scan on the last N training images (seen in training, so the scan's accuracies "
+                        "read higher; 0: use the test split)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     add_model_file_args(p)

@@ -5,18 +5,12 @@ named layers with learned adapters, ``teacher_loss`` (a ``fit`` loss from a froz
 hook pruning and quantization fine-tuning use) and ``distill`` (teacher to student).
 """
 
-from .cache import (LogitCache, TeacherTargets, build_logit_cache, cached_teacher_logits, file_sha256,
-                    fingerprint, load_logit_cache, save_logit_cache)
-from .features import FeatureCapture, FeatureStudent, parse_pairs
-from .losses import FEATURE_LOSSES, LOSSES, cosine_loss, feature_distance, kd_loss, l2_loss, logit_loss
-from .run import (DistillConfig, DistillResult, cached_teacher_loss, distill, freeze, load_teacher, teacher_loss,
-                  with_input_stats)
+from .losses import FEATURE_LOSSES, LOSSES, kd_loss
+from .run import DistillConfig, cached_teacher_loss, distill, load_teacher, teacher_loss, with_input_stats
 
+# What a user calls; the logit cache and feature capture are imported from their own modules
+# (``deepshrink.distill.cache``, ``deepshrink.distill.features``).
 __all__ = [
-    "LOSSES", "FEATURE_LOSSES", "kd_loss", "l2_loss", "cosine_loss", "logit_loss", "feature_distance",
-    "fingerprint", "LogitCache", "TeacherTargets", "build_logit_cache", "save_logit_cache",
-    "load_logit_cache", "cached_teacher_logits", "file_sha256",
-    "FeatureCapture", "FeatureStudent", "parse_pairs",
-    "DistillConfig", "DistillResult", "teacher_loss", "cached_teacher_loss", "distill", "freeze", "with_input_stats",
-    "load_teacher",
+    "DistillConfig", "distill", "teacher_loss", "cached_teacher_loss", "load_teacher", "with_input_stats",
+    "kd_loss", "LOSSES", "FEATURE_LOSSES",
 ]

@@ -1,4 +1,4 @@
-"""Distillation losses on logits and on features (Hinton, Vinyals & Dean 2015; seed 004).
+"""Distillation losses on logits and on features (Hinton, Vinyals & Dean 2015).
 
 Logits ``z_s`` (student) and ``z_t`` (teacher), both (N, classes), labels ``y`` (N,):
 
@@ -10,7 +10,7 @@ Logits ``z_s`` (student) and ``z_t`` (teacher), both (N, classes), labels ``y`` 
 * ``cosine``  alpha * mean_i (1 - cos(z_s, z_t)) + (1 - alpha) * CE: matches the direction of
               the logit vector only.
 
-The competition write-up (seed 004) compared these three and kept KL. All are batch means, so
+KL is the default; BENCHMARKS.md compares the three. All are batch means, so
 ``alpha = 0`` is plain cross-entropy. Features use the same L2/cosine distances per sample
 after flattening (:func:`feature_distance`).
 """

@@ -1,7 +1,8 @@
 """Teacher to student training on top of :func:`deepshrink.train.fit`.
 
 * :func:`teacher_loss` turns a teacher into a ``fit`` loss ``(model, logits, x, y)``; pruning
-  and quantization fine-tuning pass the uncompressed model through it (the hook of issue #8).
+  and quantization fine-tuning pass the uncompressed model through it (distillation during
+  compression).
 * :func:`distill` trains a student against a teacher's logits (KL, L2 or cosine) and
   optionally against its features on named layers, with ``fit``'s progress bars, callbacks,
   checkpoints and DDP. A student carrying pruning masks keeps its zeros (MaskCallback).

@@ -2,7 +2,7 @@
 
 ``deepshrink train --model NAME`` and ``benchmarks/baselines.py`` both go through
 :func:`train_baseline`; any field given overrides the recipe's.
-Targets (Fashion-MNIST test accuracy, issue "Foundation"): lenet300 >= 89.5%,
+Targets (Fashion-MNIST test accuracy): lenet300 >= 89.5%,
 lenet5 >= 91.0%, vgg >= 93.0%, resnet20 >= 92.5%, mobilenetv2 >= 92.0%.
 """
 
@@ -27,7 +27,7 @@ RECIPES: dict[str, dict] = {
     "vgg": dict(epochs=15, lr=0.05, weight_decay=5e-4, label_smoothing=0.1),
     "resnet20": dict(epochs=15, lr=0.1, weight_decay=5e-4, warmup_epochs=0.5),
     "mobilenetv2": dict(epochs=15, lr=0.1, weight_decay=4e-5, warmup_epochs=0.5),
-    # adder nets (issue #9): SGD lr 0.1 cosine; the adaptive rate (eta) is a model argument
+    # adder nets (Chen et al. 2020): SGD lr 0.1 cosine; the adaptive rate (eta) is a model argument
     "lenet5_adder": dict(epochs=20, lr=0.1, weight_decay=5e-4),
     "resnet20_adder": dict(epochs=15, lr=0.1, weight_decay=5e-4, warmup_epochs=0.5),
 }

@@ -2,15 +2,13 @@
 
 ``AdderConv2d`` / ``AdderLinear`` (L1-distance similarity, full-precision and HardTanh
 gradients, chunked), the per-layer adaptive learning rate, and ``layer_stats`` (per-layer
-output variance and weight-gradient norms, the homework's table). Nothing runs at import time.
+output variance and weight-gradient norms, adder against convolution). Nothing runs at import time.
 """
 
-from .adaptive import adaptive_lr_hooks, adaptive_scale
-from .adder import DEFAULT_CHUNK, AdderConv2d, AdderLinear, adder_conv2d, adder_linear, adder_rows
-from .analysis import LayerStat, fan_in, layer_stats, predicted_variance
+from .adaptive import adaptive_lr_hooks
+from .adder import AdderConv2d, AdderLinear
+from .analysis import layer_stats
 
-__all__ = [
-    "AdderConv2d", "AdderLinear", "adder_conv2d", "adder_linear", "adder_rows", "DEFAULT_CHUNK",
-    "adaptive_scale", "adaptive_lr_hooks",
-    "LayerStat", "layer_stats", "predicted_variance", "fan_in",
-]
+# What a user calls; the functional forms and the variance formulas are imported from their
+# own modules (``deepshrink.nn.adder``, ``deepshrink.nn.analysis``).
+__all__ = ["AdderConv2d", "AdderLinear", "adaptive_lr_hooks", "layer_stats"]

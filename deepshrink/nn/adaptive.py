@@ -1,4 +1,4 @@
-"""AdderNet's adaptive learning rate per layer (Chen et al. 2020, eq. 12; homework 1-7).
+"""AdderNet's adaptive learning rate per layer (Chen et al. 2020, CVPR, eq. 12).
 
 An adder layer's weight gradient is much smaller than a convolution's (the BatchNorm that
 follows divides by an output standard deviation that grows with sqrt(k^2 C_in), see

@@ -1,7 +1,7 @@
 """Adder layers: convolution and linear layers that measure similarity by L1 distance.
 
-Chen et al. 2020, "AdderNet: Do We Really Need Multiplications in Deep Learning?" (CVPR), and
-problem 1 of the homework (seeds 000/001). A convolution output is a similarity S summed over
+Chen et al. 2020, "AdderNet: Do We Really Need Multiplications in Deep Learning?" (CVPR).
+A convolution output is a similarity S summed over
 the window; AdderNet takes S(x, w) = -|x - w|, so larger still means more alike:
 
     Y[n, s, p] = -sum_{c, i, j} | X[n, c, p + (i, j)] - W[s, c, i, j] |     (+ b[s])
@@ -9,7 +9,7 @@ the window; AdderNet takes S(x, w) = -|x - w|, so larger still means more alike:
 Forward: only subtractions, absolute values and additions. Backward (the paper's eqs. 5-6):
 
 * dY/dW = X - W, the full-precision gradient; the exact derivative sign(X - W) only says
-  which way to move, not how far, and trains poorly (homework 1-4);
+  which way to move, not how far, and trains poorly (as in signSGD);
 * dY/dX = HardTanh(W - X) = clamp(W - X, -1, 1): the exact derivative is sign(W - X), and
   the unclipped W - X would let gradients grow through a deep stack.
 
@@ -208,7 +208,7 @@ def _check_eta(eta, where: str):
 def _init_(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     # W ~ N(0, 1), as in the authors' code: a weight is a template compared with the input by
     # distance, so it belongs on the input's scale (unit variance after normalisation or BN).
-    # The 1 / fan_in of homework 1-5 suits a product; here it would make every template ~0 and
+    # The variance 1 / fan_in (LeCun init) suits a product; here it would make every template ~0 and
     # the output -||x||_1 whatever the weights (it trains far slower; docs/METHODS.md).
     with torch.no_grad():
         weight.normal_(0.0, 1.0)

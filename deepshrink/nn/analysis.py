@@ -1,17 +1,18 @@
-"""Per-layer output variance and weight-gradient norms (homework problems 1-5 to 1-7).
+"""Per-layer output variance and weight-gradient norms of adder and convolution layers.
 
 For zero-mean, independent Gaussian inputs X and weights W and a fan-in of k^2 C_in terms
 (``fan_in``; in_features for a linear layer):
 
-* convolution, Y = sum X W:           Var[Y] = fan_in * Var[X] * Var[W]                (1-5)
+* convolution, Y = sum X W:           Var[Y] = fan_in * Var[X] * Var[W]
 * adder,       Y = -sum |X - W|:      Var[Y] = fan_in * (1 - 2/pi) * (Var[X] + Var[W])
   since X - W ~ N(0, Var[X] + Var[W]) and |Z| of a centred Gaussian has variance
   (1 - 2/pi) Var[Z] (Chen et al. 2020, eq. 11).
 
-With Var[W] = 1 / fan_in (the answer to 1-5) the convolution keeps Var[Y] = Var[X], while the
+With Var[W] = 1 / fan_in (variance-preserving) the convolution keeps Var[Y] = Var[X], while the
 adder output variance is about 0.36 * fan_in * Var[X]: it grows with the fan-in instead of
-being cancelled by the small weights (1-6). The BatchNorm after the layer divides by that
-standard deviation, so the gradient reaching the weights shrinks by it (the homework's table);
+being cancelled by the small weights. The BatchNorm after the layer divides by that
+standard deviation, so the gradient reaching the weights shrinks by it (Chen et al. report
+adder weight-gradient norms far below a CNN's);
 the adaptive learning rate (:mod:`deepshrink.nn.adaptive`) undoes that per layer.
 
 :func:`layer_stats` measures both on a batch: the output variance per channel over the batch

@@ -12,7 +12,7 @@ Definitions (docs/METHODS.md, "Profiling"):
   needs k*k*C_in products and k*k*C_in - 1 additions, one more with a bias. An adder layer
   (AdderNet) output needs k*k*C_in subtractions and k*k*C_in - 1 additions and no products:
   its MACs and multiplications are 0.
-* ``reads_per_op`` / ``writes`` (the homework's definition, seeds 000/001 problem 3): every
+* ``reads_per_op`` / ``writes`` (per operation): every
   operand read counts once per operation, so a MAC reads an input and a weight (2 reads), and
   every output written counts once.
 * ``min_reads`` / ``writes`` (minimal traffic): each input element and each parameter is read

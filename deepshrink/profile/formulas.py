@@ -1,8 +1,8 @@
-"""Closed-form costs of convolution blocks (homework seeds 000/001, problem 3).
+"""Closed-form costs of convolution blocks (regular, depthwise, pointwise, separable, MobileNetV2).
 
 Shapes: input and output H x W x C (stride 1, "same" padding), kernel k x k, expansion t.
-Memory accesses use the homework's definition: each MAC reads one input and one weight,
-each output element is written once (bias reads are not MAC operands and are not counted).
+Memory accesses count every operand read and every result written once: each MAC reads one
+input and one weight, each output element is written once (bias reads are not MAC operands and are not counted).
 
 * regular conv        MACs H W k^2 C^2      params k^2 C^2 + C   mem 2 H W k^2 C^2 + H W C
 * depthwise conv      MACs H W k^2 C        params k^2 C + C     mem 2 H W k^2 C + H W C

@@ -40,7 +40,7 @@ class LayerRow:
     nonzero_macs: int = 0
     multiplications: int = 0
     additions: int = 0
-    memory_reads: int = 0          # homework definition: every operand read per operation
+    memory_reads: int = 0          # per operation: every operand read counts once
     memory_writes: int = 0
     min_memory_reads: int = 0      # minimal traffic: each input and parameter read once
     known: bool = True             # False: no counter for this layer type (costs left at 0)

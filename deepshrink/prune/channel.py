@@ -13,8 +13,8 @@ the result is a :class:`~.plan.ChannelPlan`. How many channels each group keeps:
 * a MAC target m: the smallest r (uniform or global) whose pruned model has at most m times the
   original MACs, found by bisection on r with the profiler counting MACs.
 
-``sort_channels`` reorders every group by importance, which changes no output (the lab's
-``apply_channel_sorting``).
+``sort_channels`` reorders every group by importance, which changes no output (a permutation
+of the producing filters and of the consuming layers' inputs).
 """
 
 from __future__ import annotations

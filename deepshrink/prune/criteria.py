@@ -4,8 +4,8 @@ Scores are summed over the coupled layers of the group; a low score means a chan
 
 * ``l1`` / ``l2``: norm of each filter, s_c = sum over producing layers of ||W_l[c]||_p
   (Li et al. 2017, "Pruning Filters for Efficient ConvNets": the L1 norm of filter c).
-* ``fro``: the lab's input-channel Frobenius norm, s_c = sum over consuming layers of
-  ||W_l[:, c]||_F (the weights that read channel c; the lab's ``get_input_channel_importance``).
+* ``fro``: the input-channel Frobenius norm, s_c = sum over consuming layers of
+  ||W_l[:, c]||_F (the weights that read channel c: how much the next layers rely on it).
 * ``fpgm``: distance to the other filters, s_c = sum over producing layers of
   sum_j ||W_l[c] - W_l[j]||_2; filters near the geometric median are the most replaceable
   (He et al. 2019, "Filter Pruning via Geometric Median").

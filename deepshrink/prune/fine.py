@@ -1,10 +1,10 @@
 """Fine-grained (element-wise) pruning rules: pure functions from weights to masks.
 
-* magnitude (the pruning lab, seed 003): remove the ``round(n * s)`` weights of smallest
-  |w|. The lab's ``kthvalue`` threshold with ``|w| > thr`` removes *every* weight tied with the
+* magnitude (Han et al. 2015): remove the ``round(n * s)`` weights of smallest
+  |w|. A ``kthvalue`` threshold with ``|w| > thr`` would remove *every* weight tied with the
   threshold; here ties are broken by position (a stable sort), so the achieved sparsity is
   exactly ``round(n * s) / n``.
-* std (Han et al. 2015; seed 004): remove ``|w| < q * std(w)`` per layer, one quality
+* std (Han et al. 2015): remove ``|w| < q * std(w)`` per layer, one quality
   parameter ``q`` for all layers. For a target total sparsity, ``q`` is found by bisection.
 * random: ``round(n * s)`` positions drawn from a seeded generator.
 

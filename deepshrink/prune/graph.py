@@ -10,7 +10,7 @@ two tensors merge their spaces (union-find); each merged space is one :class:`Gr
 
 Any op the analysis does not know freezes the spaces it touches (its inputs and output), as do
 the model's inputs and outputs, so an unknown op never leads to a wrong cut, only to a smaller
-one. A model torch.fx cannot trace raises ``ModelError`` (:mod:`.trace`).
+one. A model torch.fx cannot trace raises ``ModelError`` (:mod:`deepshrink.tracing`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .trace import trace_model
+from ..tracing import trace_with_shapes
 
 __all__ = ["Member", "Group", "build_groups"]
 
@@ -332,6 +332,7 @@ class _Analysis:
 
 def build_groups(model: nn.Module, example_input) -> list[Group]:
     """The model's channel groups, prunable or frozen (with the reason)."""
-    analysis = _Analysis(trace_model(model, example_input))
+    analysis = _Analysis(trace_with_shapes(model, example_input,
+                                           "its channel dependencies are unknown, so nothing is cut"))
     analysis.run()
     return analysis.groups(model)

@@ -1,4 +1,4 @@
-"""Training aids from Han et al. 2015 ("Learning both Weights and Connections"; seed 002).
+"""Training aids from Han et al. 2015 ("Learning both Weights and Connections", NeurIPS).
 
 * L1 / L2 penalties on the prunable weights, ``L = L_task + lambda * sum |w|^p``, push
   weights toward zero before pruning (L1) or keep them small during retraining (L2).
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from ..errors import ConfigError
 from ..io import sync_layer_sizes
+from ..tracing import trace
 from .masks import MASK_SUFFIX, prunable_weights
 
 __all__ = ["penalty", "penalized_loss", "adjust_dropout", "remove_dead_neurons"]
@@ -69,10 +70,7 @@ def adjust_dropout(model: nn.Module, original_p: dict[str, float] | None = None)
 
 def _linear_pairs(model: nn.Module) -> list[tuple[str, list[str], str]]:
     """(first Linear, pass-through modules between, second Linear) chains, via torch.fx."""
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as exc:  # tracing raises many types
-        raise ConfigError(f"cannot trace the model to find neuron chains ({type(exc).__name__}: {exc})") from None
+    graph = trace(model, "its dead neurons cannot be found without the graph").graph
     mods = dict(model.named_modules())
     pairs = []
     for node in graph.nodes:

@@ -3,7 +3,7 @@
 * one-shot: the final sparsity at once, then fine-tuning;
 * iterative (Han et al. 2015): R rounds, each removing the same fraction k of the weights
   still left, so s_r = 1 - (1 - k)^r with k = 1 - (1 - s_f)^(1/R);
-* AGP, automated gradual pruning (Zhu & Gupta 2017, "To prune, or not to prune"; seed 004):
+* AGP, automated gradual pruning (Zhu & Gupta 2017, "To prune, or not to prune"):
       s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3,   t = t0, t0 + dt, ..., t0 + n dt
   updated every dt optimizer steps during training: fast at first, slowly at the end.
 

@@ -1,4 +1,4 @@
-"""Sensitivity scan and automatic per-layer sparsities (Han et al. 2015, Fig. 6; seed 003).
+"""Sensitivity scan and automatic per-layer sparsities (Han et al. 2015; Li et al. 2017).
 
 The scan prunes one layer at a time to each sparsity of a grid, evaluates, and restores the
 layer: a plain nested dict comes back. ``choose_sparsities`` then picks per-layer sparsities
@@ -11,7 +11,7 @@ for a target total sparsity or an accuracy budget, weighting by parameter count:
     sum of the layers' individual drops past the budget.
 
 Large, insensitive layers are pruned hard; small sensitive ones (the first conv) stay dense,
-which is the lab's question 5 answered by the tool. Summing individual drops is an
+chosen by the tool rather than by hand. Summing individual drops is an
 approximation (drops interact); the fine-tuning that follows recovers most of it.
 """
 

@@ -4,33 +4,19 @@ Jacob et al. 2018 (linear, integer-only), Han, Mao & Dally 2016 (k-means weight 
 """
 
 from .export import export_onnx, export_qdq
-from .fakequant import FakeQuant, QuantLayer, SharedFakeQuant
-from .fold import fold_batchnorm, fold_conv_bn
-from .graph import QuantConfig, prepare
+from .graph import QuantConfig
 from .integer import IntegerModel
-from .linear import QScheme, choose_qparams, dequantize, fake_quantize, lsq_fake_quantize, quantize
-from .observers import OBSERVERS, make_observer
-from .ptq import calibrate, freeze, is_quantized_file, load_quantized, quantize_ptq, save_quantized
-from .qat import prepare_qat, qat_finetune
-from .requant import quantize_multiplier, requantize
+from .kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_, quantized_layers
+from .observers import OBSERVERS
+from .ptq import is_quantized_file, load_quantized, quantize_ptq, save_quantized
+from .qat import qat_finetune
 from .session import OrtSession
-from .kmeans import (
-    KMeansConfig,
-    centroid_finetune,
-    kmeans_codebook,
-    kmeans_quantize_,
-    quantized_layers,
-)
 
+# What a user calls; the parts (schemes, observers, fake quantizers, BN folding, requantization)
+# are imported from their own modules, e.g. ``from deepshrink.quant.fold import fold_batchnorm``.
+# ONNX and ONNX Runtime are imported only when an export or a session runs.
 __all__ = [
-    "KMeansConfig",
-    "centroid_finetune",
-    "kmeans_codebook",
-    "kmeans_quantize_",
-    "quantized_layers",
-    "QScheme", "choose_qparams", "quantize", "dequantize", "fake_quantize", "lsq_fake_quantize",
-    "OBSERVERS", "make_observer", "fold_batchnorm", "fold_conv_bn", "FakeQuant", "SharedFakeQuant",
-    "QuantLayer", "QuantConfig", "prepare", "calibrate", "freeze", "quantize_ptq", "save_quantized",
-    "load_quantized", "is_quantized_file", "prepare_qat", "qat_finetune", "quantize_multiplier",
-    "requantize", "IntegerModel", "export_onnx", "export_qdq", "OrtSession",
+    "QuantConfig", "OBSERVERS", "quantize_ptq", "qat_finetune", "save_quantized", "load_quantized",
+    "is_quantized_file", "IntegerModel", "export_onnx", "export_qdq", "OrtSession",
+    "KMeansConfig", "kmeans_quantize_", "centroid_finetune", "quantized_layers",
 ]

@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import warnings
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnx
 import torch
 import torch.fx as fx
-from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from ..atomic import atomic_write_bytes
@@ -29,6 +29,9 @@ from .fakequant import QuantLayer, SharedFakeQuant
 from .graph import fused_relu, node_kind, quantizer_of
 from .integer import Grid
 from .linear import quantize
+
+if TYPE_CHECKING:  # onnx is imported where a graph is written, so `import deepshrink` stays light
+    import onnx
 
 __all__ = ["export_onnx", "export_qdq", "OPSET"]
 
@@ -61,12 +64,14 @@ class _Writer:
         return f"{stem}_{self.count}"
 
     def const(self, stem: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
         name = self.fresh(stem)
         # np.ascontiguousarray would turn a 0-d scale into shape (1,): ORT fuses Add only with scalars
         self.inits.append(numpy_helper.from_array(np.array(array, order="C", copy=True), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], stem: str, **attrs) -> str:
+        from onnx import helper
         out = self.fresh(stem)
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
@@ -151,6 +156,8 @@ class _Writer:
         return g.zero_point == g.qmin
 
     def write(self, input_shape) -> onnx.ModelProto:
+        import onnx
+        from onnx import TensorProto, helper
         out_name = None
         for node in self.gm.graph.nodes:
             kind = node_kind(node, self.mods)

@@ -18,8 +18,9 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import ModelError
+from ..tracing import trace
 
-__all__ = ["fold_conv_bn", "fold_batchnorm", "trace"]
+__all__ = ["fold_conv_bn", "fold_batchnorm"]
 
 
 @torch.no_grad()
@@ -38,15 +39,6 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Con
     for name, buf in conv.named_buffers(recurse=False):  # pruning masks: scaling keeps zeros zero
         fused.register_buffer(name, buf.clone())
     return fused
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
-    """torch.fx symbolic trace with a clear error for models it cannot follow."""
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many kinds (TraceError, TypeError, ...)
-        raise ModelError(f"cannot trace {type(model).__name__} with torch.fx "
-                         f"(data-dependent control flow?): {str(exc).splitlines()[0]}") from None
 
 
 def fold_batchnorm(model: nn.Module) -> fx.GraphModule:

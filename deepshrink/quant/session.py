@@ -13,8 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 
 from ..data import Dataset, Split
@@ -28,6 +26,7 @@ class OrtSession:
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, batch_size: int = 256,
                  optimized_path: str | None = None):
+        import onnxruntime as ort  # here, not at the top: `import deepshrink` stays light
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -62,6 +61,7 @@ class OrtSession:
 
     def fused_ops(self) -> Counter:
         """Operator types of the graph after ONNX Runtime's optimisations."""
+        import onnx
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "optimized.onnx"
             OrtSession(self.path, self.threads, self.batch_size, optimized_path=str(out))

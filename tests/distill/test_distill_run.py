@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from deepshrink import models
-from deepshrink.distill import DistillConfig, build_logit_cache, distill, teacher_loss, with_input_stats
+from deepshrink.distill import DistillConfig, distill, teacher_loss, with_input_stats
+from deepshrink.distill.cache import build_logit_cache
 from deepshrink.errors import ConfigError
 from deepshrink.prune import prune_, sparsity
 from deepshrink.train import TrainConfig, evaluate, fit

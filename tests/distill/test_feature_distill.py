@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from deepshrink import models
-from deepshrink.distill import FeatureCapture, FeatureStudent, parse_pairs
-from deepshrink.distill.features import match_teacher
+from deepshrink.distill.features import FeatureCapture, FeatureStudent, match_teacher, parse_pairs
 from deepshrink.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepshrink.distill import LOSSES, cosine_loss, feature_distance, kd_loss, l2_loss, logit_loss, teacher_loss
+from deepshrink.distill import LOSSES, kd_loss, teacher_loss
+from deepshrink.distill.losses import cosine_loss, feature_distance, l2_loss, logit_loss
 from deepshrink.errors import ConfigError
 
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from deepshrink.data import Split, iterate_batches
-from deepshrink.distill import (LogitCache, TeacherTargets, build_logit_cache, cached_teacher_logits,
-                                fingerprint, load_logit_cache)
+from deepshrink.distill.cache import (LogitCache, TeacherTargets, build_logit_cache, cached_teacher_logits,
+                                      fingerprint, load_logit_cache)
 from deepshrink.errors import FormatError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

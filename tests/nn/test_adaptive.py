@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from deepshrink.nn import AdderConv2d, AdderLinear, adaptive_lr_hooks, adaptive_scale
+from deepshrink.nn import AdderConv2d, AdderLinear, adaptive_lr_hooks
+from deepshrink.nn.adaptive import adaptive_scale
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from deepshrink.errors import ConfigError, ModelError
-from deepshrink.nn import AdderConv2d, AdderLinear, adder_conv2d
+from deepshrink.nn import AdderConv2d, AdderLinear
+from deepshrink.nn.adder import adder_conv2d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from deepshrink import models
-from deepshrink.nn import AdderConv2d, layer_stats, predicted_variance
+from deepshrink.nn import AdderConv2d, layer_stats
+from deepshrink.nn.analysis import predicted_variance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

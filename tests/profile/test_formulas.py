@@ -12,9 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from deepshrink.profile import (
-    depthwise, inverted_bottleneck, pointwise, profile_model, regular, separable_fused,
-)
+from deepshrink.profile import profile_model
+from deepshrink.profile.formulas import depthwise, inverted_bottleneck, pointwise, regular, separable_fused
 
 HW = ["5x5", "8x8", "5x8"]              # H x W
 CS = [3, 8, 16]

@@ -9,10 +9,11 @@ from torch import nn
 from deepshrink.errors import ConfigError, FormatError, ModelError
 from deepshrink.io import ModelInfo, load_model, save_model
 from deepshrink.models import build
-from deepshrink.prune import (ChannelPlan, apply_plan, build_groups, compose_plans, get_criterion, prune_channels,
-                              set_mask, sort_channels)
-from deepshrink.prune.criteria import fpgm, input_frobenius, l1_norm
-from deepshrink.prune.plan import PLAN_KEY
+from deepshrink.prune import ChannelPlan, apply_plan, prune_channels, sort_channels
+from deepshrink.prune.criteria import fpgm, get_criterion, input_frobenius, l1_norm
+from deepshrink.prune.graph import build_groups
+from deepshrink.prune.masks import set_mask
+from deepshrink.prune.plan import PLAN_KEY, compose_plans
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

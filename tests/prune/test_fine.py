@@ -10,9 +10,9 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from deepshrink.errors import ConfigError
-from deepshrink.prune import (compute_masks, get_masks, global_magnitude_masks, magnitude_mask, prunable_weights,
-                              prune_, random_mask, std_mask)
-from deepshrink.prune.fine import std_masks_for_target
+from deepshrink.prune import get_masks, prunable_weights, prune_
+from deepshrink.prune.fine import (compute_masks, global_magnitude_masks, magnitude_mask, random_mask, std_mask,
+                                   std_masks_for_target)
 
 
 def zeros_of(mask: torch.Tensor) -> int:

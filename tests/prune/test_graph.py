@@ -6,7 +6,7 @@ from torch import nn
 
 from deepshrink.errors import ModelError
 from deepshrink.models import build
-from deepshrink.prune import build_groups
+from deepshrink.prune.graph import build_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,8 +9,8 @@ from torch import nn
 from deepshrink import models
 from deepshrink.errors import ConfigError
 from deepshrink.io import ModelInfo, load_model, save_model
-from deepshrink.prune import (MaskCallback, apply_masks, get_masks, layer_sparsities, prunable_weights, prune_,
-                              set_mask, sparsity, squash)
+from deepshrink.prune import get_masks, layer_sparsities, prunable_weights, prune_, sparsity, squash
+from deepshrink.prune.masks import MaskCallback, apply_masks, set_mask
 from deepshrink.train import TrainConfig, fit, predict
 
 

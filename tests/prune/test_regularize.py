@@ -9,9 +9,9 @@ from torch import nn
 
 from deepshrink import models
 from deepshrink.errors import ConfigError
-from deepshrink.prune import (adjust_dropout, apply_masks, get_masks, penalized_loss, penalty, prune_, set_mask,
-                              sparsity)
-from deepshrink.prune import remove_dead_neurons
+from deepshrink.prune import get_masks, prune_, sparsity
+from deepshrink.prune.masks import apply_masks, set_mask
+from deepshrink.prune.regularize import adjust_dropout, penalized_loss, penalty, remove_dead_neurons
 
 
 def mlp(seed=0) -> nn.Module:

@@ -9,8 +9,8 @@ from torch import nn
 from deepshrink import models
 from deepshrink.data import num_batches
 from deepshrink.errors import ConfigError
-from deepshrink.prune import (GradualPruner, agp_sparsity, get_masks, iterative_sparsities, layer_sparsities,
-                              prunable_weights, sparsity)
+from deepshrink.prune import get_masks, layer_sparsities, prunable_weights, sparsity
+from deepshrink.prune.schedule import GradualPruner, agp_sparsity, iterative_sparsities
 from deepshrink.train import StepInfo, TrainConfig, fit
 
 

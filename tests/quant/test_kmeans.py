@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from deepshrink.errors import ConfigError
-from deepshrink.quant import KMeansConfig, centroid_finetune, kmeans_codebook, kmeans_quantize_, quantized_layers
-from deepshrink.quant.kmeans import _Tied
+from deepshrink.quant import KMeansConfig, centroid_finetune, kmeans_quantize_, quantized_layers
+from deepshrink.quant.kmeans import _Tied, kmeans_codebook
 from deepshrink.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,9 +8,10 @@ from torch import nn
 
 from deepshrink.errors import ConfigError, FormatError, ModelError
 from deepshrink.io import ModelInfo, save_model
-from deepshrink.quant import (FakeQuant, QuantConfig, SharedFakeQuant, load_quantized, prepare,
-                              prepare_qat, qat_finetune, quantize_ptq, save_quantized)
-from deepshrink.quant.graph import fake_quants, quant_layers
+from deepshrink.quant import QuantConfig, load_quantized, qat_finetune, quantize_ptq, save_quantized
+from deepshrink.quant.fakequant import FakeQuant, SharedFakeQuant
+from deepshrink.quant.graph import fake_quants, prepare, quant_layers
+from deepshrink.quant.qat import prepare_qat
 from deepshrink.train import TrainConfig, evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
