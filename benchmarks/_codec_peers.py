@@ -176,11 +176,10 @@ def throughput(model: nn.Module, info: ModelInfo | None = None, repeats: int = 5
 
 def _demo_model() -> tuple[nn.Module, ModelInfo]:
     """The LeNet-300-100 baseline, magnitude-pruned to 92% per layer, k-means shared (5 bits)."""
-    from _results import ROOT
-    from deepshrink.io import load_model
+    from _results import load_baseline
     from deepshrink.quant import KMeansConfig, kmeans_quantize_
 
-    model, info = load_model(ROOT / "checkpoints" / "baselines" / "lenet300.safetensors")
+    model, info, _ = load_baseline("lenet300")
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Linear):

@@ -8,21 +8,19 @@ import time
 
 import torch
 
-from _results import ROOT
+from _results import ROOT, baseline_path
 
-from deepshrink.distill import cached_teacher_logits, file_sha256, freeze
+from deepshrink.distill.cache import cached_teacher_logits, file_sha256
+from deepshrink.distill.run import freeze
 from deepshrink.io import load_model
 from deepshrink.train import evaluate
 
-__all__ = ["checkpoint", "teacher_and_cache", "soft_target_stats"]
-
-
-def checkpoint(name: str):
-    return ROOT / "checkpoints" / "baselines" / f"{name}.safetensors"
+__all__ = ["teacher_and_cache", "soft_target_stats"]
 
 
 def teacher_and_cache(name: str, ds):
-    path = checkpoint(name)
+    """(teacher, its cached training-set logits, the results entry describing both)."""
+    path = baseline_path(name)
     teacher, info = load_model(path)
     sha = file_sha256(path)
     t0 = time.perf_counter()

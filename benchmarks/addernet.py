@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _results import ROOT, write_result
+from _results import ROOT, command, write_result
 
 from deepshrink import data as data_mod
 from deepshrink import models
@@ -73,7 +73,7 @@ def accuracy(ds, epochs: int) -> None:
     gap = (raw["lenet5"]["accuracy"] - raw["lenet5_adder"]["accuracy"]) * 100
     write_result("addernet_accuracy", {
         "title": "AdderNet: LeNet-5 adder against LeNet-5 CNN (Fashion-MNIST, same epochs)",
-        "command": f"python benchmarks/addernet.py --parts accuracy --epochs {epochs}",
+        "command": command("addernet", ["--parts accuracy", f"--epochs {epochs}"]),
         "table": {"columns": ["model", "epochs", "lr", "test accuracy %", "s / epoch"], "rows": rows},
         "notes": [f"CNN minus adder: {gap:+.2f} pp (issue target: within 1.0 pp).",
                   f"Same epochs ({epochs}), seed 0, batch 128, batch order, no augmentation, SGD (Nesterov 0.9) "
@@ -128,7 +128,7 @@ def grads(ds, steps: int) -> None:
     accs = "; ".join(f"{k}: {v['test_accuracy_after_steps'] * 100:.2f}%" for k, v in raw.items())
     write_result("addernet_grads", {
         "title": "AdderNet: weight-gradient norms and output variance per layer (the homework's table)",
-        "command": f"python benchmarks/addernet.py --parts grads --steps {steps}",
+        "command": command("addernet", ["--parts grads", f"--steps {steps}"]),
         "table": {"columns": ["model", "step", "quantity", "layer 1 (conv1)", "layer 2 (conv2)", "layer 3 (fc1)",
                               "layer 4 (fc2, linear in all)"], "rows": rows},
         "notes": ["One fixed batch (the first 256 training images), training mode (BatchNorm on batch statistics), "
@@ -219,7 +219,7 @@ def speed(repeats: int) -> None:
                     "all_s": {f"{i} {m}": v for (i, m), v in times.items()}, "peak_mib": mem})
     write_result("addernet_speed", {
         "title": "AdderNet: AdderConv2d against nn.Conv2d, time and peak memory (same shapes)",
-        "command": f"python benchmarks/addernet.py --parts speed --repeats {repeats}",
+        "command": command("addernet", ["--parts speed", f"--repeats {repeats}"]),
         "table": {"columns": ["layer", "input -> C_out", "conv fwd ms", "adder fwd ms", "adder/conv fwd",
                               "conv fwd+bwd ms", "adder fwd+bwd ms", "adder/conv fwd+bwd", "conv peak MiB",
                               "adder peak MiB", "naive adder peak MiB"], "rows": rows},
@@ -273,7 +273,7 @@ def memory_child(impl: str, index: int) -> None:
     print(json.dumps({"peak_mib": round(max(0, peak - before) / 1024, 1)}))
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", nargs="*", default=["accuracy", "grads", "speed"],
                     choices=["accuracy", "grads", "speed"])
@@ -282,7 +282,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]))

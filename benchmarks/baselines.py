@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from _results import ROOT, write_result
+from _results import BASELINES, ROOT, command, write_result
 
 from deepshrink import data as data_mod
 from deepshrink import models
@@ -56,12 +56,58 @@ def step_seconds(name: str, ds, steps: int = 30, warmup: int = 5, threads: int =
     return statistics.median(times)
 
 
-def main() -> None:
+def measure(name: str, path: Path, ds) -> tuple[dict, list]:
+    """(raw results, table row) of one baseline checkpoint: accuracy re-measured, size, and the
+    training time, as recorded and as estimated from a timed step."""
+    model, info = load_model(path)
+    t0 = time.perf_counter()
+    same_stats = info.mean == ds.mean and info.std == ds.std  # else normalise as the model expects
+    acc = evaluate(model, (ds if same_stats else data_mod.load("fashion-mnist", mean=info.mean, std=info.std)).test)
+    eval_s = time.perf_counter() - t0
+    prof = profile_model(model, torch.zeros(1, *info.input_shape)).totals
+    train = info.history[0] if info.history else {}
+    cfg = train.get("config", {})
+    target = TARGETS[name]
+    step_s = step_seconds(name, ds)
+    est_s = step_s * num_batches(len(ds.train), cfg.get("batch_size", 128)) * cfg.get("epochs", 0)
+    raw = {
+        "accuracy": acc, "target": target, "meets_target": acc >= target,
+        "params": prof["params"], "macs": prof["macs"],
+        "train_seconds": train.get("seconds"), "epochs": cfg.get("epochs"),
+        "train_threads": train.get("threads"), "eval_seconds": eval_s,
+        "step_seconds_2_threads": step_s, "estimated_train_seconds_2_threads": est_s,
+        "checkpoint": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "reproduce": command("baselines", ["--models", name, "--retrain", name]),
+    }
+    row = [name, f"{acc * 100:.2f}%", f">= {target * 100:.1f}%", "yes" if acc >= target else "NO",
+           prof["params"], prof["macs"], cfg.get("epochs"),
+           f"{train.get('seconds', float('nan')) / 60:.1f} min ({train.get('threads')} thr.)",
+           f"{est_s / 60:.1f} min"]
+    print(f"{name:<12} acc {acc * 100:.2f}% (target {target * 100:.1f}%)  params {prof['params']:,}  "
+          f"MACs {prof['macs']:,}  trained {train.get('seconds', 0):.0f} s", flush=True)
+    return raw, row
+
+
+NOTES = ["Accuracy re-measured from each checkpoint on the 10,000 test images.",
+         "Training time as run: wall time recorded in the checkpoint by the run that trained it, with "
+         "the threads it used; the conv nets were trained side by side with other work on the 2 cores, "
+         "so these times are inflated. Estimated alone: median of 30 training steps at batch 128 on "
+         "2 threads with nothing else running, times the recipe's steps (no evaluation).",
+         "Recipes: deepshrink/models/recipes.py; one model: "
+         "`deepshrink train --model NAME --out FILE` uses the same recipe."]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=models.names())
     ap.add_argument("--retrain", nargs="*", default=[], help="models to train again")
-    ap.add_argument("--dir", default=str(ROOT / "checkpoints" / "baselines"))
-    args = ap.parse_args()
+    ap.add_argument("--dir", default=str(BASELINES))
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     ds = data_mod.load("fashion-mnist")
     rows, raw = [], {}
     for name in args.models:
@@ -69,46 +115,15 @@ def main() -> None:
         if name in args.retrain or not path.exists():
             print(f"training {name} ...", flush=True)
             train_baseline(name, ds, "fashion-mnist", str(path), recipe(name, seed=0, progress=False))
-        model, info = load_model(path)
-        t0 = time.perf_counter()
-        same_stats = info.mean == ds.mean and info.std == ds.std  # else normalise as the model expects
-        acc = evaluate(model, (ds if same_stats else data_mod.load("fashion-mnist", mean=info.mean, std=info.std)).test)
-        eval_s = time.perf_counter() - t0
-        prof = profile_model(model, torch.zeros(1, *info.input_shape)).totals
-        train = info.history[0] if info.history else {}
-        cfg = train.get("config", {})
-        target = TARGETS[name]
-        step_s = step_seconds(name, ds)
-        est_s = step_s * num_batches(len(ds.train), cfg.get("batch_size", 128)) * cfg.get("epochs", 0)
-        raw[name] = {
-            "accuracy": acc, "target": target, "meets_target": acc >= target,
-            "params": prof["params"], "macs": prof["macs"],
-            "train_seconds": train.get("seconds"), "epochs": cfg.get("epochs"),
-            "train_threads": train.get("threads"), "eval_seconds": eval_s,
-            "step_seconds_2_threads": step_s, "estimated_train_seconds_2_threads": est_s,
-            "checkpoint": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "reproduce": f"python benchmarks/baselines.py --models {name} --retrain {name}",
-        }
-        rows.append([name, f"{acc * 100:.2f}%", f">= {target * 100:.1f}%", "yes" if acc >= target else "NO",
-                     prof["params"], prof["macs"], cfg.get("epochs"),
-                     f"{train.get('seconds', float('nan')) / 60:.1f} min ({train.get('threads')} thr.)",
-                     f"{est_s / 60:.1f} min"])
-        print(f"{name:<12} acc {acc * 100:.2f}% (target {target * 100:.1f}%)  params {prof['params']:,}  "
-              f"MACs {prof['macs']:,}  trained {train.get('seconds', 0):.0f} s", flush=True)
+        raw[name], row = measure(name, path, ds)
+        rows.append(row)
     write_result("baselines", {
         "title": "Dense baselines on Fashion-MNIST",
-        "command": "python benchmarks/baselines.py",
+        "command": command("baselines"),
         "models": raw,
         "table": {"columns": ["model", "test accuracy", "target", "met", "params", "MACs (1x28x28)",
                               "epochs", "training time as run", "estimated alone (2 threads)"], "rows": rows},
-        "notes": ["Accuracy re-measured from each checkpoint on the 10,000 test images.",
-                  "Training time as run: wall time recorded in the checkpoint by the run that trained it, with "
-                  "the threads it used; the conv nets were trained side by side with other work on the 2 cores, "
-                  "so these times are inflated. Estimated alone: median of 30 training steps at batch 128 on "
-                  "2 threads with nothing else running, times the recipe's steps (no evaluation).",
-                  "Recipes: deepshrink/models/recipes.py; one model: "
-                  "`deepshrink train --model NAME --out FILE` uses the same recipe."],
+        "notes": NOTES,
     })
 
 

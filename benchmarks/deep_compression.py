@@ -18,10 +18,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from _results import ROOT, write_result
+from _results import ROOT, baseline_path, command, load_baseline, previous, write_result
 from _codec_peers import peer_sizes, throughput
 from deepshrink import data as data_mod
 from deepshrink.codec import compression_report, load_compressed, save_compressed
@@ -41,13 +42,14 @@ CONFIGS = {
 
 
 TEACHERS = {"lenet300": "resnet20"}
+NAME = "deep_compression"
 
 
-def run_model(name: str, cfg: CompressConfig, teacher_name: str | None, out_dir) -> dict:
-    src = ROOT / "checkpoints" / "baselines" / f"{name}.safetensors"
+def run_model(name: str, cfg: CompressConfig, teacher_name: str | None, out_dir, argv: list[str]) -> dict:
+    src = baseline_path(name)
     model, info = load_model(src)
     ds = data_mod.load(info.data or "fashion-mnist", info.mean, info.std)
-    teacher = load_model(ROOT / "checkpoints" / "baselines" / f"{teacher_name}.safetensors")[0] if teacher_name else None
+    teacher = load_baseline(teacher_name)[0] if teacher_name else None
     t0 = time.perf_counter()
     res = compress(model, ds, cfg, info.train_config(), teacher=teacher)
     seconds = time.perf_counter() - t0
@@ -67,7 +69,7 @@ def run_model(name: str, cfg: CompressConfig, teacher_name: str | None, out_dir)
             "fp32_file_bytes": src.stat().st_size, "dsz_bytes": dsz.stat().st_size,
             "ratio_vs_file": src.stat().st_size / dsz.stat().st_size, "report": report.to_dict(),
             "report_markdown": report.to_markdown(), "peers": sizes, "throughput": speed, "seconds": seconds,
-            "command": "python benchmarks/deep_compression.py " + " ".join(sys.argv[1:])}
+            "command": command(NAME, argv)}
 
 
 def _pct(x: float | None) -> str:
@@ -140,7 +142,7 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
     return main, extra, notes
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="lenet300,lenet5")
     ap.add_argument("--threads", type=int, default=2)
@@ -149,33 +151,50 @@ def main(argv=None) -> int:
                     help="MODEL=TEACHER (a baseline name, or none; default: TEACHERS)")
     ap.add_argument("--out-dir", default=str(ROOT / "runs" / "bench_dc"))
     ap.add_argument("--tables-only", action="store_true", help="rebuild the tables from the results file")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return ap.parse_args(argv)
+
+
+def compress_models(args, argv: list[str]) -> dict:
+    """{model: run} for each of ``--models``, through the pipeline into a .dsz file and back."""
     overrides = json.loads(args.config)
     teachers = {**TEACHERS, **dict(t.split("=", 1) for t in args.teacher)}
     teachers = {k: v for k, v in teachers.items() if v != "none"}
-    from pathlib import Path
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = ROOT / "benchmarks" / "results" / "deep_compression.json"
-    previous = {r["model"]: r for r in json.loads(path.read_text()).get("runs", [])} if path.exists() else {}
-    for name in ([] if args.tables_only else args.models.split(",")):
+    runs = {}
+    for name in args.models.split(","):
         cfg = CompressConfig(**{**CONFIGS.get(name, {}), **overrides.get(name, {}), "attempts": 1, "progress": False})
         print(f"== {name}: {cfg}", flush=True)
-        r = run_model(name, cfg, teachers.get(name), out_dir)
+        r = run_model(name, cfg, teachers.get(name), out_dir, argv)
         print(r["report_markdown"])
         print(f"{name}: {r['accuracy_before'] * 100:.2f}% -> {r['accuracy_after'] * 100:.2f}% "
               f"({-r['drop_pp']:+.2f} pp), {r['fp32_file_bytes']:,} -> {r['dsz_bytes']:,} bytes "
               f"({r['ratio_vs_file']:.1f}x), peers: {r['peers']['peers']}", flush=True)
-        previous[name] = r
-    runs = [previous[k] for k in sorted(previous)]
+        runs[name] = r
+    return runs
+
+
+def payload(runs: list[dict], command_line: str, threads: int) -> dict:
     table, extra, notes = tables(runs)
-    notes.append(f"torch threads: {args.threads}; the machine was shared with other jobs during the runs, so the "
+    notes.append(f"torch threads: {threads}; the machine was shared with other jobs during the runs, so the "
                  "seconds and MB/s are pessimistic (ours and lzma's were measured interleaved, so their ratio holds).")
-    command = ("python benchmarks/deep_compression.py" if args.tables_only else
-               "python benchmarks/deep_compression.py " + " ".join(sys.argv[1:]))
-    write_result("deep_compression", {"title": "Deep Compression: .dsz files (issue #7)", "command": command,
-                                      "table": table, "tables": extra, "notes": notes, "runs": runs})
+    return {"title": "Deep Compression: .dsz files (issue #7)", "command": command_line,
+            "table": table, "tables": extra, "notes": notes, "runs": runs}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    old = previous(NAME)
+    runs = {r["model"]: r for r in old.get("runs", [])}
+    if args.tables_only:  # the tables describe the stored runs: their command line and threads
+        command_line = old.get("command", command(NAME))
+        threads = old.get("machine", {}).get("torch_threads", args.threads)
+    else:
+        runs.update(compress_models(args, argv))
+        command_line, threads = command(NAME, argv), args.threads
+    write_result(NAME, payload([runs[k] for k in sorted(runs)], command_line, threads), rebuilt=args.tables_only)
     return 0
 
 

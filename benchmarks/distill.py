@@ -27,19 +27,19 @@ and warmup: results/distill.json for the default settings, distill_<teacher>_war
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 
-from _results import RESULTS, write_result
-from _teachers import checkpoint, teacher_and_cache
+from _results import (baseline_path, command, command_from_args, load_baseline, merge_commands, previous,
+                      write_result)
+from _teachers import teacher_and_cache
 
 from deepshrink import data as data_mod
 from deepshrink import models
 from deepshrink.distill import DistillConfig, distill
-from deepshrink.io import load_model
+from deepshrink.distill.cache import file_sha256
 from deepshrink.models.recipes import recipe
 from deepshrink.profile import profile_model
 from deepshrink.prune import PruneConfig, prune_, prune_and_finetune, sparsity
@@ -92,8 +92,7 @@ def prune_runs(seed: int, epochs: int, ds, teacher, cache, schedules, which, tem
     for schedule in schedules:
         out[schedule] = {}
         for label, extra in prune_variants(which, schedule, temperature, alpha).items():
-            model, info = load_model(checkpoint("lenet300"))
-            trained = info.train_config()
+            model, _, trained = load_baseline("lenet300")
             pcfg = PruneConfig(sparsity=PRUNE_SPARSITY, rule="magnitude", scope="global", schedule=schedule,
                                epochs=epochs, lr=trained["lr"], weight_decay=trained["weight_decay"],
                                augment=trained["augment"], seed=seed, progress=False, verbose=False, **(extra or {}))
@@ -127,8 +126,7 @@ def _alone_runs(label: str, args, key: str) -> list | None:
     """The 'alone' runs of another teacher's results file (``--reuse-alone NAME``: results/NAME.json) when made with
     this student, epochs, seeds and warmup. Training alone does not involve the teacher, and fit
     is bit-reproducible from its config."""
-    path = RESULTS / f"{args.reuse_alone}.json"
-    old = json.loads(path.read_text()).get("students", {}).get(key) if path.exists() else None
+    old = previous(args.reuse_alone).get("students", {}).get(key)
     arch, kw = STUDENTS[label]
     if old and (old["arch"], old["kwargs"], old["epochs"], old["seeds"], old.get("warmup", 0.0)) == (
             arch, kw, args.epochs, args.seeds, args.warmup):
@@ -173,46 +171,16 @@ def table(students: dict, pruning: dict | None) -> list[list]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--students", nargs="*", default=["lenet300", "lenet5-slim"], choices=list(STUDENTS))
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--losses", nargs="*", default=["kl", "l2", "cosine"], choices=["kl", "l2", "cosine"])
-    ap.add_argument("--temperature", type=float, default=2.0)
-    ap.add_argument("--alpha", type=float, default=0.5)
-    ap.add_argument("--teacher", default=DEFAULT_TEACHER, choices=["vgg", "resnet20"])
-    ap.add_argument("--warmup", type=float, default=1.0,
-                    help="LR warmup epochs for every student, alone and distilled (0: the recipe's none)")
-    ap.add_argument("--prune-epochs", type=int, default=10)
-    ap.add_argument("--prune-schedules", nargs="*", default=["oneshot", "agp"], choices=["oneshot", "agp"])
-    ap.add_argument("--prune-variants", nargs="*", default=["plain", "dense", "big"], choices=["plain", "dense", "big"])
-    ap.add_argument("--prune-temperature", type=float, default=2.0)
-    ap.add_argument("--prune-alpha", type=float, default=0.5)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--augment", action="store_true",
-                    help="students train with the recipe's shifts and flips (the teacher then runs on every batch)")
-    ap.add_argument("--reuse-alone", metavar="NAME",
-                    help="take the students-alone runs from results/NAME.json when their settings match")
-    ap.add_argument("--no-prune", action="store_true", help="skip the pruning comparison")
-    ap.add_argument("--prune-only", action="store_true", help="only the pruning comparison")
-    ap.add_argument("--tables-only", action="store_true", help="no training: rebuild table and notes from the results")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    command = "python benchmarks/distill.py " + " ".join(
-        f"--{k.replace('_', '-')}" + ("" if v is True else " " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)))
-        for k, v in vars(args).items() if v not in (False, None))
-    ds = data_mod.load("fashion-mnist")
-    teacher, cache, tinfo = teacher_and_cache(args.teacher, ds)
-    students: dict = {}
-    for label in ([] if args.prune_only or args.tables_only else args.students):
+def train_students(args, ds, teacher, cache, command: str) -> dict:
+    """{row name: entry} for each student: alone (or reused, --reuse-alone) and per KD loss, per seed."""
+    students = {}
+    for label in args.students:
         arch, kw = STUDENTS[label]
         prof = profile_model(models.build(arch, **kw), torch.zeros(1, 1, 28, 28))
-        runs = {}
         name = label + (", augmented" if args.augment else "")  # its own rows: never merged with the others
         reused = _alone_runs(label, args, name) if args.reuse_alone else None
+        runs = {"alone": reused} if reused else {}
         if reused:
-            runs["alone"] = reused
             print(f"{label} alone: reused from results/{args.reuse_alone}.json (same epochs, seeds, warmup and "
                   "model)", flush=True)
         for method in ([] if reused else ["alone"]) + args.losses:
@@ -225,45 +193,62 @@ def main() -> None:
                 runs[key].append(r)
                 print(f"{name} {key} seed {seed}: {r['accuracy'] * 100:.2f}% ({r['seconds']:.0f} s)", flush=True)
         students[name] = {"arch": arch, "kwargs": kw, "params": prof.totals["params"], "macs": prof.totals["macs"],
-                           "augment": args.augment, "epochs": args.epochs, "seeds": args.seeds, "threads": args.threads,
-                           "warmup": args.warmup,
-                           "temperature": args.temperature, "alpha": args.alpha, "commands": [command],
-                           "alone_reused_from": f"results/{args.reuse_alone}.json" if reused else None,
-                           "runs": runs}
-    pruning = None
-    if not (args.no_prune or args.tables_only):
-        dense = evaluate(load_model(checkpoint("lenet300"))[0], ds.test)
-        runs: dict = {}
-        for seed in args.seeds:
-            for schedule, by_variant in prune_runs(seed, args.prune_epochs, ds, teacher, cache, args.prune_schedules,
-                                                   args.prune_variants, args.prune_temperature,
-                                                   args.prune_alpha).items():
-                for variant, r in by_variant.items():
-                    runs.setdefault(schedule, {}).setdefault(variant, []).append({"seed": seed, **r})
-        pruning = {"model": "lenet300", "dense": dense, "sparsity": PRUNE_SPARSITY, "epochs": args.prune_epochs,
-                   "seeds": args.seeds, "threads": args.threads, "commands": [command], "runs": runs}
-    # merge with the results file as it is now (another part may have run meanwhile, same teacher)
-    name = results_name(args.teacher, args.warmup)
-    previous = RESULTS / f"{name}.json"
-    old = json.loads(previous.read_text()) if previous.exists() else {}
-    if old.get("teacher", {}).get("sha256") == tinfo["sha256"]:
-        merged = dict(old.get("students", {}))
-        for label, res in students.items():
-            was = merged.get(label)
-            if was and (was["epochs"], was["seeds"]) == (res["epochs"], res["seeds"]):
-                res["runs"] = {**was["runs"], **res["runs"]}  # methods not rerun are kept
-                res["commands"] = list(dict.fromkeys(_commands(was) + res["commands"]))
-            merged[label] = res
-        students = merged
-        if args.tables_only:  # the teacher entry (cache time, loaded or not) describes the runs, not this rebuild
-            tinfo = old["teacher"]
-        was = old.get("pruning")
-        if pruning and was and (was["epochs"], was["seeds"]) == (pruning["epochs"], pruning["seeds"]):
-            for schedule, by_variant in was["runs"].items():  # variants not rerun are kept
-                pruning["runs"][schedule] = {**by_variant, **pruning["runs"].get(schedule, {})}
-            pruning["commands"] = list(dict.fromkeys(_commands(was) + pruning["commands"]))
-        pruning = pruning or was
-    notes = [
+                          "augment": args.augment, "epochs": args.epochs, "seeds": args.seeds, "threads": args.threads,
+                          "warmup": args.warmup,
+                          "temperature": args.temperature, "alpha": args.alpha, "commands": [command],
+                          "alone_reused_from": f"results/{args.reuse_alone}.json" if reused else None,
+                          "runs": runs}
+    return students
+
+
+def compare_pruning(args, ds, teacher, cache, command: str) -> dict:
+    """The LeNet-300-100 baseline pruned to 95%: every schedule and variant, per seed."""
+    dense = evaluate(load_baseline("lenet300")[0], ds.test)
+    runs: dict = {}
+    for seed in args.seeds:
+        for schedule, by_variant in prune_runs(seed, args.prune_epochs, ds, teacher, cache, args.prune_schedules,
+                                               args.prune_variants, args.prune_temperature,
+                                               args.prune_alpha).items():
+            for variant, r in by_variant.items():
+                runs.setdefault(schedule, {}).setdefault(variant, []).append({"seed": seed, **r})
+    return {"model": "lenet300", "dense": dense, "sparsity": PRUNE_SPARSITY, "epochs": args.prune_epochs,
+            "seeds": args.seeds, "threads": args.threads, "commands": [command], "runs": runs}
+
+
+def load_teacher(args):
+    """(data, teacher, its cached training-set logits, its results entry). A table rebuild
+    (--tables-only) of results made with this very checkpoint takes the stored entry, which
+    describes the runs (cache time, loaded or not), and loads nothing."""
+    if args.tables_only:
+        stored = previous(results_name(args.teacher, args.warmup)).get("teacher", {})
+        if stored.get("sha256") == file_sha256(baseline_path(args.teacher)):
+            return None, None, None, stored
+    ds = data_mod.load("fashion-mnist")
+    return (ds, *teacher_and_cache(args.teacher, ds))
+
+
+def merge_previous(old: dict, tinfo: dict, students: dict, pruning: dict | None) -> tuple[dict, dict | None]:
+    """Merge with the results file as it is now (another part may have run meanwhile), if it
+    was made with the same teacher: students, methods, schedules and variants not rerun are kept."""
+    if old.get("teacher", {}).get("sha256") != tinfo["sha256"]:
+        return students, pruning
+    merged = dict(old.get("students", {}))
+    for label, res in students.items():
+        was = merged.get(label)
+        if was and (was["epochs"], was["seeds"]) == (res["epochs"], res["seeds"]):
+            res["runs"] = {**was["runs"], **res["runs"]}  # methods not rerun are kept
+            res["commands"] = merge_commands(_commands(was), res["commands"])
+        merged[label] = res
+    was = old.get("pruning")
+    if pruning and was and (was["epochs"], was["seeds"]) == (pruning["epochs"], pruning["seeds"]):
+        for schedule, by_variant in was["runs"].items():  # variants not rerun are kept
+            pruning["runs"][schedule] = {**by_variant, **pruning["runs"].get(schedule, {})}
+        pruning["commands"] = merge_commands(_commands(was), pruning["commands"])
+    return merged, pruning or was
+
+
+def notes(args, tinfo: dict, students: dict, pruning: dict | None) -> list[str]:
+    out = [
         f"Teacher: {tinfo['name']} ({tinfo['file']}, {tinfo['params']:,} params, test accuracy "
         f"{tinfo['accuracy'] * 100:.2f}%). Its logits for the 60,000 training images were computed once and "
         f"cached (students train without augmentation, so every batch came from the cache; not for "
@@ -287,32 +272,76 @@ def main() -> None:
         "Seconds: wall time per run on a machine shared with other jobs (2 cores, another benchmark running on the second core); "
         f"torch threads {args.threads}. Not a speed measurement.",
     ]
-    smoothing = load_model(checkpoint(args.teacher))[1].train_config().get("label_smoothing", 0.0)
+    smoothing = load_baseline(args.teacher)[2].get("label_smoothing", 0.0)
     if smoothing:
-        notes.append(f"This teacher was trained with label smoothing {smoothing} (its recipe), which Mueller, "
-                     "Kornblith & Hinton 2019 found to make teachers distil worse; for comparison, the ResNet-20 "
-                     "baseline (no smoothing) as teacher: --teacher resnet20, results in distill.json.")
-    notes.append("Each KD row names its settings (T only enters the KL loss); the issue's defaults are T=4, "
-                 "alpha=0.9. Rows without settings in their name (older runs) used T=4, alpha=0.9.")
+        out.append(f"This teacher was trained with label smoothing {smoothing} (its recipe), which Mueller, "
+                   "Kornblith & Hinton 2019 found to make teachers distil worse; for comparison, the ResNet-20 "
+                   "baseline (no smoothing) as teacher: --teacher resnet20, results in distill.json.")
+    out.append("Each KD row names its settings (T only enters the KL loss); the issue's defaults are T=4, "
+               "alpha=0.9. Rows without settings in their name (older runs) used T=4, alpha=0.9.")
     if not pruning:
-        notes = [n for n in notes if not n.startswith("Pruning:")]
+        out = [n for n in out if not n.startswith("Pruning:")]
     reused = sorted(label for label, res in students.items() if res.get("alone_reused_from"))
     if reused:
-        notes.append(f"'trained alone' rows of {', '.join(reused)}: the runs of "
-                     f"{sorted({res['alone_reused_from'] for res in students.values() if res.get('alone_reused_from')})} (--reuse-alone; "
-                     "same model, epochs, seeds and warmup; no teacher is involved and fit is reproducible from its config).")
-    rows = table(students, pruning)
-    write_result(name, {
+        out.append(f"'trained alone' rows of {', '.join(reused)}: the runs of "
+                   f"{sorted({res['alone_reused_from'] for res in students.values() if res.get('alone_reused_from')})} (--reuse-alone; "
+                   "same model, epochs, seeds and warmup; no teacher is involved and fit is reproducible from its config).")
+    return out
+
+
+def payload(args, tinfo: dict, students: dict, pruning: dict | None) -> dict:
+    """The results file: every part's command, the raw runs, the table and the notes."""
+    script = command("distill")
+    parts = merge_commands(c.removeprefix(script + " ") for c in
+                           [c for r in students.values() for c in _commands(r)] + _commands(pruning or {}))
+    return {
         "title": "Knowledge distillation on Fashion-MNIST: students alone vs distilled, and after pruning"
                  + f" ({args.teacher} teacher, {args.warmup:g} warmup epoch(s) for the students)",
-        "command": "python benchmarks/distill.py (parts: " + "; ".join(
-            dict.fromkeys(c.removeprefix("python benchmarks/distill.py ") for c in
-                          [c for r in students.values() for c in _commands(r)] + _commands(pruning or {}))) + ")",
+        "command": f"{script} (parts: " + "; ".join(parts) + ")",
         "teacher": tinfo, "students": students, "pruning": pruning,
         "table": {"columns": ["model", "size / dense", "method", "accuracy (mean)", "std (pp)", "per seed (%)",
-                              "vs alone / plain (pp, wins)", "seconds per run"], "rows": rows},
-        "notes": notes,
-    })
+                              "vs alone / plain (pp, wins)", "seconds per run"], "rows": table(students, pruning)},
+        "notes": notes(args, tinfo, students, pruning),
+    }
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--students", nargs="*", default=["lenet300", "lenet5-slim"], choices=list(STUDENTS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--losses", nargs="*", default=["kl", "l2", "cosine"], choices=["kl", "l2", "cosine"])
+    ap.add_argument("--temperature", type=float, default=2.0)
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--teacher", default=DEFAULT_TEACHER, choices=["vgg", "resnet20"])
+    ap.add_argument("--warmup", type=float, default=1.0,
+                    help="LR warmup epochs for every student, alone and distilled (0: the recipe's none)")
+    ap.add_argument("--prune-epochs", type=int, default=10)
+    ap.add_argument("--prune-schedules", nargs="*", default=["oneshot", "agp"], choices=["oneshot", "agp"])
+    ap.add_argument("--prune-variants", nargs="*", default=["plain", "dense", "big"], choices=["plain", "dense", "big"])
+    ap.add_argument("--prune-temperature", type=float, default=2.0)
+    ap.add_argument("--prune-alpha", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--augment", action="store_true",
+                    help="students train with the recipe's shifts and flips (the teacher then runs on every batch)")
+    ap.add_argument("--reuse-alone", metavar="NAME",
+                    help="take the students-alone runs from results/NAME.json when their settings match")
+    ap.add_argument("--no-prune", action="store_true", help="skip the pruning comparison")
+    ap.add_argument("--prune-only", action="store_true", help="only the pruning comparison")
+    ap.add_argument("--tables-only", action="store_true", help="no training: rebuild table and notes from the results")
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    cmd = command_from_args("distill", args)
+    ds, teacher, cache, tinfo = load_teacher(args)
+    students = {} if args.prune_only or args.tables_only else train_students(args, ds, teacher, cache, cmd)
+    pruning = None if args.no_prune or args.tables_only else compare_pruning(args, ds, teacher, cache, cmd)
+    name = results_name(args.teacher, args.warmup)
+    students, pruning = merge_previous(previous(name), tinfo, students, pruning)
+    write_result(name, payload(args, tinfo, students, pruning), rebuilt=args.tables_only)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ Writes benchmarks/results/profile.json. Downloads nothing.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import importlib.metadata
@@ -37,7 +38,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from _results import ROOT, write_result
+from _results import ROOT, command, write_result
 
 from deepshrink import models
 from deepshrink.profile import profile_model
@@ -151,11 +152,8 @@ def explain_ptflops(o: dict, p: dict) -> dict:
                      f"{o['bias_additions']:,} of them under additions")}
 
 
-def main() -> int:
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    x = torch.zeros(*SHAPE)
-    peers = {"thop": _version("thop"), "ptflops": _version("ptflops")}
+def measure(x: torch.Tensor, peers: dict) -> list[dict]:
+    """Per zoo model: ours, each installed peer with its difference explained, and our timing."""
     results = []
     for name in models.names():
         model = models.build(name).eval()
@@ -168,8 +166,10 @@ def main() -> int:
             pt = ptflops_counts(model, x)
             entry["ptflops"] = {**pt, "explanation": explain_ptflops(o, pt)}
         results.append(entry)
+    return results
 
-    # ---- table
+
+def print_report(results: list[dict], peers: dict) -> None:
     print(f"MACs on input {'x'.join(map(str, SHAPE))}; peers: "
           + (", ".join(f"{k} {v}" for k, v in peers.items() if v) or "none installed"))
     head = (f"{'model':<12}{'ours':>13}{'conv+fc':>13}{'thop':>13}{'thop-ours':>11}{'unexpl.':>8}"
@@ -195,12 +195,9 @@ def main() -> int:
             print(f"  ptflops - ours = {e['ptflops']['explanation']['difference']:,}: "
                   f"{e['ptflops']['explanation']['text']}  (per op {e['ptflops']['ops_by_aten_op']})")
 
-    all_explained = all(e[p]["explanation"]["unexplained"] == 0 for e in results for p in ("thop", "ptflops") if p in e)
-    all_fast = all(e["profile_time"]["pass"] for e in results)
-    print(f"\nevery difference explained: {'yes' if all_explained else 'NO'}; "
-          f"profile_model under {TIME_LIMIT_S:g} s on every model: {'pass' if all_fast else 'FAIL'}")
 
-    # title / command / machine / table / notes: the layout the other benchmark results use
+def table(results: list[dict]) -> dict:
+    """title / command / machine / table / notes: the layout the other benchmark results use."""
     columns = ["model", "ours MACs", "ours conv+fc MACs", "thop", "thop - ours", "thop unexplained",
                "ptflops (aten)", "ptflops - ours", "ptflops unexplained", "profile_model s", "< 2 s"]
     rows = []
@@ -212,14 +209,28 @@ def main() -> int:
                      pt["macs"] if pt else None, pt["explanation"]["difference"] if pt else None,
                      pt["explanation"]["unexplained"] if pt else None,
                      round(e["profile_time"]["median_s"], 4), "pass" if e["profile_time"]["pass"] else "FAIL"])
+    return {"columns": columns, "rows": rows}
+
+
+def main() -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options; --help
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    peers = {"thop": _version("thop"), "ptflops": _version("ptflops")}
+    results = measure(torch.zeros(*SHAPE), peers)
+    print_report(results, peers)
+    all_explained = all(e[p]["explanation"]["unexplained"] == 0 for e in results for p in ("thop", "ptflops") if p in e)
+    all_fast = all(e["profile_time"]["pass"] for e in results)
+    print(f"\nevery difference explained: {'yes' if all_explained else 'NO'}; "
+          f"profile_model under {TIME_LIMIT_S:g} s on every model: {'pass' if all_fast else 'FAIL'}")
     notes = [f"{e['model']}: {p} - ours: {e[p]['explanation']['text']}"
              for e in results for p in ("thop", "ptflops") if p in e and e[p]["explanation"]["difference"]]
     path = write_result("profile", {
         "title": "Profiler: MAC counts against peer counters",
-        "command": ".venv/bin/python benchmarks/profile_macs.py",
+        "command": command("profile_macs", python=".venv/bin/python"),
         "input_shape": list(SHAPE), "peers": peers,
         "all_differences_explained": all_explained, "profile_time_pass": all_fast,
-        "table": {"columns": columns, "rows": rows}, "notes": notes,
+        "table": table(results), "notes": notes,
         "models": results,
     })
     print(f"wrote {path.relative_to(ROOT)} and BENCHMARKS.md")

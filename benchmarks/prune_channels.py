@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -34,23 +33,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _results import RESULTS, ROOT, write_result
+from _results import command_from_args, load_baseline, merge_commands, previous, write_result
 
 from deepshrink import data as data_mod
-from deepshrink.io import load_model
 from deepshrink.profile import compare_latency, profile_model
-from deepshrink.prune import build_groups, prune_channels
+from deepshrink.prune import prune_channels
+from deepshrink.prune.graph import build_groups
 from deepshrink.quant.export import export_onnx
 from deepshrink.quant.fold import fold_batchnorm
 from deepshrink.quant.session import OrtSession
 from deepshrink.train import TrainConfig, evaluate, fit
 
 NAME = "prune_channels"
-
-
-def baseline(name: str):
-    model, info = load_model(ROOT / "checkpoints" / "baselines" / f"{name}.safetensors")
-    return model, info, info.train_config()
 
 
 def counts(model: nn.Module) -> tuple[int, int]:
@@ -68,7 +62,7 @@ def finetune(model: nn.Module, ds, trained: dict, args) -> float:
 
 
 def ours(name: str, ds, args) -> tuple[dict, nn.Module]:
-    model, _, trained = baseline(name)
+    model, _, trained = load_baseline(name)
     x = torch.randn(1, 1, 28, 28)
     searched = prune_channels(model, x, macs_target=args.macs_target, criterion=args.criterion,
                               round_to=args.round_to)
@@ -99,7 +93,7 @@ def matched_ratios(model: nn.Module, x, channels: dict) -> dict:
 def peer(name: str, ds, ratio: float, args, channels: dict) -> tuple[dict, nn.Module]:
     import torch_pruning as tp  # a peer for the benchmark, not a dependency of the package
 
-    model, _, trained = baseline(name)
+    model, _, trained = load_baseline(name)
     x = torch.randn(1, 1, 28, 28)
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     per_layer = matched_ratios(model, x, channels) if args.peer_match == "channels" else None
@@ -161,19 +155,21 @@ def latency(a: nn.Module, b: nn.Module, args, runtimes=RUNTIMES) -> dict:
     return out
 
 
-def rerun_latency(name: str, entry: dict, args) -> dict:
-    """Latency again, dense vs ours, in every runtime. The weights are pruned but not fine-tuned
-    (fine-tuned models are not kept); the shapes, hence the work, equal the fine-tuned model's,
-    which is checked through the MAC count."""
-    model, _, _ = baseline(name)
+def rerun_latency(name: str, key: str, entry: dict, args) -> dict:
+    """Latency again, dense vs ours, in every runtime, for the stored results ``entry``. The
+    weights are pruned but not fine-tuned (fine-tuned models are not kept); the shapes, hence the
+    work, equal the fine-tuned model's, which is checked through the MAC count."""
+    model, _, _ = load_baseline(name)
     x = torch.zeros(1, 1, 28, 28)
     r = prune_channels(model, x, ratio=entry["ours"]["ratio"], criterion=entry["criterion"],
                        round_to=entry.get("round_to", 1))
     if r.macs_after != entry["ours"]["macs"]:
         raise SystemExit(f"{name}: re-pruned model has {r.macs_after} MACs, the stored one {entry['ours']['macs']}")
     model.eval()
-    return {"weights": "pruned, not fine-tuned (same shapes)", "threads": args.threads,
-            "dense_vs_ours": latency(model, r.model.eval(), args)}
+    rerun = {"weights": "pruned, not fine-tuned (same shapes)", "threads": args.threads,
+             "dense_vs_ours": latency(model, r.model.eval(), args), "command": command_from_args(NAME, args)}
+    _print_speed(key, rerun["dense_vs_ours"], entry["ours"]["macs"], entry["dense"]["macs"], "vs dense (re-run)")
+    return rerun
 
 
 def _print_speed(name: str, lat: dict, macs: int, macs0: int, what: str, share: bool = True) -> None:
@@ -185,7 +181,7 @@ def _print_speed(name: str, lat: dict, macs: int, macs0: int, what: str, share: 
 
 
 def run_model(name: str, ds, args) -> dict:
-    dense_model, _, _ = baseline(name)
+    dense_model, _, _ = load_baseline(name)
     dense_acc = evaluate(dense_model, ds.test)
     macs0, params0 = counts(dense_model)
     o, o_model = ours(name, ds, args)
@@ -203,7 +199,7 @@ def run_model(name: str, ds, args) -> dict:
     return {"dense": {"accuracy": dense_acc, "macs": macs0, "params": params0}, "ours": o, "torch_pruning": p,
             "latency_dense_vs_ours": lat_dense, "latency_peer_vs_ours": lat_peer, "epochs": args.epochs,
             "lr": args.lr, "criterion": args.criterion, "macs_target": args.macs_target, "threads": args.threads,
-            "round_to": args.round_to, "peer_match": args.peer_match, "command": command(args)}
+            "round_to": args.round_to, "peer_match": args.peer_match, "command": command_from_args(NAME, args)}
 
 
 def _speed_cells(r: dict, peer: bool, rerun: bool = False) -> list[str]:
@@ -245,18 +241,41 @@ def table(results: dict) -> list[list]:
     return rows
 
 
-def command(args) -> str:
-    parts = []
-    for k, v in vars(args).items():
-        flag = f"--{k.replace('_', '-')}"
-        if isinstance(v, bool):
-            parts += [flag] if v else []
-        else:
-            parts.append(f"{flag} {' '.join(v) if isinstance(v, list) else v}")
-    return "python benchmarks/prune_channels.py " + " ".join(parts)
+def notes(threads: int) -> list[str]:
+    return [
+        "One uniform channel ratio, the smallest that halves our MACs (channel counts rounded to multiples "
+        "of round_to; Torch-Pruning given per-layer ratios that keep exactly our counts); L1 filter norms "
+        "(Torch-Pruning's MagnitudeImportance(p=1) also adds the BatchNorm and next-layer input norms).",
+        "Fine-tuning: same epochs, LR (cosine), weight decay, augmentation, batch order and seed for both.",
+        f"Latency on {threads} CPU thread(s), interleaved A/B, median of per-pair ratios, in three "
+        "runtimes: PyTorch eager in NCHW and in channels_last memory format, and ONNX Runtime (our fp32 "
+        "ONNX export; ORT folds BatchNorm and fuses Conv+ReLU). Share = speedup / MAC reduction. The machine "
+        "ran other jobs on its second core, so absolute times are noisy; ratios are interleaved.",
+        "Targets (issue): <= 0.5 pp accuracy drop after fine-tuning; speedup >= 0.85 x the MAC reduction.",
+        "Latency re-run rows (--latency-only): dense vs ours timed again later, in all three runtimes, on "
+        "pruned but not fine-tuned weights of the same shapes; the peer's speed is derived from the first "
+        "run's timings (dense/ours over peer/ours), so compare it with the deepshrink row above it.",
+    ]
 
 
-def main() -> None:
+def payload(args, results: dict) -> dict:
+    """The results file: every run's command, the table, the notes and the raw results."""
+    commands = merge_commands([r.get("command", "?") for r in results.values()],
+                              [r["latency_rerun"]["command"] for r in results.values() if "latency_rerun" in r])
+    return {
+        "title": "Structured pruning: MACs halved, fine-tuned, against Torch-Pruning (Fashion-MNIST)",
+        "command": " ; ".join(commands),
+        "table": {"columns": ["model", "method", "ratio", "MMACs", "params", "acc pruned", "acc tuned",
+                              "drop pp", "FT epochs", "MAC reduction",
+                              "PyTorch NCHW: speedup b1 / b256 (share of MAC reduction)",
+                              "PyTorch channels_last", "ONNX Runtime", "prune s"],
+                  "rows": table(results)},
+        "notes": notes(args.threads),
+        "models": results,
+    }
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=["resnet20", "vgg"])
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (same for both)")
@@ -273,46 +292,22 @@ def main() -> None:
     ap.add_argument("--latency-only", action="store_true",
                     help="only re-measure latency, dense vs ours, for stored results")
     ap.add_argument("--tables-only", action="store_true", help="no runs: rebuild table and notes from the results")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ds = data_mod.load("fashion-mnist")
-    previous = RESULTS / f"{NAME}.json"
-    results = dict(json.loads(previous.read_text()).get("models", {})) if previous.exists() else {}
+    results = dict(previous(NAME).get("models", {}))
     for name in [] if args.tables_only else args.models:
         key = name if args.round_to == 1 else f"{name}, round_to {args.round_to}"
         if args.latency_only:
-            results[key]["latency_rerun"] = rerun_latency(name, results[key], args)
-            results[key]["latency_rerun"]["command"] = command(args)
-            _print_speed(key, results[key]["latency_rerun"]["dense_vs_ours"], results[key]["ours"]["macs"],
-                         results[key]["dense"]["macs"], "vs dense (re-run)")
+            results[key]["latency_rerun"] = rerun_latency(name, key, results[key], args)
         else:
             results[key] = run_model(name, ds, args)
-    write_result(NAME, {
-        "title": "Structured pruning: MACs halved, fine-tuned, against Torch-Pruning (Fashion-MNIST)",
-        "command": " ; ".join(dict.fromkeys([r.get("command", "?") for r in results.values()] + [
-            r["latency_rerun"]["command"] for r in results.values() if "latency_rerun" in r])),
-        "table": {"columns": ["model", "method", "ratio", "MMACs", "params", "acc pruned", "acc tuned",
-                              "drop pp", "FT epochs", "MAC reduction",
-                              "PyTorch NCHW: speedup b1 / b256 (share of MAC reduction)",
-                              "PyTorch channels_last", "ONNX Runtime", "prune s"],
-                  "rows": table(results)},
-        "notes": [
-            "One uniform channel ratio, the smallest that halves our MACs (channel counts rounded to multiples "
-            "of round_to; Torch-Pruning given per-layer ratios that keep exactly our counts); L1 filter norms "
-            f"(Torch-Pruning's MagnitudeImportance(p=1) also adds the BatchNorm and next-layer input norms).",
-            "Fine-tuning: same epochs, LR (cosine), weight decay, augmentation, batch order and seed for both.",
-            f"Latency on {args.threads} CPU thread(s), interleaved A/B, median of per-pair ratios, in three "
-            "runtimes: PyTorch eager in NCHW and in channels_last memory format, and ONNX Runtime (our fp32 "
-            "ONNX export; ORT folds BatchNorm and fuses Conv+ReLU). Share = speedup / MAC reduction. The machine "
-            "ran other jobs on its second core, so absolute times are noisy; ratios are interleaved.",
-            "Targets (issue): <= 0.5 pp accuracy drop after fine-tuning; speedup >= 0.85 x the MAC reduction.",
-            "Latency re-run rows (--latency-only): dense vs ours timed again later, in all three runtimes, on "
-            "pruned but not fine-tuned weights of the same shapes; the peer's speed is derived from the first "
-            "run's timings (dense/ours over peer/ours), so compare it with the deepshrink row above it.",
-        ],
-        "models": results,
-    })
+    write_result(NAME, payload(args, results), rebuilt=args.tables_only)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ import argparse
 import torch
 from torch import nn
 
-from _results import write_result
-from prune_channels import baseline, counts, latency
+from _results import command, load_baseline, write_result
+from prune_channels import counts, latency
 
 from deepshrink.prune import prune_channels
 
@@ -75,7 +75,7 @@ class ShiftReLU(nn.Module):
 
 def build(name: str, kwargs: dict, drop: tuple) -> tuple[nn.Module, nn.Module, dict]:
     """(dense, pruned, kept channels per group)."""
-    dense, _, _ = baseline(name)
+    dense, _, _ = load_baseline(name)
     dense.eval()
     x = torch.zeros(1, 1, 28, 28)
     kwargs = dict(kwargs)
@@ -99,14 +99,9 @@ def _channels(keep: dict) -> str:
     return " ".join(f"{g}:{k}" for g, k in keep.items())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", default=list(LAYOUTS), choices=list(LAYOUTS))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats-b1", type=int, default=300)
-    ap.add_argument("--repeats-b256", type=int, default=12)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+def measure(args) -> tuple[list, list, dict]:
+    """Every layout of every model, dense against pruned in every runtime: (table rows, raw
+    results, per model the best batch-1 share with the MACs at least halved)."""
     rows, raw, best = [], [], {}
     for name in args.models:
         for label, kwargs, drop in LAYOUTS[name]:
@@ -126,25 +121,43 @@ def main() -> None:
                          f"{red:.2f}x", *cells])
             raw.append({"model": name, "layout": label, "kept": keep, "removed_blocks": list(drop),
                         "macs_dense": macs0, "macs_pruned": macs1, "latency": lat})
-    best_notes = [f"Best batch-1 share with MACs at least halved, {n}: {s:.2f} ({lab}; {rt}); target {TARGET}."
-                  for n, (s, lab, rt) in best.items()]
+    return rows, raw, best
+
+
+def notes(threads: int, best: dict) -> list[str]:
+    return [
+        "Not fine-tuned: latency depends on the shapes only. Dense and pruned interleaved, median of "
+        f"per-pair ratios, {threads} thread(s); share = speedup / MAC reduction; the issue's target "
+        f"is {TARGET} at batch 1 and at batch 256.",
+        "PyTorch channels_last is in prune_channels.py's table (no better than NCHW at batch 1). "
+        "TorchScript with optimize_for_inference (oneDNN layouts) was slower relative to dense in "
+        "trial runs and is left out.",
+        *(f"Best batch-1 share with MACs at least halved, {n}: {s:.2f} ({lab}; {rt}); target {TARGET}."
+          for n, (s, lab, rt) in best.items()),
+    ]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=list(LAYOUTS), choices=list(LAYOUTS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats-b1", type=int, default=300)
+    ap.add_argument("--repeats-b256", type=int, default=12)
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    rows, raw, best = measure(args)
     write_result(NAME, {
         "title": "Structured pruning: batch-1 and batch-256 speed by channel layout and runtime",
-        "command": "python benchmarks/prune_channels_latency.py " + " ".join(
-            [f"--models {' '.join(args.models)}", f"--threads {args.threads}",
-             f"--repeats-b1 {args.repeats_b1}", f"--repeats-b256 {args.repeats_b256}"]),
+        "command": command(NAME, [f"--models {' '.join(args.models)}", f"--threads {args.threads}",
+                                  f"--repeats-b1 {args.repeats_b1}", f"--repeats-b256 {args.repeats_b256}"]),
         "table": {"columns": ["model", "layout", "kept channels per group", "MAC reduction",
                               *(f"{rt}: speedup b1 / b256 (share)" for rt in RUNTIMES)],
                   "rows": rows},
-        "notes": [
-            "Not fine-tuned: latency depends on the shapes only. Dense and pruned interleaved, median of "
-            f"per-pair ratios, {args.threads} thread(s); share = speedup / MAC reduction; the issue's target "
-            f"is {TARGET} at batch 1 and at batch 256.",
-            "PyTorch channels_last is in prune_channels.py's table (no better than NCHW at batch 1). "
-            "TorchScript with optimize_for_inference (oneDNN layouts) was slower relative to dense in "
-            "trial runs and is left out.",
-            *best_notes,
-        ],
+        "notes": notes(args.threads, best),
         "runs": raw,
     })
 

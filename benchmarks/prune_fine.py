@@ -24,7 +24,6 @@ benchmarks/baselines.py (checkpoints/baselines/, kept in git).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -33,24 +32,17 @@ import torch
 import torch.nn.utils.prune as tprune
 from torch import nn
 
-from _results import RESULTS, ROOT, write_result
+from _results import command, load_baseline, previous, write_result
 from _teachers import teacher_and_cache
 
 from deepshrink import data as data_mod
 from deepshrink.distill import teacher_loss
-from deepshrink.io import load_model
 from deepshrink.prune import PruneConfig, prune_and_finetune, sensitivity_scan, sparsity
 from deepshrink.train import TrainConfig, evaluate, fit
 
 UP = (0.95, 0.96, 0.97, 0.98, 0.99)    # climbed while within 0.5 pp of dense
 DOWN = (0.90, 0.88, 0.85, 0.80)        # descended when 92% already loses more than 0.5 pp
 BUDGET = 0.005
-
-
-def baseline(name: str):
-    path = ROOT / "checkpoints" / "baselines" / f"{name}.safetensors"
-    model, info = load_model(path)
-    return model, info, info.train_config()
 
 
 # the schedule ours uses per model. Iterative (3 rounds) was tried on LeNet-300-100 and was not
@@ -105,7 +97,7 @@ def _lr(name: str, trained: dict) -> float:
 
 def ours(name: str, ds, target: float, epochs: int, schedule: str = "agp", seed: int = 0, teacher=None,
          **extra) -> dict:
-    model, info, trained = baseline(name)
+    model, info, trained = load_baseline(name)
     t0 = time.perf_counter()
     cfg = PruneConfig(sparsity=target, rule="magnitude", scope="global", **_schedule(schedule), epochs=epochs,
                       lr=_lr(name, trained), weight_decay=trained["weight_decay"], augment=trained["augment"],
@@ -118,7 +110,7 @@ def ours(name: str, ds, target: float, epochs: int, schedule: str = "agp", seed:
 def peer(name: str, ds, target: float, epochs: int, rounds: int = 1, seed: int = 0, teacher=None) -> dict:
     """torch.nn.utils.prune, one-shot (rounds=1) or in the same rounds as our iterative schedule;
     fine-tuned plain or, with ``teacher``, under the same distillation loss as ours."""
-    model, info, trained = baseline(name)
+    model, info, trained = load_baseline(name)
     loss_fn = teacher_loss_for(teacher, ds)
     t0 = time.perf_counter()
     params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -141,7 +133,7 @@ def peer(name: str, ds, target: float, epochs: int, rounds: int = 1, seed: int =
 
 
 def scan_time(ds) -> dict:
-    model, _, _ = baseline("lenet5")
+    model, _, _ = load_baseline("lenet5")
     t0 = time.perf_counter()
     scan = sensitivity_scan(model, lambda m: evaluate(m, ds.test), progress=False)
     return {"seconds": time.perf_counter() - t0, "layers": len(scan["layers"]),
@@ -193,7 +185,55 @@ def table(results: dict) -> list[list]:
     return rows
 
 
-def main() -> None:
+def run_model(name: str, ds, args) -> dict:
+    """Ours, the peer (plain, with ours' teacher, in ours' rounds) at 92%, the ladder to the
+    highest sparsity within the budget, and (--ablations) ours' variants at 92%."""
+    epochs = getattr(args, f"epochs_{name}")
+    model, info, _ = load_baseline(name)
+    dense = evaluate(model, ds.test)
+    schedule = dict(x.split("=", 1) for x in args.schedule).get(name, SCHEDULES.get(name, "agp"))
+    teacher = dict(x.split("=", 1) for x in args.teacher).get(name, TEACHERS.get(name))
+    teacher = None if teacher in (None, "none") else teacher
+    seeds = args.seeds
+    o92 = over_seeds(lambda seed: ours(name, ds, 0.92, epochs, schedule, seed, teacher), seeds)
+    p92 = over_seeds(lambda seed: peer(name, ds, 0.92, epochs, seed=seed), seeds)
+    p92t = over_seeds(lambda seed: peer(name, ds, 0.92, epochs, seed=seed, teacher=teacher), seeds) if teacher else None
+    rounds = _schedule(schedule)["rounds"] if schedule != "agp" else 1
+    p92i = over_seeds(lambda seed: peer(name, ds, 0.92, epochs, rounds, seed), seeds) if rounds > 1 else None
+    print(f"{name}: dense {dense * 100:.2f}%  ours@92 {o92['accuracy'] * 100:.2f}%  "
+          f"peer@92 {p92['accuracy'] * 100:.2f}%" + (f"  peer+KD@92 {p92t['accuracy'] * 100:.2f}%" if p92t else ""),
+          flush=True)
+    ladder, best = highest_within_budget(name, ds, dense, epochs, o92, schedule, seeds, teacher)
+    result = {"dense": dense, "epochs": epochs, "threads": args.threads, "lr": _lr(name, load_baseline(name)[2]),
+              "ours_92": o92,
+              "peer_92": p92, "peer_92_teacher": p92t, "peer_92_iterative": p92i, "ladder": ladder,
+              "highest_within_0.5pp": best, "schedule": schedule, "seeds": seeds, "teacher": teacher,
+              "kd": KD if teacher else None,
+              "command": command("prune_fine", sys.argv[1:])}
+    if args.ablations:
+        result["ablations"] = {label: ours(name, ds, 0.92, epochs, **kw) for label, kw in ABLATIONS.items()}
+    return result
+
+
+def notes(results: dict, scan: dict | None) -> list[str]:
+    out = ["Same fine-tuning for both methods: epochs, LR and weight decay of the model's own training "
+           f"recipe (LR overridden: {FT_LR or 'none'}), cosine schedule, the seeds listed (identical batch order per seed); accuracy on the 10,000 test images, "
+           "the mean over the seeds, with each seed's drop in brackets. The seconds column is wall time of "
+           "prune + fine-tune per run on this machine (threads as stated per model).",
+           "'+ KD from X': fine-tuning loss 0.5 * T^2 * KL(teacher || student at T=2) + 0.5 * CE, the teacher "
+           "the X baseline (its logits for the training images cached; no augmentation). The peer is shown "
+           "both plain and under the same loss, so the teacher's share of the gain is visible.",
+           f"Highest sparsity within 0.5 pp: from 92%, up through {', '.join(map(str, UP))} while within "
+           f"the budget, or down through {', '.join(map(str, DOWN))} until within it."]
+    out += [f"{n}: `{r['command']}` ({r.get('threads', '?')} threads)" for n, r in results.items() if r.get("command")]
+    if scan:
+        out.insert(0, f"LeNet-5 sensitivity scan, {scan['layers']} layers x {scan['sparsities']} sparsities on "
+                      f"the {scan['images']:,} test images: {scan['seconds']:.1f} s "
+                      f"({scan.get('threads', 1)} threads).")
+    return out
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5"])
     ap.add_argument("--epochs-lenet300", type=int, default=30)
@@ -209,64 +249,29 @@ def main() -> None:
                     help="the baseline ours distils from while fine-tuning a model, or none (default: TEACHERS)")
     ap.add_argument("--ablations", action="store_true",
                     help="also run ours at 92%% with dropout adjustment, and with distillation")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     ds = data_mod.load("fashion-mnist")
-    previous = RESULTS / "prune_fine.json"
-    old = json.loads(previous.read_text()) if previous.exists() else {}
+    old = previous("prune_fine")
     results = dict(old.get("models", {}))
     for name in ([] if args.scan_only else args.models):
-        epochs = getattr(args, f"epochs_{name}")
-        model, info, _ = baseline(name)
-        dense = evaluate(model, ds.test)
-        schedule = dict(x.split("=", 1) for x in args.schedule).get(name, SCHEDULES.get(name, "agp"))
-        teacher = dict(x.split("=", 1) for x in args.teacher).get(name, TEACHERS.get(name))
-        teacher = None if teacher in (None, "none") else teacher
-        seeds = args.seeds
-        o92 = over_seeds(lambda seed: ours(name, ds, 0.92, epochs, schedule, seed, teacher), seeds)
-        p92 = over_seeds(lambda seed: peer(name, ds, 0.92, epochs, seed=seed), seeds)
-        p92t = over_seeds(lambda seed: peer(name, ds, 0.92, epochs, seed=seed, teacher=teacher), seeds) if teacher else None
-        rounds = _schedule(schedule)["rounds"] if schedule != "agp" else 1
-        p92i = over_seeds(lambda seed: peer(name, ds, 0.92, epochs, rounds, seed), seeds) if rounds > 1 else None
-        print(f"{name}: dense {dense * 100:.2f}%  ours@92 {o92['accuracy'] * 100:.2f}%  "
-              f"peer@92 {p92['accuracy'] * 100:.2f}%" + (f"  peer+KD@92 {p92t['accuracy'] * 100:.2f}%" if p92t else ""),
-              flush=True)
-        ladder, best = highest_within_budget(name, ds, dense, epochs, o92, schedule, seeds, teacher)
-        results[name] = {"dense": dense, "epochs": epochs, "threads": args.threads, "lr": _lr(name, baseline(name)[2]),
-                         "ours_92": o92,
-                         "peer_92": p92, "peer_92_teacher": p92t, "peer_92_iterative": p92i, "ladder": ladder,
-                         "highest_within_0.5pp": best, "schedule": schedule, "seeds": seeds, "teacher": teacher,
-                         "kd": KD if teacher else None,
-                         "command": "python benchmarks/prune_fine.py " + " ".join(sys.argv[1:])}
-        if args.ablations:
-            results[name]["ablations"] = {label: ours(name, ds, 0.92, epochs, **kw) for label, kw in ABLATIONS.items()}
+        results[name] = run_model(name, ds, args)
     scan = old.get("sensitivity_scan_lenet5")
     if not args.no_scan:
-        scan = scan_time(ds)
-        scan["threads"] = args.threads
+        scan = {**scan_time(ds), "threads": args.threads}
         print(f"LeNet-5 sensitivity scan: {scan['seconds']:.1f} s ({args.threads} threads)", flush=True)
-    notes = ["Same fine-tuning for both methods: epochs, LR and weight decay of the model's own training "
-             f"recipe (LR overridden: {FT_LR or 'none'}), cosine schedule, the seeds listed (identical batch order per seed); accuracy on the 10,000 test images, "
-             "the mean over the seeds, with each seed's drop in brackets. The seconds column is wall time of "
-             "prune + fine-tune per run on this machine (threads as stated per model).",
-             "'+ KD from X': fine-tuning loss 0.5 * T^2 * KL(teacher || student at T=2) + 0.5 * CE, the teacher "
-             "the X baseline (its logits for the training images cached; no augmentation). The peer is shown "
-             "both plain and under the same loss, so the teacher's share of the gain is visible.",
-             f"Highest sparsity within 0.5 pp: from 92%, up through {', '.join(map(str, UP))} while within "
-             f"the budget, or down through {', '.join(map(str, DOWN))} until within it."]
-    notes += [f"{n}: `{r['command']}` ({r.get('threads', '?')} threads)" for n, r in results.items() if r.get("command")]
-    if scan:
-        notes.insert(0, f"LeNet-5 sensitivity scan, {scan['layers']} layers x {scan['sparsities']} sparsities on "
-                        f"the {scan['images']:,} test images: {scan['seconds']:.1f} s "
-                        f"({scan.get('threads', 1)} threads).")
     write_result("prune_fine", {
         "title": "Fine-grained pruning: LeNet-300-100 and LeNet-5 on Fashion-MNIST",
-        "command": "python benchmarks/prune_fine.py " + " ".join(sys.argv[1:]),
+        "command": command("prune_fine", sys.argv[1:]),
         "models": results, "sensitivity_scan_lenet5": scan,
         "table": {"columns": ["model", "method", "sparsity", "dense acc", "pruned acc (mean)",
                               "drop (pp; per seed)", "seeds", "fine-tune epochs", "seconds"],
                   "rows": table(results)},
-        "notes": notes,
+        "notes": notes(results, scan),
     })
 
 

@@ -31,11 +31,10 @@ from pathlib import Path
 
 import torch
 
-from _results import RESULTS, ROOT, write_result
+from _results import command, load_baseline, previous, write_result
 
 from deepshrink import data as data_mod
 from deepshrink.data import Dataset, Split
-from deepshrink.io import load_model
 from deepshrink.quant import (IntegerModel, KMeansConfig, OrtSession, QuantConfig, centroid_finetune,
                               export_onnx, export_qdq, kmeans_quantize_, qat_finetune, quantize_ptq)
 from deepshrink.train import TrainConfig, evaluate
@@ -113,7 +112,7 @@ def throughput(runners: dict, x_pool: torch.Tensor, batch: int, rounds: int, min
 
 
 def run_model(name: str, args, ds_cache: dict) -> dict:
-    model, info = load_model(ROOT / "checkpoints" / "baselines" / f"{name}.safetensors")
+    model, info, _ = load_baseline(name)
     key = (tuple(info.mean), tuple(info.std))
     if key not in ds_cache:
         ds_cache[key] = data_mod.load("fashion-mnist", mean=info.mean, std=info.std)
@@ -227,7 +226,21 @@ def table(results: dict) -> tuple[list, list, list]:
     return cols, rows, checks
 
 
-def main() -> None:
+def payload(args, results: dict, cols: list, rows: list, checks: list[str]) -> dict:
+    return {
+        "title": "Quantization: int8 PTQ, 4-bit QAT, k-means; ours vs torch.ao and ONNX Runtime",
+        "command": command("quantize", ["--models", *args.models]),
+        "table": {"columns": cols, "rows": rows},
+        "notes": [f"{args.threads} intra-op thread(s) for every contestant; throughput is the median of "
+                  f"{args.rounds} interleaved rounds on a 2-core machine shared with other jobs",
+                  "ours int8: per-channel symmetric int8 weights, asymmetric uint8 activations (percentile "
+                  "99.99 observer), BN folded, exported as QDQ and fused by ONNX Runtime",
+                  *checks],
+        "raw": results,
+    }
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["lenet5", "vgg", "resnet20"])
     ap.add_argument("--threads", type=int, default=1)
@@ -240,10 +253,13 @@ def main() -> None:
     ap.add_argument("--skip-kmeans", action="store_true")
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
-    path = RESULTS / "quantize.json"
-    results = json.loads(path.read_text()).get("raw", {}) if path.is_file() else {}
+    results = previous("quantize").get("raw", {})
     cache: dict = {}
     for name in args.models:
         print(f"== {name}", flush=True)
@@ -251,17 +267,7 @@ def main() -> None:
         results[name]["command_args"] = vars(args)
         print(json.dumps(results[name]["accuracy"], indent=1), flush=True)
     cols, rows, checks = table(results)
-    write_result("quantize", {
-        "title": "Quantization: int8 PTQ, 4-bit QAT, k-means; ours vs torch.ao and ONNX Runtime",
-        "command": "python benchmarks/quantize.py " + " ".join(f"--models {' '.join(args.models)}".split()),
-        "table": {"columns": cols, "rows": rows},
-        "notes": [f"{args.threads} intra-op thread(s) for every contestant; throughput is the median of "
-                  f"{args.rounds} interleaved rounds on a 2-core machine shared with other jobs",
-                  "ours int8: per-channel symmetric int8 weights, asymmetric uint8 activations (percentile "
-                  "99.99 observer), BN folded, exported as QDQ and fused by ONNX Runtime",
-                  *checks],
-        "raw": results,
-    })
+    write_result("quantize", payload(args, results, cols, rows, checks))
     print("\n".join(checks))
 
 

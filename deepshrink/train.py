@@ -220,106 +220,173 @@ def fit(
     """
     cfg = config or TrainConfig()
     cfg.check()
+    run = _prepare(model, data, cfg, callbacks, loss_fn, params)
+    start_epoch, start_step, running = _resume_or_seed(run)
+    run.t0 = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        _train_epoch(run, epoch, start_step, running)
+        start_step, running = 0, (0.0, 0)
+        _print_epoch(run, epoch)
+    return _finish(run)
+
+
+@dataclass(eq=False)
+class _Run:
+    """One ``fit`` call: what stays fixed while it trains, and how far it has got."""
+
+    model: nn.Module
+    net: nn.Module                    # the model, or its DistributedDataParallel wrapper
+    opt: torch.optim.Optimizer
+    cfg: TrainConfig
+    data: Dataset
+    criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> loss
+    callbacks: Sequence[Callable[[nn.Module, StepInfo], None]]
+    rank: int
+    world: int
+    steps_per_epoch: int              # optimizer steps per epoch on each rank
+    total: int                        # optimizer steps of the whole run
+    warmup: int                       # linear LR warm-up steps
+    ident: dict                       # settings a training-state file must match to be resumed
+    channels_last: bool
+    global_step: int = 0              # optimizer steps done so far
+    t0: float = 0.0                   # perf_counter when the first epoch started
+    result: FitResult = field(default_factory=FitResult)
+
+
+def _prepare(model, data, cfg, callbacks, loss_fn, params) -> _Run:
+    """Memory format, DDP wrapper, optimizer and step counts; nothing trained or loaded yet."""
     rank, world = distributed_context()
-    if cfg.channels_last and _has_conv(model):
+    channels_last = cfg.channels_last and _has_conv(model)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model)
+    net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = _make_optimizer(list(params) if params is not None else model.parameters(), cfg)
     steps_per_epoch = num_batches(len(data.train), cfg.batch_size, world)
-    total = steps_per_epoch * cfg.epochs
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    ident = _identity_keys(cfg, len(data.train), world)
-    result = FitResult()
-    start_epoch = start_step = global_step = 0
-    if cfg.checkpoint and Path(cfg.checkpoint).is_file():
-        state = _load_state(cfg.checkpoint, ident)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        start_epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
-        result.history = list(state["history"])
-        result.resumed_from = global_step
-        resumed_running = tuple(state.get("running", (0.0, 0)))
-    else:
-        torch.manual_seed(cfg.seed)  # dropout and any other global draws: the run is a function of cfg
-        resumed_running = (0.0, 0)
-    if start_step >= steps_per_epoch:
-        start_epoch, start_step = start_epoch + 1, 0
 
     def criterion(logits, x, y):
         if loss_fn is not None:
             return loss_fn(model, logits, x, y)
         return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
 
-    cl = cfg.channels_last and _has_conv(model)
-    t0 = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        net.train()
-        bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress or rank != 0, leave=False, file=sys.stderr)
-        loss_sum, seen = resumed_running if epoch == start_epoch and start_step else (0.0, 0)
-        batches = iterate_batches(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
-                                  rank=rank, world=world, augment=cfg.augment, start=start_step)
-        for step, (x, y) in enumerate(batches, start=start_step):
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = lr_at(global_step, total, cfg.lr, warmup, cfg.schedule)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            logits = net(x)
-            loss = criterion(logits, x, y)
-            loss_value = loss.item()
-            if _diverged(loss_value, world):  # stop before a NaN reaches the weights
-                what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else "another rank's loss is not finite"
-                # free the autograd graph now: under DDP it holds the reducer's pending state, which
-                # must not outlive the process group (the traceback would keep it until exit)
-                del logits, loss
-                raise TrainingError(f"training diverged: {what} at epoch {epoch + 1}, step {step + 1} "
-                                    f"(LR {lr:.4g}); lower the LR or add warmup epochs")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            global_step += 1
-            info = StepInfo(epoch, step, global_step, total, loss_value)
-            for cb in callbacks:
-                cb(model, info)
-            loss_sum += info.loss * len(y)
-            seen += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{info.loss:.3f}", lr=f"{lr:.4f}")
-            last = step + 1 == steps_per_epoch
-            if last:  # recorded before the state is written, so a resume carries it
-                result.history.append(_epoch_record(model, data, cfg, epoch, loss_sum, seen, t0))
-            if cfg.checkpoint and rank == 0 and (
-                    last or (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0)):
-                where = (epoch + 1, 0) if last else (epoch, step + 1)
-                _save_state(cfg.checkpoint, model, opt, *where, global_step, result.history, ident,
-                            (0.0, 0) if last else (loss_sum, seen))
-        bar.close()
-        start_step = 0
-        if rank == 0 and cfg.verbose and result.history:
-            rec = result.history[-1]
-            acc = f"  test acc {rec['accuracy'] * 100:.2f}%" if rec.get("accuracy") is not None else ""
-            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['loss']:.4f}{acc}  ({rec['seconds']:.0f} s)", flush=True)
-    result.seconds = time.perf_counter() - t0
-    if result.history and result.history[-1].get("accuracy") is not None:
-        result.accuracy = result.history[-1]["accuracy"]
+    return _Run(model, net, opt, cfg, data, criterion, callbacks, rank, world, steps_per_epoch,
+                total=steps_per_epoch * cfg.epochs, warmup=int(round(cfg.warmup_epochs * steps_per_epoch)),
+                ident=_identity_keys(cfg, len(data.train), world), channels_last=channels_last)
+
+
+def _resume_or_seed(run: _Run) -> tuple[int, int, tuple[float, int]]:
+    """(epoch, batch, running loss) to start at: restored from the training-state file when there
+    is one, else the beginning, with the global RNG seeded (dropout and any other global draws:
+    the run is a function of its config)."""
+    cfg = run.cfg
+    start_epoch = start_step = 0
+    running = (0.0, 0)
+    if cfg.checkpoint and Path(cfg.checkpoint).is_file():
+        state = _load_state(cfg.checkpoint, run.ident)
+        run.model.load_state_dict(state["model"])
+        run.opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, start_step, run.global_step = state["epoch"], state["step"], state["global_step"]
+        run.result.history = list(state["history"])
+        run.result.resumed_from = run.global_step
+        running = tuple(state.get("running", (0.0, 0)))
     else:
-        result.accuracy = evaluate(model, data.test)
-    return result
+        torch.manual_seed(cfg.seed)
+    if start_step >= run.steps_per_epoch:
+        start_epoch, start_step = start_epoch + 1, 0
+    return start_epoch, start_step, running if start_step else (0.0, 0)
 
 
-def _epoch_record(model, data, cfg, epoch, loss_sum, seen, t0) -> dict:
+def _train_epoch(run: _Run, epoch: int, start_step: int, running: tuple[float, int]) -> None:
+    """The epoch's batches from ``start_step`` on; after its last one, the epoch's record; the
+    training state whenever one is due. ``running``: (loss sum, samples) of the steps before."""
+    cfg = run.cfg
+    run.net.train()
+    bar = tqdm(total=run.steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not cfg.progress or run.rank != 0, leave=False, file=sys.stderr)
+    loss_sum, seen = running
+    batches = iterate_batches(run.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                              rank=run.rank, world=run.world, augment=cfg.augment, start=start_step)
+    for step, (x, y) in enumerate(batches, start=start_step):
+        info, lr = _train_step(run, x, y, epoch, step)
+        loss_sum += info.loss * len(y)
+        seen += len(y)
+        bar.update(1)
+        bar.set_postfix(loss=f"{info.loss:.3f}", lr=f"{lr:.4f}")
+        last = step + 1 == run.steps_per_epoch
+        if last:  # recorded before the state is written, so a resume carries it
+            run.result.history.append(_epoch_record(run, epoch, loss_sum, seen))
+        _checkpoint_if_due(run, epoch, step, last, (loss_sum, seen))
+    bar.close()
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> tuple[StepInfo, float]:
+    """One optimizer step at the scheduled LR, then the callbacks; (their StepInfo, the LR)."""
+    if run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    lr = lr_at(run.global_step, run.total, run.cfg.lr, run.warmup, run.cfg.schedule)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    logits = run.net(x)
+    loss = run.criterion(logits, x, y)
+    loss_value = loss.item()
+    if _diverged(loss_value, run.world):  # stop before a NaN reaches the weights
+        what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else "another rank's loss is not finite"
+        # free the autograd graph now: under DDP it holds the reducer's pending state, which
+        # must not outlive the process group (the traceback would keep it until exit)
+        del logits, loss
+        raise TrainingError(f"training diverged: {what} at epoch {epoch + 1}, step {step + 1} "
+                            f"(LR {lr:.4g}); lower the LR or add warmup epochs")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    run.global_step += 1
+    info = StepInfo(epoch, step, run.global_step, run.total, loss_value)
+    for cb in run.callbacks:
+        cb(run.model, info)
+    return info, lr
+
+
+def _checkpoint_if_due(run: _Run, epoch: int, step: int, last: bool, running: tuple[float, int]) -> None:
+    """Rank 0 writes the training state at the end of each epoch, and every
+    ``checkpoint_every`` optimizer steps when that is set."""
+    cfg = run.cfg
+    if not cfg.checkpoint or run.rank != 0:
+        return
+    if last or (cfg.checkpoint_every and run.global_step % cfg.checkpoint_every == 0):
+        where = (epoch + 1, 0) if last else (epoch, step + 1)
+        _save_state(cfg.checkpoint, run.model, run.opt, *where, run.global_step, run.result.history, run.ident,
+                    (0.0, 0) if last else running)
+
+
+def _epoch_record(run: _Run, epoch: int, loss_sum: float, seen: int) -> dict:
+    cfg = run.cfg
     is_last = epoch + 1 == cfg.epochs
     do_eval = is_last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
     return {
         "epoch": epoch + 1,
         "loss": loss_sum / max(1, seen),
-        "accuracy": evaluate(model, data.test) if do_eval else None,
-        "seconds": time.perf_counter() - t0,
+        "accuracy": evaluate(run.model, run.data.test) if do_eval else None,
+        "seconds": time.perf_counter() - run.t0,
     }
+
+
+def _print_epoch(run: _Run, epoch: int) -> None:
+    """Rank 0's one line per epoch (``verbose``): the last record's loss and test accuracy."""
+    if run.rank == 0 and run.cfg.verbose and run.result.history:
+        rec = run.result.history[-1]
+        acc = f"  test acc {rec['accuracy'] * 100:.2f}%" if rec.get("accuracy") is not None else ""
+        print(f"epoch {epoch + 1}/{run.cfg.epochs}  loss {rec['loss']:.4f}{acc}  ({rec['seconds']:.0f} s)", flush=True)
+
+
+def _finish(run: _Run) -> FitResult:
+    """Wall time and final accuracy (the last record's, else measured now)."""
+    result = run.result
+    result.seconds = time.perf_counter() - run.t0
+    if result.history and result.history[-1].get("accuracy") is not None:
+        result.accuracy = result.history[-1]["accuracy"]
+    else:
+        result.accuracy = evaluate(run.model, run.data.test)
+    return result
 
 
 def fine_tune(model: nn.Module, data: Dataset, config: TrainConfig | None = None,
