@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,19 @@ class ModelInfo:
             if h.get("op") == "train":
                 return h.get("config", {})
         return {}
+
+    def record(self, op: str, config: Any = None, *, accuracy: float | None = None, **fields: Any) -> dict:
+        """Append one provenance entry to ``history`` and return it: ``{"op": op, "config": ...,
+        **fields}`` (a dataclass config is stored as its dict). ``accuracy`` (test accuracy after the
+        step, in [0, 1]) also becomes the file's ``accuracy``."""
+        entry: dict[str, Any] = {"op": op}
+        if config is not None:
+            entry["config"] = asdict(config) if is_dataclass(config) and not isinstance(config, type) else config
+        entry.update(fields)
+        self.history.append(entry)
+        if accuracy is not None:
+            self.accuracy = accuracy
+        return entry
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, **asdict(self)})

@@ -214,3 +214,13 @@ def test_configs_refuse_nan_for_python_callers():
                 TrainConfig(momentum=-1.0)):
         with pytest.raises(ConfigError):
             bad.check()
+
+
+def test_record_appends_provenance():
+    from deepshrink.compress import CompressConfig
+
+    info = ModelInfo(arch="lenet300")
+    entry = info.record("compress", CompressConfig(max_drop=0.3), accuracy=0.9, seconds=1.5)
+    assert info.history[-1] is entry and entry["op"] == "compress" and entry["config"]["max_drop"] == 0.3
+    assert entry["seconds"] == 1.5 and info.accuracy == 0.9
+    assert info.record("note")["op"] == "note" and "config" not in info.history[-1]
