@@ -11,7 +11,7 @@ import torch
 from _results import ROOT, baseline_path
 
 from deepshrink.distill.cache import cached_teacher_logits, file_sha256
-from deepshrink.distill.run import freeze
+from deepshrink.distill import freeze_teacher
 from deepshrink.io import load_model
 from deepshrink.train import evaluate
 
@@ -24,7 +24,7 @@ def teacher_and_cache(name: str, ds):
     teacher, info = load_model(path)
     sha = file_sha256(path)
     t0 = time.perf_counter()
-    cache, loaded = cached_teacher_logits(freeze(teacher), ds.train,
+    cache, loaded = cached_teacher_logits(freeze_teacher(teacher), ds.train,
                                           ROOT / "runs" / "distill" / f"teacher-{sha[:16]}-train.safetensors",
                                           meta={"checkpoint": str(path.relative_to(ROOT)), "sha256": sha})
     cache_s = time.perf_counter() - t0

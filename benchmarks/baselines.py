@@ -24,7 +24,8 @@ from deepshrink import data as data_mod
 from deepshrink import models
 from deepshrink.io import load_model
 from deepshrink.data import iterate_batches, num_batches
-from deepshrink.models.recipes import TARGETS, arch_kwargs, recipe, train_baseline
+from deepshrink.models.recipes import TARGETS, arch_kwargs, recipe
+from deepshrink.pipelines.train import train_baseline
 from deepshrink.profile import profile_model
 from deepshrink.train import evaluate
 

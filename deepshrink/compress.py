@@ -29,18 +29,20 @@ from torch import nn
 
 from . import data as data_mod
 from .codec import compression_report, load_compressed, save_compressed
-from .compress_report import write_report
 from .data import Dataset, Split
-from .distill import cached_teacher_loss, load_teacher
+from .distill import cached_teacher_loss
 from .distill.losses import check_settings
 from .errors import ConfigError, FormatError
-from .io import load_model
+from .io import load_model, load_teacher
+from .masks import layer_sparsities, sparsity
+from .names import MASK_SUFFIX
+from .pipelines.compress_report import write_report
+from .pipelines.defaults import Finetune, finetune_settings
 from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
-from .prune.masks import layer_sparsities, sparsity
 from .quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
 from .train import TrainConfig, evaluate
 
-__all__ = ["CompressConfig", "CompressResult", "Attempt", "compress", "SCAN_GRID"]
+__all__ = ["CompressConfig", "CompressResult", "Attempt", "compress", "compress_file", "SCAN_GRID"]
 
 SCAN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 
@@ -54,8 +56,8 @@ class CompressConfig:
     allocation: str = "sensitivity"     # "sensitivity" (per-layer, from the scan) or "global"
     scan_size: int = 10000              # scan on the last N training images (seen in training; 0: test split)
     prune_epochs: int = 10              # AGP fine-tuning budget
-    prune_lr: float | None = None       # None: the model's recorded training LR
-    weight_decay: float | None = None
+    prune_lr: float | None = None       # None: the model's recorded training LR (finetune_settings "prune")
+    weight_decay: float | None = None   # None: the model's
     conv_bits: int = 8
     fc_bits: int = 5
     bits: dict[str, int] = field(default_factory=dict)
@@ -127,10 +129,10 @@ class CompressResult:
 
 
 def _scan_split(data: Dataset, size: int) -> tuple[Split, str]:
+    """The last ``size`` training images; the test split when 0 or when the training split has no more."""
     if size == 0 or size >= len(data.train):
         return data.test, f"the test split ({len(data.test)} images)"
-    lo = len(data.train) - size
-    return Split(data.train.x[lo:], data.train.y[lo:]), f"the last {size} training images"
+    return data.train.tail(size), f"the last {size} training images"
 
 
 def _say(cfg: CompressConfig, text: str) -> None:
@@ -142,13 +144,13 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
              trained: dict | None = None, teacher: nn.Module | None = None) -> CompressResult:
     """Prune and k-means-quantize ``model`` (not modified; the result holds a new one).
 
-    ``trained``: the model's recorded training settings (``ModelInfo.train_config()``), for the
-    fine-tuning LR, weight decay and augmentation. ``teacher``: a model to distil from during
-    both fine-tunings (``cfg.distill`` uses the dense model itself).
+    ``trained``: the model's recorded training settings (``ModelInfo.train_config()``), from which
+    :func:`~deepshrink.pipelines.defaults.finetune_settings` (method ``prune``) takes the pruning
+    fine-tuning's LR, weight decay and augmentation unless ``cfg`` sets them. ``teacher``: a model
+    to distil from during both fine-tunings (``cfg.distill`` uses the dense model itself).
     """
     cfg = cfg or CompressConfig()
     cfg.check()
-    trained = trained or {}
     t0 = time.perf_counter()
     dense = copy.deepcopy(model).eval()
     before = evaluate(dense, data.test)
@@ -157,7 +159,9 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
         scan_split, scan_on = _scan_split(data, cfg.scan_size)
         _say(cfg, f"[scan] sensitivity of each layer on {scan_on}")
         scan = sensitivity_scan(dense, lambda m: evaluate(m, scan_split), SCAN_GRID, progress=cfg.progress)
-    augment = cfg.augment if cfg.augment is not None else bool(trained.get("augment", True))
+    tune = finetune_settings("prune", trained, Finetune(lr=cfg.prune_lr, weight_decay=cfg.weight_decay,
+                                                        augment=cfg.augment))
+    augment = tune.augment
     if teacher is None and cfg.distill:
         teacher = dense
     loss_fn = None if teacher is None else cached_teacher_loss(teacher, data.train, augment, cfg.kd_temperature,
@@ -175,9 +179,7 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
              + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
         prune_and_finetune(work, data, PruneConfig(
             sparsity=layer_targets, scope="layer" if scan is not None else "global", schedule="agp",
-            epochs=cfg.prune_epochs, lr=cfg.prune_lr or trained.get("lr", 0.01),
-            weight_decay=cfg.weight_decay if cfg.weight_decay is not None else trained.get("weight_decay", 5e-4),
-            augment=augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose), loss_fn=loss_fn)
+            epochs=cfg.prune_epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose), loss_fn=loss_fn)
         acc_pruned = evaluate(work, data.test)
         bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits)))
         _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc), "
@@ -222,15 +224,13 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
     data = data_mod.load(spec, info.mean, info.std)
     teacher_model = load_teacher(teacher, data, trust_code=trust_code) if teacher else None
     result = compress(model, data, cfg, info.train_config(), teacher=teacher_model)
-    info.accuracy = result.accuracy_after
-    info.history.append({"op": "compress", "config": asdict(cfg), **({"teacher": str(teacher)} if teacher else {}),
-                         **{k: v for k, v in result.to_dict().items() if k != "attempts"},
-                         "attempts": len(result.attempts)})
+    info.record("compress", cfg, accuracy=result.accuracy_after, **({"teacher": str(teacher)} if teacher else {}),
+                **{k: v for k, v in result.to_dict().items() if k != "attempts"}, attempts=len(result.attempts))
     save_compressed(result.model, out, info)
     decoded = load_compressed(out, trust_code=trust_code or arch is not None)  # naming the callable trusts it
     ours = dict(result.model.state_dict())
     for name, t in decoded.state_dict().items():
-        if name.endswith("_mask"):
+        if name.endswith(MASK_SUFFIX):
             continue
         ref = ours.get(name)
         if ref is None or ref.shape != t.shape or ref.dtype != t.dtype or not torch.equal(

@@ -210,7 +210,14 @@ class Split:
         return int(self.y.shape[0])
 
     def take(self, n: int) -> "Split":
+        """The first ``n`` samples."""
         return Split(self.x[:n], self.y[:n])
+
+    def tail(self, n: int) -> "Split":
+        """The last ``n`` samples (all of them when ``n`` >= the length): the slice of the
+        training split a sensitivity scan evaluates on, keeping the test split out of the choice."""
+        n = max(0, min(n, len(self)))
+        return Split(self.x[len(self) - n:], self.y[len(self) - n:])
 
 
 @dataclass

@@ -27,7 +27,8 @@ from .codec import load_compressed
 from .compress import CompressConfig, compress_file
 from .errors import DeepShrinkError
 from .io import load_model
-from .models.recipes import recipe, train_baseline
+from .models.recipes import recipe
+from .pipelines.train import train_baseline
 from .profile import profile_model
 from .train import evaluate
 

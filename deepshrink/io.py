@@ -1,134 +1,34 @@
-"""Model files: ``.safetensors`` with one JSON metadata entry; plain state dicts read safely.
+"""Open any model file: ``.safetensors`` (plain or linearly quantized), ``.dsz``, or a plain
+``.pt``/``.pth``/``.bin`` state dict read with ``weights_only=True``.
 
-Metadata (key ``deepshrink`` of the safetensors header) holds the architecture spec (a zoo
-name and kwargs, or a ``module:callable`` string), the input shape, normalisation statistics,
-the accuracy when known, and the history of what was done to the model. Opening a file never
-executes code: a ``module:callable`` architecture is imported only when the caller passes
-``trust_code=True`` or names the same callable again.
-
-Pruned layers keep their smaller shapes: the model is built from its spec, a stored channel
-plan (structured pruning) is re-applied, then each parameter and buffer is resized to the
-stored tensor and the layer's size attributes follow.
+The dispatcher above the codec and quant: it looks at the file (the .dsz magic, the quantization
+record) and hands it to the reader that knows it; every reader ends in
+:func:`deepshrink.modelfile.model_from_state`. Opening a file never executes code: a
+``module:callable`` architecture is imported only when the caller passes ``trust_code=True`` or
+names the same callable again. The model-file layer's names (``ModelInfo``, ``save_model``, ...)
+are re-exported here for convenience.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
-from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load, save as st_save
 from torch import nn
 
-from . import models
-from .atomic import atomic_write_bytes
-from .errors import DeepShrinkError, FormatError, ModelError
-from .metadata import check_record
+from .codec import load_compressed, read_compressed_info
+from .data import Dataset
+from .distill import with_input_stats
+from .errors import DataError, FormatError, ModelError
+from .layers import sync_layer_sizes
+from .modelfile import (FORMAT_NAME, ModelInfo, build_arch, model_from_state, read_bytes, read_safetensors,
+                        resize_to_state, save_model)
+from .names import DSZ_MAGIC
+from .quant.ptq import is_quantized_file, load_quantized
 
-__all__ = ["ModelInfo", "save_model", "load_model", "read_info", "resize_to_state", "sync_layer_sizes",
-           "build_arch", "model_from_state", "read_bytes", "FORMAT_NAME"]
-
-FORMAT_NAME = "deepshrink-model"
-FORMAT_VERSION = 1
-META_KEY = "deepshrink"
-MAX_HEADER = 100 * 1024 * 1024
-
-
-@dataclass
-class ModelInfo:
-    """What a model file says about its model, besides the tensors."""
-
-    arch: str                                  # zoo name, or "module:callable"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    accuracy: float | None = None              # test accuracy in [0, 1], when known
-    data: str | None = None                    # the data spec it was trained/evaluated on
-    history: list[dict] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # later stages: masks, plans, quant
-
-    def train_config(self) -> dict:
-        """The training settings the file records (its first ``train`` entry), or {}."""
-        for h in self.history:
-            if h.get("op") == "train":
-                return h.get("config", {})
-        return {}
-
-    def record(self, op: str, config: Any = None, *, accuracy: float | None = None, **fields: Any) -> dict:
-        """Append one provenance entry to ``history`` and return it: ``{"op": op, "config": ...,
-        **fields}`` (a dataclass config is stored as its dict). ``accuracy`` (test accuracy after the
-        step, in [0, 1]) also becomes the file's ``accuracy``."""
-        entry: dict[str, Any] = {"op": op}
-        if config is not None:
-            entry["config"] = asdict(config) if is_dataclass(config) and not isinstance(config, type) else config
-        entry.update(fields)
-        self.history.append(entry)
-        if accuracy is not None:
-            self.accuracy = accuracy
-        return entry
-
-    def to_json(self) -> str:
-        return json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, **asdict(self)})
-
-    @classmethod
-    def from_json(cls, text: str, where: str) -> "ModelInfo":
-        try:
-            raw = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise FormatError(f"{where}: metadata is not valid JSON ({exc})") from None
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
-            raise FormatError(f"{where}: metadata is not a {FORMAT_NAME} record")
-        if raw.get("version") != FORMAT_VERSION:
-            raise FormatError(f"{where}: unsupported version {raw.get('version')!r}")
-        check_record(raw, where)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
-
-def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared or strided storage: give it compact private copies
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-
-
-def save_model(model: nn.Module, path: str | os.PathLike, info: ModelInfo) -> None:
-    """Write ``model`` and ``info`` to ``path`` atomically."""
-    blob = st_save(_contiguous_state(model), metadata={META_KEY: info.to_json()})
-    atomic_write_bytes(path, blob)
-
-
-def read_bytes(path: str | os.PathLike, what: str = "a model file") -> bytes:
-    """The whole file; a missing file, a folder or an unreadable file is one ModelError."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ModelError(f"{path}: is a folder, not {what}") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read ({exc.strerror})") from None
-
-
-def _parse_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo | None]:
-    blob = read_bytes(path)
-    if len(blob) < 8:
-        raise FormatError(f"{path}: too short for a safetensors file ({len(blob)} bytes)")
-    n = int.from_bytes(blob[:8], "little")
-    if n > min(len(blob) - 8, MAX_HEADER):
-        raise FormatError(f"{path}: header length {n} exceeds the {len(blob) - 8} bytes present")
-    try:
-        header = json.loads(blob[8:8 + n])
-        tensors = st_load(blob)
-    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise FormatError(f"{path}: corrupt safetensors file ({exc})") from None
-    meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else {}
-    text = meta.get(META_KEY)
-    return tensors, (ModelInfo.from_json(text, str(path)) if text else None)
+__all__ = ["ModelInfo", "save_model", "load_model", "read_info", "load_teacher", "resize_to_state",
+           "sync_layer_sizes", "build_arch", "model_from_state", "read_bytes", "FORMAT_NAME"]
 
 
 def _parse_torch(path: Path) -> dict[str, torch.Tensor]:
@@ -152,7 +52,7 @@ def _is_dsz(path: Path) -> bool:
     """True when the file starts with the .dsz magic (docs/FORMAT.md)."""
     try:
         with open(path, "rb") as fh:
-            return fh.read(8) == b"\x89DSZ\r\n\x1a\n"
+            return fh.read(len(DSZ_MAGIC)) == DSZ_MAGIC
     except OSError:
         return False  # missing or unreadable: the normal readers give the error
 
@@ -160,96 +60,11 @@ def _is_dsz(path: Path) -> bool:
 def read_info(path: str | os.PathLike) -> ModelInfo:
     """Just the metadata of a deepshrink safetensors (or .dsz) file."""
     if _is_dsz(Path(path)):
-        from .codec import read_compressed_info  # lazy: the codec imports this module
         return read_compressed_info(path)
-    _, info = _parse_safetensors(Path(path))
+    _, info = read_safetensors(path)
     if info is None:
         raise FormatError(f"{path}: safetensors file without deepshrink metadata")
     return info
-
-
-MAX_ARCH_ELEMENTS = 1 << 28   # parameters + buffers of a zoo architecture built from a file's kwargs
-
-
-def build_arch(info: ModelInfo, trust_code: bool, where: str) -> nn.Module:
-    """Build the architecture an info names; ``module:callable`` only when trusted.
-
-    A zoo architecture is first built on the meta device (no memory) to bound its size, since a
-    file's kwargs could ask for any width; kwargs the constructor refuses are one ModelError."""
-    if info.arch in models.REGISTRY:
-        factory = models.REGISTRY[info.arch]
-        with torch.device("meta"):
-            size = sum(t.numel() for t in _construct(factory, info, where).state_dict().values())
-        if size > MAX_ARCH_ELEMENTS:
-            raise ModelError(f"{where}: metadata field 'kwargs' {info.kwargs} makes {info.arch!r} hold {size} "
-                             f"values, more than {MAX_ARCH_ELEMENTS}")
-        return _construct(factory, info, where)
-    if ":" in info.arch:
-        if not trust_code:
-            raise ModelError(
-                f"{where}: the architecture is built by code {info.arch!r}; opening a file never "
-                "imports code, pass trust_code=True (CLI: --trust-code) if you trust it")
-        mod, _, fn = info.arch.partition(":")
-        try:
-            factory = getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as exc:
-            raise ModelError(f"{where}: cannot import {info.arch!r} ({exc})") from None
-        return _construct(factory, info, where)
-    raise ModelError(f"{where}: unknown architecture {info.arch!r}")
-
-
-def _construct(factory, info: ModelInfo, where: str) -> nn.Module:
-    try:
-        model = factory(**info.kwargs)
-    except DeepShrinkError:
-        raise
-    except Exception as exc:  # the constructor's own refusal of bad kwargs: TypeError, ValueError, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"{where}: cannot build {info.arch!r} with kwargs {info.kwargs} "
-                         f"({type(exc).__name__}: {first})") from None
-    if not isinstance(model, nn.Module):
-        raise ModelError(f"{where}: {info.arch!r} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor], where: str = "state") -> bool:
-    """Give every parameter/buffer of ``model`` the shape stored in ``state`` (pruned layers).
-
-    A pruned tensor keeps its number of dimensions and has no empty dimension; anything else is a
-    ModelError naming the tensor. Returns whether any tensor changed shape."""
-    own = dict(model.named_parameters()) | dict(model.named_buffers())
-    resized = False
-    for key, value in state.items():
-        cur = own.get(key)
-        if cur is None or cur.shape == value.shape:
-            continue
-        if value.dim() != cur.dim() or (value.numel() == 0 and cur.numel() != 0):
-            raise ModelError(f"{where}: tensor {key!r} has shape {list(value.shape)}, the architecture's is "
-                             f"{list(cur.shape)} (a pruned tensor keeps its dimensions, none of them empty)")
-        resized = True
-        mod_name, _, attr = key.rpartition(".")
-        mod = model.get_submodule(mod_name) if mod_name else model
-        new = torch.empty(value.shape, dtype=cur.dtype)
-        if isinstance(cur, nn.Parameter):
-            setattr(mod, attr, nn.Parameter(new, requires_grad=cur.requires_grad))
-        else:
-            mod.register_buffer(attr, new)
-        sync_layer_sizes(mod)
-    return resized
-
-
-def sync_layer_sizes(mod: nn.Module) -> None:
-    """Make a layer's size attributes (channels, features, groups) agree with its tensors."""
-    if isinstance(mod, nn.Conv2d) and hasattr(mod, "weight"):
-        out_c, in_per_group = mod.weight.shape[:2]
-        depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
-        if depthwise:
-            mod.groups = out_c
-        mod.out_channels, mod.in_channels = out_c, in_per_group * mod.groups
-    elif isinstance(mod, nn.Linear):
-        mod.out_features, mod.in_features = mod.weight.shape
-    elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
-        mod.num_features = mod.running_mean.shape[0] if mod.running_mean is not None else mod.weight.shape[0]
 
 
 def load_model(
@@ -266,16 +81,14 @@ def load_model(
     """
     path = Path(path)
     if _is_dsz(path):
-        from .codec import load_compressed, read_compressed_info  # lazy: the codec imports this module
         trust = trust_code or (arch is not None and arch == read_compressed_info(path).arch)
         model = load_compressed(path, trust_code=trust)
         return model, model.deepshrink_info
     if path.suffix in (".pt", ".pth", ".bin"):
         state, info = _parse_torch(path), None
     else:
-        state, info = _parse_safetensors(path)
-    if info is not None and arch is None and (info.extra.get("quant") or {}).get("method") == "linear":
-        from .quant.ptq import load_quantized  # lazy: quant imports this module
+        state, info = read_safetensors(path)
+    if info is not None and arch is None and is_quantized_file(info):
         return load_quantized(path, trust_code=trust_code)  # the fake-quantized fx graph
     if arch is not None:
         trust_code = trust_code or (info is not None and info.arch == arch) or ":" in arch
@@ -288,76 +101,13 @@ def load_model(
     return model, info
 
 
-def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code: bool, where: str) -> nn.Module:
-    """Build the architecture ``info`` names, re-apply a stored channel plan, resize to the stored
-    shapes, attach mask/codebook buffers and load ``state`` strictly (every loader's steps)."""
-    model = build_arch(info, trust_code, where)
-    _apply_channel_plan(model, info, where)
-    resized = resize_to_state(model, state, where)
-    _attach_extra_buffers(model, state)
-    missing, unexpected = _diff_keys(model, state)
-    if missing or unexpected:
-        raise ModelError(f"{where}: tensors do not match architecture {info.arch!r}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{where}: {str(exc).splitlines()[-1].strip()}") from None
-    if resized:
-        _check_forward(model, info, where)
-    return model
 
 
-def _check_forward(model: nn.Module, info: ModelInfo, where: str) -> None:
-    """One batch-1 forward of zeros: stored shapes that changed must still fit together."""
-    training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *info.input_shape))
-    except DeepShrinkError:
-        raise
-    except Exception as exc:  # shape mismatches surface as RuntimeError, ValueError, IndexError ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"{where}: the stored tensor shapes do not fit together in {info.arch!r} "
-                         f"({type(exc).__name__}: {first})") from None
-    finally:
-        model.train(training)
-
-
-def _apply_channel_plan(model: nn.Module, info: ModelInfo, where: str) -> None:
-    """Re-apply a structured-pruning plan (``extra["channel_plan"]``) to the fresh architecture."""
-    raw = info.extra.get("channel_plan")
-    if raw is None:
-        return
-    from .prune.plan import ChannelPlan, apply_plan  # deferred: the prune package imports io
-
-    try:
-        apply_plan(model, ChannelPlan.from_dict(raw, f"{where}: channel_plan"))
-    except ModelError as exc:
-        raise ModelError(f"{where}: {exc}") from None
-
-
-# Buffers that later stages add beside a parameter and that a freshly built architecture
-# lacks: pruning masks ("weight_mask"), k-means codebooks ("weight_codebook"). They are
-# registered before the state is loaded.
-EXTRA_BUFFER_SUFFIXES = ("_mask", "_codebook")
-
-
-def _attach_extra_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    own = model.state_dict()
-    for key, value in state.items():
-        if key in own or not key.endswith(EXTRA_BUFFER_SUFFIXES):
-            continue
-        mod_name, _, attr = key.rpartition(".")
-        try:
-            mod = model.get_submodule(mod_name) if mod_name else model
-        except AttributeError:
-            continue  # reported as an unexpected key below
-        base = attr[: attr.rfind("_")]
-        if isinstance(getattr(mod, base, None), torch.Tensor):
-            mod.register_buffer(attr, torch.empty_like(value))
-
-
-def _diff_keys(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
-    own = set(model.state_dict())
-    return sorted(own - set(state)), sorted(set(state) - own)
+def load_teacher(path, data: Dataset, arch: str | None = None, trust_code: bool = False) -> nn.Module:
+    """A teacher model file for ``data``: its image shape checked, its own input normalisation
+    restored when it was trained with other statistics (``with_input_stats``)."""
+    teacher, info = load_model(path, arch=arch, trust_code=trust_code)
+    if info.input_shape and list(info.input_shape) != list(data.input_shape):
+        raise DataError(f"teacher {path}: it expects images of {list(info.input_shape)}, "
+                        f"the data has {list(data.input_shape)}")
+    return with_input_stats(teacher, data.mean, data.std, info.mean, info.std)

@@ -98,7 +98,7 @@ def test_interrupted_plot_leaves_no_temp_file(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
     from torch import nn
 
-    from deepshrink.report import plot_weight_histograms
+    from deepshrink.plots import plot_weight_histograms
     path = tmp_path / "weights.png"
     path.write_bytes(b"old png")
 

@@ -222,5 +222,5 @@ def test_record_appends_provenance():
     info = ModelInfo(arch="lenet300")
     entry = info.record("compress", CompressConfig(max_drop=0.3), accuracy=0.9, seconds=1.5)
     assert info.history[-1] is entry and entry["op"] == "compress" and entry["config"]["max_drop"] == 0.3
-    assert entry["seconds"] == 1.5 and info.accuracy == 0.9
+    assert entry["seconds"] == 1.5 and info.accuracy == 0.9 and entry["accuracy"] == 0.9
     assert info.record("note")["op"] == "note" and "config" not in info.history[-1]

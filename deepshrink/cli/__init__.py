@@ -1,7 +1,8 @@
 """``deepshrink <command>``: argparse subcommands, one clear error line on bad input.
 
-Each command module exposes ``register(subparsers)``, which adds its parser and sets
-``func`` (args -> exit code). Errors from :mod:`deepshrink.errors` print as
+One module per command, named after it; each exposes ``register(subparsers)``, which adds its
+parser and sets ``func`` (args -> exit code): it parses, calls one library function
+(:mod:`deepshrink.pipelines`, :func:`deepshrink.compress.compress_file`) and prints. Errors from :mod:`deepshrink.errors` print as
 ``deepshrink: error: ...`` and exit 2, with no traceback; so do checked option values (raised
 while parsing) and an OS error that slips past the commands' own checks (a folder removed
 meanwhile, a full disk).
@@ -14,11 +15,14 @@ import importlib.metadata
 import sys
 
 from ..errors import DeepShrinkError
-from . import basics, channel_cmd, codec_cmd, compress_cmd, distill_cmd, profile_cmd, prune_cmd, quant_cmd
+from . import (compress, decompress, distill, evaluate, export, models, profile, prune, prune_channels, quantize,
+               sensitivity, train)
 
 __all__ = ["main", "build_parser", "version"]
 
-COMMAND_MODULES = (basics, profile_cmd, prune_cmd, codec_cmd, distill_cmd, channel_cmd, compress_cmd, quant_cmd)
+# in the order ``deepshrink --help`` lists them
+COMMAND_MODULES = (train, evaluate, models, profile, sensitivity, prune, decompress, distill, prune_channels,
+                   compress, quantize, export)
 
 
 def version() -> str:

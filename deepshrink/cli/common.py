@@ -1,5 +1,6 @@
-"""Argument helpers shared by the commands: model and data options, JSON kwargs, checked
-numbers and output paths (both refused before any file is read or any work is done)."""
+"""Argument helpers shared by the commands: model-file options, JSON kwargs, checked numbers,
+output paths (both refused before any file is read or any work is done) and the options of a
+sensitivity scan (``sensitivity``, ``prune --auto``)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .. import data as data_mod
-from ..errors import ConfigError, DataError
-from ..io import ModelInfo, load_model
+from ..errors import ConfigError
+from ..pipelines.profile import check_input_elements
+from ..pipelines.sensitivity import EVAL_ON, ScanConfig, scan_files
 
-__all__ = ["add_model_file_args", "open_model", "parse_kwargs", "load_data_for", "parse_shape",
-           "check_input_elements", "MAX_INPUT_ELEMENTS", "float_option", "FINITE", "POSITIVE", "NON_NEGATIVE",
-           "FRACTION", "FRACTION_BELOW_ONE", "check_output_path", "check_output_dir"]
-
-# An example input larger than this is refused before it is allocated: 2^24 float32 elements are
-# 64 MiB, and the widest layer's activations multiply that (64 channels: 4 GiB).
-MAX_INPUT_ELEMENTS = 2 ** 24
+__all__ = ["add_model_file_args", "model_file_options", "parse_kwargs", "parse_shape", "float_option", "FINITE",
+           "POSITIVE", "NON_NEGATIVE", "FRACTION", "FRACTION_BELOW_ONE", "check_output_path", "check_output_dir",
+           "add_eval_args", "check_eval_args", "check_scan_outputs"]
 
 
 def add_model_file_args(p: argparse.ArgumentParser) -> None:
@@ -31,8 +28,9 @@ def add_model_file_args(p: argparse.ArgumentParser) -> None:
                    help="allow the file's module:callable architecture to be imported")
 
 
-def open_model(args, path: str):
-    return load_model(path, arch=getattr(args, "arch", None), trust_code=getattr(args, "trust_code", False))
+def model_file_options(args) -> dict:
+    """``arch`` and ``trust_code`` for a pipeline call, from :func:`add_model_file_args`' options."""
+    return {"arch": getattr(args, "arch", None), "trust_code": getattr(args, "trust_code", False)}
 
 
 def parse_kwargs(text: str | None) -> dict:
@@ -54,16 +52,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--input-shape {text!r}: expected integers like 1,1,28,28") from None
     if not shape or any(v <= 0 for v in shape):
         raise ConfigError(f"--input-shape {text!r}: every dimension must be positive")
-    check_input_elements(shape, f"--input-shape {text!r}")
+    check_input_elements(shape, f"--input-shape {text!r}")  # refused before it is allocated
     return shape
-
-
-def check_input_elements(shape, what: str) -> None:
-    """Refuse an example input of more than :data:`MAX_INPUT_ELEMENTS` elements (before allocating it)."""
-    n = math.prod(shape)
-    if n > MAX_INPUT_ELEMENTS:
-        raise ConfigError(f"{what}: {n:,} elements, more than the {MAX_INPUT_ELEMENTS:,} allowed "
-                          "(profiling counts per-sample costs: use batch 1)")
 
 
 # ----------------------------------------------------------------------------- checked numbers
@@ -193,13 +183,24 @@ def check_output_dir(path: str | os.PathLike | None, flag: str) -> None:
         _check_parents(p, text)
 
 
-def load_data_for(info: ModelInfo, spec: str | None, args=None, where: str = "the model file") -> data_mod.Dataset:
-    """The data set a model is evaluated on, normalised with the model's own statistics.
+# ----------------------------------------------------------------------------- sensitivity scans
 
-    ``spec`` is the user's ``--data``; without it the file's own ``data`` field is used, and a
-    ``module:callable`` there is imported only with ``--trust-code`` (from ``args``)."""
-    spec = data_mod.spec_from_file(spec, info.data, where, getattr(args, "trust_code", False))
-    ds = data_mod.load(spec, mean=info.mean, std=info.std)
-    if list(ds.input_shape) != list(info.input_shape):
-        raise DataError(f"{spec}: images are {list(ds.input_shape)}, the model expects {list(info.input_shape)}")
-    return ds
+def add_eval_args(p) -> None:
+    """``--eval`` and ``--eval-size``: where a scan evaluates (sensitivity, prune --auto)."""
+    p.add_argument("--eval", choices=EVAL_ON, default=ScanConfig.eval_on,
+                   help="scan on the last --eval-size training images (default: keeps the test split "
+                        "out of the choice; they were seen in training, so accuracies read higher) or the test split")
+    p.add_argument("--eval-size", type=int, default=ScanConfig.eval_size,
+                   help="images in the training slice (default: %(default)s)")
+
+
+def check_eval_args(args) -> None:
+    if args.eval == "train-slice" and args.eval_size < 1:
+        raise ConfigError(f"--eval-size must be >= 1, got {args.eval_size}")
+
+
+def check_scan_outputs(out_dir: str, flag: str) -> None:
+    """The folder a sensitivity scan writes (as typed: ``Path('')`` would read as ``.``), and its two files."""
+    check_output_dir(out_dir, flag)
+    for path in scan_files(out_dir):
+        check_output_path(path, flag)

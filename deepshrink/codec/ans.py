@@ -32,6 +32,7 @@ __all__ = ["MAX_ALPHABET", "MAX_WEIGHT", "ans_encode", "ans_decode", "quantize_c
 MAX_ALPHABET = 1 << 16
 MAX_WEIGHT = (1 << 16) - 1            # v_s <= 2^16 - 1: q_s < 2^32, sum q < 2^48 (exact in float64)
 _BOTTOM, _TOP = -40, 8                    # scales t = 2^(i/4), i in [_BOTTOM, _TOP]: 2^-10 .. 2^2
+_CHUNK = 1 << 17                          # symbols decoded per call
 
 
 def _excess_bits(counts: np.ndarray, v: np.ndarray) -> float:
@@ -96,8 +97,10 @@ def ans_table_bytes(payload: bytes, alphabet: int) -> int:
     return decode_table(payload, alphabet, MAX_WEIGHT, "ans")[1]
 
 
-def ans_decode(payload: bytes, count: int, alphabet: int, where: str) -> np.ndarray:
-    """``count`` symbols from an ``ans_encode`` payload; FormatError on any inconsistency."""
+def ans_decode(payload: bytes, count: int, alphabet: int, where: str, dtype=np.int64) -> np.ndarray:
+    """``count`` symbols (of ``dtype``) from an ``ans_encode`` payload; FormatError on any
+    inconsistency. Decoded a chunk at a time into the output: a skewed model codes millions of
+    symbols per payload byte, so ``count`` is not bounded by the payload."""
     if alphabet > MAX_ALPHABET:
         raise FormatError(f"{where}: ANS alphabet {alphabet} exceeds {MAX_ALPHABET}")
     v, used_bytes = decode_table(payload, alphabet, MAX_WEIGHT, f"{where}: ANS")
@@ -108,12 +111,16 @@ def ans_decode(payload: bytes, count: int, alphabet: int, where: str) -> np.ndar
         raise FormatError(f"{where}: ANS stream is {len(body)} bytes, not a positive multiple of 4")
     words = np.frombuffer(body, dtype="<u4").astype(np.uint32)
     model, used = _model(v)
+    symbol_of_rank = used.astype(dtype)                              # (m,)
+    out = np.empty(count, dtype=dtype)
     try:
         coder = AnsCoder(words)
-        ranks = coder.decode(model, count)                          # (count,) int32
+        for start in range(0, count, _CHUNK):                        # chunks, not symbols
+            stop = min(count, start + _CHUNK)
+            out[start:stop] = symbol_of_rank[coder.decode(model, stop - start)]   # (chunk,) int32 ranks
         done = coder.is_empty()
-    except (ValueError, RuntimeError, OverflowError) as exc:
+    except (ValueError, RuntimeError, OverflowError, IndexError) as exc:
         raise FormatError(f"{where}: corrupt ANS stream ({exc})") from None
     if not done:
         raise FormatError(f"{where}: ANS stream has data left after {count} symbols")
-    return used[ranks.astype(np.int64)]
+    return out

@@ -35,8 +35,9 @@ def pack_fixed(symbols: np.ndarray, width: int) -> bytes:
     return np.packbits(bits).tobytes()
 
 
-def unpack_fixed(payload: bytes, count: int, width: int, where: str) -> np.ndarray:
-    """Inverse of :func:`pack_fixed`; the payload must be exactly ceil(count*width/8) bytes."""
+def unpack_fixed(payload: bytes, count: int, width: int, where: str, dtype=np.int64) -> np.ndarray:
+    """Inverse of :func:`pack_fixed`: (count,) symbols of ``dtype`` (wide enough for ``width``
+    bits); the payload must be exactly ceil(count*width/8) bytes."""
     need = (count * width + 7) // 8
     if len(payload) != need:
         raise FormatError(f"{where}: raw payload is {len(payload)} bytes, {count} symbols of "
@@ -46,7 +47,7 @@ def unpack_fixed(payload: bytes, count: int, width: int, where: str) -> np.ndarr
     if pad and int(raw[-1]) & ((1 << pad) - 1):
         raise FormatError(f"{where}: raw payload has nonzero padding bits")
     weights = (np.uint64(1) << np.arange(width - 1, -1, -1, dtype=np.uint64))  # (w,)
-    out = np.empty(count, dtype=np.int64)
+    out = np.empty(count, dtype=dtype)
     step = max(1, _CHUNK // width)
     for start in range(0, count, step):                              # chunks of symbols
         stop = min(count, start + step)
@@ -54,7 +55,7 @@ def unpack_fixed(payload: bytes, count: int, width: int, where: str) -> np.ndarr
         byte0 = first_bit // 8
         bits = np.unpackbits(raw[byte0:(last_bit + 7) // 8])[first_bit - byte0 * 8:last_bit - byte0 * 8]
         block = bits.reshape(stop - start, width).astype(np.uint64)      # (chunk, w)
-        out[start:stop] = (block * weights).sum(axis=1).astype(np.int64)
+        out[start:stop] = (block * weights).sum(axis=1)
     return out
 
 

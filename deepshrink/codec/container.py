@@ -5,6 +5,13 @@ back and records offset, length and CRC-32; reading checks, before allocating an
 header length fits the bytes present, that every declared shape and count is within the limits
 and consistent with its section, that the sections tile the data region exactly, and that every
 CRC matches. Every failure is a :class:`FormatError` naming the file and the field or section.
+
+Memory (§5): what a file may make the reader allocate is tied to its size. Its weight, in units of
+one decoded float32, is ``HEADER_UNITS`` per byte of header JSON plus every entry's
+(:func:`.schema.entry_units`: what decoding it allocates), and must stay within
+:func:`element_limit`, by default ``min(2^28, 2^22 + 20 * file size)``; the header inflater stops
+at the bytes that leave. Loading a model about doubles the decoded tensors (the model holds a
+copy), so a unit stands for ~8 bytes at the peak, and a file under 1 MiB for at most ~210 MB.
 """
 
 from __future__ import annotations
@@ -15,14 +22,15 @@ import zlib
 from dataclasses import dataclass
 
 from ..errors import FormatError
-from ..io import ModelInfo
+from ..names import DSZ_MAGIC
+from ..modelfile import ModelInfo
 from .quantized import Section
 from .schema import check_entry
 
-__all__ = ["MAGIC", "VERSION", "PREAMBLE", "MAX_HEADER", "MAX_ELEMENTS", "Parsed", "pack_file", "parse_file",
-           "is_dsz"]
+__all__ = ["MAGIC", "VERSION", "PREAMBLE", "MAX_HEADER", "MAX_ELEMENTS", "ELEMENTS_FLOOR", "ELEMENTS_PER_BYTE",
+           "HEADER_UNITS", "Parsed", "pack_file", "parse_file", "is_dsz", "element_limit"]
 
-MAGIC = b"\x89DSZ\r\n\x1a\n"
+MAGIC = DSZ_MAGIC
 VERSION = 2
 FORMAT = "deepshrink-dsz"
 PREAMBLE = struct.Struct("<8sHHII")          # magic, version, flags, header length, header CRC
@@ -30,6 +38,18 @@ FLAG_ZLIB_HEADER = 1                         # the header bytes are a zlib strea
 MAX_HEADER = 64 << 20
 MAX_TENSORS = 100_000
 MAX_ELEMENTS = 1 << 28
+ELEMENTS_FLOOR = 1 << 22          # units any file may decode to: a model of 4 Mi weights always loads
+ELEMENTS_PER_BYTE = 20            # ... plus this many per byte (a pruned + quantized model ~60x smaller)
+HEADER_UNITS = 6                  # units per byte of header JSON: parsed, it takes up to ~48 bytes a byte
+
+
+def element_limit(file_size: int, max_elements: int | None = None) -> int:
+    """Units (one decoded float32 each) a file of ``file_size`` bytes may weigh (docs/FORMAT.md §5):
+    by default ``min(MAX_ELEMENTS, ELEMENTS_FLOOR + ELEMENTS_PER_BYTE * file_size)``; a caller that
+    passes ``max_elements`` sets the limit itself (higher for a trusted file, lower to be strict)."""
+    if max_elements is not None:
+        return max_elements
+    return min(MAX_ELEMENTS, ELEMENTS_FLOOR + ELEMENTS_PER_BYTE * file_size)
 
 
 def is_dsz(head: bytes) -> bool:
@@ -64,6 +84,9 @@ class Parsed:
     blob: bytes
     data_start: int
     where: str
+    units: int = 0                   # the file's weight: header JSON and entries (units of one float32)
+    limit: int = MAX_ELEMENTS        # the element limit it was checked against
+    header_units: int = 0            # the header's part of ``units``
 
     def payloads(self, entry: dict) -> dict[str, bytes]:
         start = self.data_start
@@ -75,19 +98,21 @@ class Parsed:
         return len(self.blob)
 
 
-def _inflate_header(head: bytes, where: str) -> bytes:
+def _inflate_header(head: bytes, limit: int, where: str) -> bytes:
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(head, MAX_HEADER + 1)
+        out = inflater.decompress(head, limit + 1)
     except zlib.error as exc:
         raise FormatError(f"{where}: header zlib stream is corrupt ({exc})") from None
-    if len(out) > MAX_HEADER or not inflater.eof or inflater.unused_data:
-        raise FormatError(f"{where}: header zlib stream is incomplete, has trailing bytes or exceeds "
-                          f"{MAX_HEADER} bytes")
+    if len(out) > limit:
+        raise FormatError(f"{where}: header inflates past {limit} bytes, the limit for this file")
+    if not inflater.eof or inflater.unused_data:
+        raise FormatError(f"{where}: header zlib stream is incomplete or has trailing bytes")
     return out
 
 
-def _read_header(blob: bytes, where: str) -> tuple[dict, int]:
+def _read_header(blob: bytes, where: str, cap: int) -> tuple[dict, int, int]:
+    """(header, start of the data region, its weight: HEADER_UNITS per byte of JSON text)."""
     if len(blob) < PREAMBLE.size:
         raise FormatError(f"{where}: {len(blob)} bytes, too short for a .dsz file (preamble is {PREAMBLE.size})")
     magic, version, flags, hlen, hcrc = PREAMBLE.unpack_from(blob)
@@ -103,15 +128,23 @@ def _read_header(blob: bytes, where: str) -> tuple[dict, int]:
     head = blob[PREAMBLE.size:PREAMBLE.size + hlen]
     if zlib.crc32(head) != hcrc:
         raise FormatError(f"{where}: header CRC mismatch (file corrupt)")
+    limit = min(MAX_HEADER, cap // HEADER_UNITS)
     if flags & FLAG_ZLIB_HEADER:
-        head = _inflate_header(head, where)
+        head = _inflate_header(head, limit, where)
+    elif len(head) > limit:
+        raise FormatError(f"{where}: header of {len(head)} bytes exceeds {limit}, the limit for this file")
     try:
         header = json.loads(head.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FormatError(f"{where}: header is not valid JSON ({type(exc).__name__})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
-        raise FormatError(f"{where}: header is not a {FORMAT} v{VERSION} record")
-    return header, PREAMBLE.size + hlen
+    if not isinstance(header, dict):
+        raise FormatError(f"{where}: header is not a JSON object")
+    if not isinstance(header.get("format"), str) or header["format"] != FORMAT:
+        raise FormatError(f"{where}: header field 'format' is {header.get('format')!r}, expected {FORMAT!r}")
+    if type(header.get("version")) is not int or header["version"] != VERSION:
+        raise FormatError(f"{where}: header field 'version' is {header.get('version')!r}, this reader knows "
+                          f"{VERSION} ({FORMAT} v{VERSION})")
+    return header, PREAMBLE.size + hlen, HEADER_UNITS * len(head)
 
 
 def _check_tiling(entries: list[dict], data_size: int, where: str) -> None:
@@ -130,10 +163,17 @@ def _check_tiling(entries: list[dict], data_size: int, where: str) -> None:
         raise FormatError(f"{where}: sections end at {cursor}, the data region has {data_size} bytes")
 
 
-def parse_file(blob: bytes, where: str, max_elements: int = MAX_ELEMENTS, check_crc: bool = True) -> Parsed:
+def parse_file(blob: bytes, where: str, max_elements: int | None = None, check_crc: bool = True) -> Parsed:
     """Check everything but the section contents; CRCs too unless ``check_crc`` is False."""
-    header, data_start = _read_header(blob, where)
-    info = ModelInfo.from_json(json.dumps(header.get("model")), f"{where}: header field 'model'")
+    cap = element_limit(len(blob), max_elements)
+    header, data_start, header_units = _read_header(blob, where, cap)
+    total = header_units
+    try:                                  # popped: its parsed copy is freed before it is parsed again
+        model_text = json.dumps(header.pop("model", None))
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"{where}: header field 'model' cannot be read ({type(exc).__name__})") from None
+    info = ModelInfo.from_json(model_text, f"{where}: header field 'model'")
+    del model_text
     data_size = header.get("data_size")
     if type(data_size) is not int or data_size != len(blob) - data_start:
         raise FormatError(f"{where}: header field 'data_size' is {data_size!r}, the file holds "
@@ -142,17 +182,15 @@ def parse_file(blob: bytes, where: str, max_elements: int = MAX_ELEMENTS, check_
     if not isinstance(entries, list) or len(entries) > MAX_TENSORS:
         raise FormatError(f"{where}: header field 'tensors' must be a list of at most {MAX_TENSORS} entries")
     seen: dict[str, dict] = {}
-    total = 0
-    cap = min(max_elements, (len(blob) << 16) + (1 << 20))
     for i, e in enumerate(entries):
-        numel = check_entry(e, seen, where, i)
-        total += numel
+        total += check_entry(e, seen, where, i)
         if total > cap:
-            raise FormatError(f"{where}: tensor {e['name']!r} brings the declared element count to {total}, "
-                              f"above the limit {cap} for a {len(blob)}-byte file")
+            hint = "" if max_elements is not None else " (max_elements raises it for a trusted file)"
+            raise FormatError(f"{where}: tensor {e['name']!r} brings the decoded size to {total} elements "
+                              f"(header included), above the limit {cap} for a {len(blob)}-byte file{hint}")
         seen[e["name"]] = e
     _check_tiling(entries, data_size, where)
-    parsed = Parsed(info, entries, blob, data_start, where)
+    parsed = Parsed(info, entries, blob, data_start, where, total, cap, header_units)
     if check_crc:
         for e in entries:
             for name, payload in parsed.payloads(e).items():

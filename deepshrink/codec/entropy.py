@@ -22,12 +22,19 @@ from .bitpack import pack_fixed, raw_width, unpack_fixed
 from .huffman import MAX_CODE_LENGTH, huffman_decode, huffman_encode
 from .tables import decode_table, encode_table
 
-__all__ = ["SYMBOL_CODERS", "BYTE_CODERS", "entropy_bits", "encode_symbols", "decode_symbols",
+__all__ = ["SYMBOL_CODERS", "BYTE_CODERS", "entropy_bits", "encode_symbols", "decode_symbols", "symbol_dtype",
            "encode_bytes", "decode_bytes", "estimate_bytes", "estimate_from_counts", "table_bytes"]
 
 SYMBOL_CODERS = ("const", "raw", "huffman", "ans")
 BYTE_CODERS = ("bytes", "zlib")
 MAX_RAW_ALPHABET = 1 << 32
+_INFLATE_STEP = 1 << 20          # bytes of zlib output per step, written into the final buffer
+
+
+def symbol_dtype(alphabet: int) -> np.dtype:
+    """The narrowest unsigned type holding symbols in [0, alphabet): uint8, uint16 or uint32
+    (every coder's symbols are < 2^32: const stores a u32, the others need alphabet <= 2^32)."""
+    return np.dtype(np.uint8 if alphabet <= 1 << 8 else np.uint16 if alphabet <= 1 << 16 else np.uint32)
 
 
 def entropy_bits(symbols: np.ndarray, alphabet: int | None = None) -> float:
@@ -75,7 +82,8 @@ def _huffman_decode(payload: bytes, count: int, alphabet: int, where: str) -> np
     if alphabet > 1 << 16:
         raise FormatError(f"{where}: Huffman alphabet {alphabet} exceeds {1 << 16}")
     lengths, used = decode_table(payload, alphabet, MAX_CODE_LENGTH, f"{where}: Huffman")
-    return huffman_decode(lengths.astype(np.uint8).tobytes() + payload[used:], count, alphabet, where)
+    return huffman_decode(lengths.astype(np.uint8).tobytes() + payload[used:], count, alphabet, where,
+                          symbol_dtype(alphabet))
 
 
 def table_bytes(coder: str, payload: bytes, alphabet: int) -> int:
@@ -137,26 +145,33 @@ def encode_symbols(symbols: np.ndarray, alphabet: int, only: str | None = None) 
 
 
 def decode_symbols(coder: str, payload: bytes, count: int, alphabet: int, where: str) -> np.ndarray:
-    """(count,) int64 symbols, each checked to lie in [0, alphabet)."""
+    """(count,) symbols of type ``symbol_dtype(alphabet)``, each checked to lie in [0, alphabet).
+
+    Allocates the output and chunk-sized temporaries only (no full-size int64 copy): ``const``
+    and ``ans`` streams can declare many symbols per payload byte."""
+    dtype = symbol_dtype(alphabet)
     if coder == "const":
         if count == 0:
             if payload:
                 raise FormatError(f"{where}: empty const section has {len(payload)} payload bytes")
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=dtype)
         if len(payload) != 4:
             raise FormatError(f"{where}: const payload is {len(payload)} bytes, expected 4")
-        out = np.full(count, int.from_bytes(payload, "little"), dtype=np.int64)
-    elif coder == "raw":
+        value = int.from_bytes(payload, "little")
+        if value >= alphabet:                                 # checked before the stream exists
+            raise FormatError(f"{where}: symbol outside the alphabet [0, {alphabet})")
+        return np.full(count, value, dtype=dtype)
+    if coder == "raw":
         if alphabet > MAX_RAW_ALPHABET:
             raise FormatError(f"{where}: raw alphabet {alphabet} exceeds 2^32")
-        out = unpack_fixed(payload, count, raw_width(alphabet), where)
+        out = unpack_fixed(payload, count, raw_width(alphabet), where, dtype)
     elif coder == "huffman":
         out = _huffman_decode(payload, count, alphabet, where)
     elif coder == "ans":
-        out = ans_decode(payload, count, alphabet, where)
+        out = ans_decode(payload, count, alphabet, where, dtype)
     else:
         raise FormatError(f"{where}: unknown symbol coder {coder!r}")
-    if out.size and (int(out.min()) < 0 or int(out.max()) >= alphabet):
+    if out.size and int(out.max()) >= alphabet:              # unsigned: never below 0
         raise FormatError(f"{where}: symbol outside the alphabet [0, {alphabet})")
     return out
 
@@ -167,20 +182,32 @@ def encode_bytes(data: bytes) -> tuple[str, bytes]:
     return ("zlib", packed) if len(packed) < len(data) else ("bytes", data)
 
 
-def decode_bytes(coder: str, payload: bytes, count: int, where: str) -> bytes:
-    """Exactly ``count`` bytes; zlib output is capped at ``count`` + 1 bytes while inflating."""
+def decode_bytes(coder: str, payload: bytes, count: int, where: str) -> bytes | bytearray:
+    """Exactly ``count`` bytes (``bytes``: the payload itself; ``zlib``: a writable bytearray).
+
+    zlib output is written step by step into one buffer of ``count`` bytes, so inflating never
+    holds more than ``count`` bytes plus one step, and a stream that would go past ``count`` stops
+    there."""
     if coder == "bytes":
         if len(payload) != count:
             raise FormatError(f"{where}: stored section is {len(payload)} bytes, expected {count}")
         return payload
     if coder != "zlib":
         raise FormatError(f"{where}: unknown byte coder {coder!r}")
+    out, done, tail = bytearray(count), 0, payload
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(payload, count + 1)
-        complete = inflater.eof and not inflater.unconsumed_tail and not inflater.unused_data
+        while not inflater.eof:
+            piece = inflater.decompress(tail, min(_INFLATE_STEP, count + 1 - done))
+            if done + len(piece) > count:
+                raise FormatError(f"{where}: zlib stream does not inflate to exactly {count} bytes")
+            out[done:done + len(piece)] = piece
+            done += len(piece)
+            tail = inflater.unconsumed_tail
+            if not piece:
+                break                      # no progress: the input ended before the end of the stream
     except zlib.error as exc:
         raise FormatError(f"{where}: corrupt zlib stream ({exc})") from None
-    if len(out) != count or not complete:
+    if done != count or not inflater.eof or inflater.unused_data:
         raise FormatError(f"{where}: zlib stream does not inflate to exactly {count} bytes")
     return out

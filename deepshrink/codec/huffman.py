@@ -88,8 +88,9 @@ def _check_lengths(lengths: np.ndarray, where: str) -> None:
         raise FormatError(f"{where}: Huffman table is incomplete (Kraft sum < 1)")
 
 
-def huffman_decode(payload: bytes, count: int, alphabet: int, where: str) -> np.ndarray:
-    """``count`` symbols from a ``huffman_encode`` payload; FormatError on any inconsistency."""
+def huffman_decode(payload: bytes, count: int, alphabet: int, where: str, dtype=np.int64) -> np.ndarray:
+    """``count`` symbols (of ``dtype``) from a ``huffman_encode`` payload; FormatError on any
+    inconsistency. A symbol takes at least one bit, so ``count`` is bounded by the payload."""
     if alphabet > MAX_ALPHABET:
         raise FormatError(f"{where}: Huffman alphabet {alphabet} exceeds {MAX_ALPHABET}")
     if len(payload) < alphabet:
@@ -104,10 +105,10 @@ def huffman_decode(payload: bytes, count: int, alphabet: int, where: str) -> np.
     count_list, symbols = _canonical_tables(lengths)
     try:
         decoded = itertools.islice(canonical_decode(stream, count_list, symbols), count)
-        out = np.fromiter(decoded, dtype=np.int64, count=count)
+        out = np.fromiter(decoded, dtype=dtype, count=count)
     except ValueError as exc:  # stream too short, or ends inside a code
         raise FormatError(f"{where}: corrupt Huffman stream ({exc})") from None
-    nbits = int(lengths[out].sum())
+    nbits = sum(int(lengths[out[i:i + _CHUNK]].sum()) for i in range(0, count, _CHUNK))   # chunks, not symbols
     if (nbits + 7) // 8 != len(body):
         raise FormatError(f"{where}: Huffman stream is {len(body)} bytes, its {count} symbols use {nbits} bits")
     if nbits % 8 and stream[nbits:].any():

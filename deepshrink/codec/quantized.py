@@ -11,17 +11,20 @@ stored as float16 when that round trip keeps every bit, else as float32 (docs/FO
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..errors import FormatError, ModelError
-from .entropy import decode_bytes, decode_symbols, encode_symbols
+from .entropy import decode_bytes, decode_symbols, encode_symbols, symbol_dtype
 from .bitpack import raw_width
-from .sparse import choose_layout, csr_decode, plain_relative_bits, relative_decode
+from .sparse import choose_layout, csr_chunks, csr_shape, plain_relative_bits, relative_chunks
 
-__all__ = ["Section", "codes_of", "encode_quantized", "decode_quantized", "codebook_rows"]
+__all__ = ["Section", "codes_of", "encode_quantized", "decode_quantized", "decoded_bytes", "codebook_rows"]
+
+_CODEBOOK_ITEMSIZE = {"float16": 2, "float32": 4}
 
 
 @dataclass
@@ -106,38 +109,59 @@ def encode_quantized(name: str, weight: torch.Tensor, codebook: torch.Tensor,
     return fields, sections
 
 
+def decoded_bytes(entry: dict) -> int:
+    """Bytes :func:`decode_quantized` allocates for a checked entry, from its header alone: the
+    float32 weight (4n), the codebook as stored and as float32 ((s + 4)·C·K), every symbol stream
+    in its narrowest type, and for CSR the (R,) int64 row ends. (Plus chunk-sized temporaries.)"""
+    numel = math.prod(entry["shape"])
+    cb = entry["codebook"]
+    total = 4 * numel + (_CODEBOOK_ITEMSIZE[cb["dtype"]] + 4) * math.prod(cb["shape"])
+    for name, s in entry["sections"].items():
+        if name != "codebook":
+            total += s["count"] * symbol_dtype(s["alphabet"]).itemsize
+    if entry["layout"] == "csr":
+        total += 8 * csr_shape(tuple(entry["shape"]))[0]
+    return total
+
+
 def decode_quantized(entry: dict, payloads: dict[str, bytes], file: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, codebook) float32 tensors from a checked header entry and its section payloads;
-    errors name ``file`` and the section."""
+    errors name ``file`` and the section. Allocates what :func:`decoded_bytes` says."""
     where = f"{file}: tensor {entry['name']!r}"
 
     def label(sec: str) -> str:
         return f"{file}: section {entry['name']}/{sec}"
 
     shape = tuple(entry["shape"])
-    numel = int(np.prod(shape, dtype=object)) if shape else 1
+    numel = math.prod(shape)
     cb_meta, secs = entry["codebook"], entry["sections"]
     c = codebook_rows(shape, tuple(cb_meta["shape"]), where, FormatError)
     k = int(cb_meta["shape"][-1])
     np_dtype = np.float16 if cb_meta["dtype"] == "float16" else np.float32
     raw = decode_bytes(secs["codebook"]["coder"], payloads["codebook"], c * k * np.dtype(np_dtype).itemsize,
                        label("codebook"))
-    table = np.frombuffer(raw, dtype=np_dtype).astype(np.float32).reshape(c, k)   # (C, K)
+    table = np.frombuffer(raw, dtype=np_dtype).astype(np.float32).reshape(c, k)   # (C, K), a new array
+    del raw
 
-    def stream(sec: str) -> np.ndarray:
+    def stream(sec: str) -> np.ndarray:                             # (count,) narrowest unsigned type
         meta = secs[sec]
         return decode_symbols(meta["coder"], payloads[sec], meta["count"], meta["alphabet"], label(sec))
 
     if entry["layout"] == "relative":
-        gaps = stream("index") if "index" in secs else np.zeros(secs["codes"]["count"], dtype=np.int64)
-        positions, codes = relative_decode(gaps, stream("codes"), numel, label("index"))
+        gaps = stream("index") if "index" in secs else None        # b = 0: no gaps stored
+        pieces = relative_chunks(gaps, stream("codes"), numel, label("index"))
     else:
-        positions = csr_decode(stream("rows"), stream("cols"), shape, label("cols"))
-        codes = stream("codes")
-    if positions.size != entry["nnz"]:
-        raise FormatError(f"{where}: decoded {positions.size} nonzeros, header says {entry['nnz']}")
-    flat = np.zeros(numel, dtype=np.float32)
-    if positions.size:
-        flat[positions] = table[positions // (numel // c), codes]
+        pieces = csr_chunks(stream("rows"), stream("cols"), stream("codes"), shape, label("cols"))
+    flat = np.zeros(numel, dtype=np.float32)                        # (n,)
+    per_row, found = numel // c, 0
+    for pos, codes in pieces:                                       # chunks of entries, not entries
+        found += pos.size
+        if found > entry["nnz"]:
+            break
+        if pos.size:
+            flat[pos] = table[pos // per_row if c > 1 else 0, codes]
+    if found != entry["nnz"]:
+        raise FormatError(f"{where}: decoded {'at least ' if found > entry['nnz'] else ''}{found} nonzeros, "
+                          f"header says {entry['nnz']}")
     weight = torch.from_numpy(flat).reshape(shape)
-    return weight, torch.from_numpy(table.reshape(cb_meta["shape"]).copy())
+    return weight, torch.from_numpy(table.reshape(cb_meta["shape"]))

@@ -26,14 +26,14 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from ..io import ModelInfo
+from ..modelfile import ModelInfo
 from .bitpack import raw_width
-from .container import parse_file
+from .container import MAX_ELEMENTS, parse_file
 from .model_io import dumps, read_file_bytes
+from .schema import FLOAT_DTYPES
 
 __all__ = ["LayerRow", "CompressionReport", "compression_report", "report_from_bytes"]
 
-_FLOATS = ("float32", "float16", "bfloat16", "float64")
 
 
 @dataclass
@@ -143,12 +143,12 @@ def _total(rows: list[LayerRow]) -> LayerRow:
                     codes, index, sum(r.codebook_bytes for r in q))
 
 
-def report_from_bytes(blob: bytes, where: str = "<bytes>") -> CompressionReport:
+def report_from_bytes(blob: bytes, where: str = "<bytes>", max_elements: int | None = None) -> CompressionReport:
     """The report of a .dsz blob, from its header alone."""
-    parsed = parse_file(blob, where, check_crc=False)
+    parsed = parse_file(blob, where, max_elements, check_crc=False)
     rows = [_row(e) for e in parsed.entries
             if e["kind"] == "quantized" or (e["name"].endswith("weight") and len(e["shape"]) >= 2)]
-    dense = 4 * sum(math.prod(e["shape"]) for e in parsed.entries if e["dtype"] in _FLOATS and e["kind"] != "mask")
+    dense = 4 * sum(math.prod(e["shape"]) for e in parsed.entries if e["dtype"] in FLOAT_DTYPES and e["kind"] != "mask")
     raw = sum(s["length"] for e in parsed.entries if e["kind"] == "raw" for s in e["sections"].values())
     return CompressionReport(rows, _total(rows), len(blob), dense, raw, parsed.data_start)
 
@@ -157,6 +157,6 @@ def compression_report(source: str | os.PathLike | nn.Module, info: ModelInfo | 
     """Report of a .dsz file, or of the file a model would be saved as."""
     if isinstance(source, nn.Module):
         info = info or getattr(source, "deepshrink_info", None) or ModelInfo(arch="unknown")
-        return report_from_bytes(dumps(source, info), "<model>")
+        return report_from_bytes(dumps(source, info), "<model>", MAX_ELEMENTS)     # our own bytes
     return report_from_bytes(read_file_bytes(source), str(source))
 

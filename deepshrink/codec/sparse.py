@@ -14,6 +14,7 @@ Value codes: relative layout ``0`` = zero/filler, ``i + 1`` = codebook entry ``i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,12 +22,13 @@ import numpy as np
 from ..errors import FormatError
 from .entropy import estimate_bytes, estimate_from_counts
 
-__all__ = ["Layout", "MAX_INDEX_BITS", "SEARCH_BITS", "plain_relative_bits", "relative_layout", "relative_estimate",
-           "csr_layout", "choose_layout",
-           "relative_decode", "csr_decode", "csr_shape"]
+__all__ = ["Layout", "MAX_INDEX_BITS", "SEARCH_BITS", "DECODE_CHUNK", "plain_relative_bits", "relative_layout",
+           "relative_estimate", "csr_layout", "choose_layout",
+           "relative_chunks", "relative_decode", "csr_chunks", "csr_decode", "csr_shape"]
 
 MAX_INDEX_BITS = 16
 SEARCH_BITS = range(0, 13)
+DECODE_CHUNK = 1 << 17          # entries per decoding step: bounds the int64 temporaries to a few MiB
 
 
 @dataclass
@@ -131,23 +133,56 @@ def choose_layout(positions: np.ndarray, codes: np.ndarray, k: int, shape: tuple
     return relative_layout(positions, codes, k, best_b)
 
 
+def relative_chunks(gaps: np.ndarray | None, codes: np.ndarray, numel: int,
+                    where: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions, codebook indices) of the nonzero entries, fillers dropped, one chunk of
+    entries at a time; ``gaps`` None is ``b = 0`` (every gap 0). An entry past the tensor is
+    refused before its chunk is yielded (positions only grow, so each chunk's last is checked)."""
+    cursor = 0                                                      # position of an entry with gap 0
+    for start in range(0, codes.size, DECODE_CHUNK):
+        code = codes[start:start + DECODE_CHUNK]                    # (chunk,) narrow ints
+        if gaps is None:
+            pos = np.arange(cursor, cursor + code.size, dtype=np.int64)
+        else:
+            pos = np.cumsum(gaps[start:start + DECODE_CHUNK], dtype=np.int64)   # (chunk,)
+            pos += np.arange(cursor, cursor + code.size, dtype=np.int64)        # + one per entry
+        if int(pos[-1]) >= numel:
+            raise FormatError(f"{where}: relative indices run past the tensor "
+                              f"(last entry at {int(pos[-1])}, tensor has {numel} elements)")
+        cursor = int(pos[-1]) + 1
+        keep = code > 0
+        yield pos[keep], code[keep] - 1
+
+
 def relative_decode(gaps: np.ndarray, codes: np.ndarray, numel: int, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, codebook indices) of the nonzero entries; fillers dropped."""
-    pos = np.cumsum(gaps + 1) - 1                                   # (entries,) position of each
-    if pos.size and int(pos[-1]) >= numel:
-        raise FormatError(f"{where}: relative indices run past the tensor "
-                          f"(last entry at {int(pos[-1])}, tensor has {numel} elements)")
-    keep = codes > 0
-    return pos[keep], codes[keep] - 1
+    """(positions, codebook indices) of all the nonzero entries; fillers dropped."""
+    parts = list(relative_chunks(gaps, codes, numel, where))
+    if not parts:
+        return np.zeros(0, dtype=np.int64), codes[:0]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([c for _, c in parts])
+
+
+def csr_chunks(per_row: np.ndarray, cols: np.ndarray, codes: np.ndarray, shape: tuple[int, ...],
+               where: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(flat positions, codebook indices) of the nonzeros, one chunk at a time; columns must
+    increase strictly within each row. Holds one (R,) int64 array of row ends besides the chunk."""
+    rows, ncols = csr_shape(shape)
+    total = int(per_row.sum(dtype=np.int64))
+    if total != cols.size:
+        raise FormatError(f"{where}: row counts sum to {total}, {cols.size} columns stored")
+    ends = np.cumsum(per_row, dtype=np.int64)                       # (R,) one past each row's last
+    last = -1
+    for start in range(0, cols.size, DECODE_CHUNK):
+        stop = min(cols.size, start + DECODE_CHUNK)
+        row_of = np.searchsorted(ends, np.arange(start, stop, dtype=np.int64), side="right")   # (chunk,)
+        pos = row_of * ncols + cols[start:stop]
+        if int(pos[0]) <= last or not bool((np.diff(pos) > 0).all()):
+            raise FormatError(f"{where}: CSR columns are not strictly increasing within a row")
+        last = int(pos[-1])
+        yield pos, codes[start:stop]
 
 
 def csr_decode(per_row: np.ndarray, cols: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """Flat positions of the nonzeros; columns must increase strictly within each row."""
-    rows, ncols = csr_shape(shape)
-    if int(per_row.sum()) != cols.size:
-        raise FormatError(f"{where}: row counts sum to {int(per_row.sum())}, {cols.size} columns stored")
-    row_of = np.repeat(np.arange(rows, dtype=np.int64), per_row)    # (nnz,)
-    pos = row_of * ncols + cols
-    if pos.size > 1 and not bool((np.diff(pos) > 0).all()):
-        raise FormatError(f"{where}: CSR columns are not strictly increasing within a row")
-    return pos
+    """Flat positions of all the nonzeros; columns must increase strictly within each row."""
+    parts = [pos for pos, _ in csr_chunks(per_row, cols, cols, shape, where)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

@@ -6,11 +6,11 @@ hook pruning and quantization fine-tuning use) and ``distill`` (teacher to stude
 """
 
 from .losses import FEATURE_LOSSES, LOSSES, kd_loss
-from .run import DistillConfig, cached_teacher_loss, distill, load_teacher, teacher_loss, with_input_stats
+from .run import DistillConfig, cached_teacher_loss, distill, freeze_teacher, teacher_loss, with_input_stats
 
 # What a user calls; the logit cache and feature capture are imported from their own modules
 # (``deepshrink.distill.cache``, ``deepshrink.distill.features``).
 __all__ = [
-    "DistillConfig", "distill", "teacher_loss", "cached_teacher_loss", "load_teacher", "with_input_stats",
+    "DistillConfig", "distill", "teacher_loss", "cached_teacher_loss", "freeze_teacher", "with_input_stats",
     "kd_loss", "LOSSES", "FEATURE_LOSSES",
 ]

@@ -21,15 +21,15 @@ import torch
 from torch import nn
 
 from ..data import Dataset, Split
-from ..errors import ConfigError, DataError
-from ..io import load_model
+from ..errors import ConfigError
+from ..masks import MaskCallback, get_masks
 from ..train import FitResult, TrainConfig, fit
 from .cache import LogitCache, TeacherTargets, build_logit_cache
 from .features import FeatureCapture, FeatureStudent, match_teacher, parse_pairs
 from .losses import FEATURE_LOSSES, check_settings, feature_distance, logit_loss
 
-__all__ = ["DistillConfig", "DistillResult", "teacher_loss", "cached_teacher_loss", "distill", "freeze",
-           "with_input_stats", "load_teacher"]
+__all__ = ["DistillConfig", "DistillResult", "teacher_loss", "cached_teacher_loss", "distill", "freeze_teacher",
+           "with_input_stats"]
 
 
 @dataclass
@@ -70,7 +70,7 @@ def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def freeze(teacher: nn.Module, copy_teacher: bool = True) -> nn.Module:
+def freeze_teacher(teacher: nn.Module, copy_teacher: bool = True) -> nn.Module:
     """An eval-mode teacher with no gradients (a copy, in channels-last when it is convolutional)."""
     frozen = copy.deepcopy(teacher) if copy_teacher else teacher
     frozen.eval()
@@ -103,16 +103,6 @@ def with_input_stats(teacher: nn.Module, data_mean, data_std, teacher_mean, teac
     return nn.Sequential(_Affine(sd / st, (md - mt) / st), teacher)
 
 
-def load_teacher(path, data: Dataset, arch: str | None = None, trust_code: bool = False) -> nn.Module:
-    """A teacher model file for ``data``: its image shape checked, its own input normalisation
-    restored when it was trained with other statistics (``with_input_stats``)."""
-    teacher, info = load_model(path, arch=arch, trust_code=trust_code)
-    if info.input_shape and list(info.input_shape) != list(data.input_shape):
-        raise DataError(f"teacher {path}: it expects images of {list(info.input_shape)}, "
-                        f"the data has {list(data.input_shape)}")
-    return with_input_stats(teacher, data.mean, data.std, info.mean, info.std)
-
-
 def teacher_loss(teacher: nn.Module | None, temperature: float = 4.0, alpha: float = 0.9, loss: str = "kl", *,
                  cache: LogitCache | None = None, copy_teacher: bool = True):
     """A ``fit`` loss ``(model, logits, x, y)`` distilling from a frozen (copied) teacher.
@@ -124,7 +114,7 @@ def teacher_loss(teacher: nn.Module | None, temperature: float = 4.0, alpha: flo
     check_settings(temperature, alpha, loss)
     if teacher is None and cache is None:
         raise ConfigError("teacher_loss needs a teacher model or a logit cache")
-    frozen = freeze(teacher, copy_teacher) if teacher is not None else None
+    frozen = freeze_teacher(teacher, copy_teacher) if teacher is not None else None
     targets = TeacherTargets(frozen, cache)
 
     def loss_fn(model, logits, x, y):
@@ -138,7 +128,7 @@ def cached_teacher_loss(teacher: nn.Module, train: Split, augment: bool, tempera
                         alpha: float = 0.9, loss: str = "kl"):
     """:func:`teacher_loss` from a frozen copy of ``teacher``, with its logits for the ``train``
     split computed once when training does not augment (augmented images are never cached)."""
-    frozen = freeze(teacher)
+    frozen = freeze_teacher(teacher)
     cache = None if augment else build_logit_cache(frozen, train)
     return teacher_loss(frozen, temperature, alpha, loss, cache=cache, copy_teacher=False)
 
@@ -170,10 +160,8 @@ def distill(teacher: nn.Module, student: nn.Module, data: Dataset, config: Disti
     cfg.check()
     tcfg = train or TrainConfig()
     tcfg.check()
-    from ..prune.masks import MaskCallback, get_masks  # here: deepshrink.prune imports this package
-
     callbacks = ([MaskCallback()] if get_masks(student) else []) + list(callbacks)
-    frozen = freeze(teacher)
+    frozen = freeze_teacher(teacher)
     wrapper, targets, cache_seconds = None, None, 0.0
     if cfg.features:
         wrapper = FeatureStudent(student, frozen, cfg.features, data.train.x[:2])

@@ -1,7 +1,8 @@
 """Baseline training recipes: the settings that reach each zoo model's target accuracy.
 
-``deepshrink train --model NAME`` and ``benchmarks/baselines.py`` both go through
-:func:`train_baseline`; any field given overrides the recipe's.
+``deepshrink train --model NAME`` and ``benchmarks/baselines.py`` both train through
+:func:`deepshrink.pipelines.train.train_baseline` with :func:`recipe`; any field given overrides
+the recipe's.
 Targets (Fashion-MNIST test accuracy): lenet300 >= 89.5%,
 lenet5 >= 91.0%, vgg >= 93.0%, resnet20 >= 92.5%, mobilenetv2 >= 92.0%.
 """
@@ -9,17 +10,12 @@ lenet5 >= 91.0%, vgg >= 93.0%, resnet20 >= 92.5%, mobilenetv2 >= 92.0%.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
-
-import torch
-from torch import nn
 
 from ..data import Dataset
-from ..io import ModelInfo, build_arch, save_model
-from ..train import FitResult, TrainConfig, distributed_context, fit, seed_everything
+from ..train import TrainConfig
 from . import REGISTRY
 
-__all__ = ["RECIPES", "TARGETS", "recipe", "arch_kwargs", "train_baseline"]
+__all__ = ["RECIPES", "TARGETS", "recipe", "arch_kwargs"]
 
 RECIPES: dict[str, dict] = {
     "lenet300": dict(epochs=30, lr=0.05, weight_decay=1e-4, augment=False),
@@ -51,21 +47,3 @@ def arch_kwargs(name: str, ds: Dataset, extra: dict | None = None) -> dict:
     elif name in REGISTRY:
         kw["in_channels"] = ds.input_shape[0]
     return {**kw, **(extra or {})}
-
-
-def train_baseline(name: str, ds: Dataset, data_spec: str, out: str | None,
-                   cfg: TrainConfig, kwargs: dict | None = None) -> tuple[nn.Module, ModelInfo, FitResult]:
-    """Seed, build, train and (on rank 0, when ``out`` is given) save a model."""
-    kwargs = arch_kwargs(name, ds, kwargs)
-    seed_everything(cfg.seed)
-    model = build_arch(ModelInfo(arch=name, kwargs=kwargs), trust_code=True, where="--model")
-    result = fit(model, ds, cfg)
-    info = ModelInfo(arch=name, kwargs=kwargs, input_shape=list(ds.input_shape), mean=ds.mean, std=ds.std,
-                     accuracy=result.accuracy, data=data_spec,
-                     history=[{"op": "train", "config": asdict(cfg), "seconds": round(result.seconds, 2),
-                               "accuracy": result.accuracy, "threads": torch.get_num_threads()}])
-    model.to(memory_format=torch.contiguous_format)
-    rank, _ = distributed_context()
-    if out and rank == 0:
-        save_model(model, out, info)
-    return model, info, result

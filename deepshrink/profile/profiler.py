@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..names import BITS_SUFFIX
 from .counts import LayerCost, count_elementwise, count_layer
 
 __all__ = ["LayerRow", "Profile", "profile_model", "weight_bits"]
@@ -52,7 +53,7 @@ class LayerRow:
 
 def weight_bits(module: nn.Module) -> int:
     """Bits per stored weight: a quantized layer's ``weight_bits``, else the dtype's width."""
-    bits = getattr(module, "weight_bits", None)
+    bits = getattr(module, "weight" + BITS_SUFFIX, None)
     if bits is not None:
         return int(bits)
     w = getattr(module, "weight", None)

@@ -5,7 +5,7 @@ from .channel_finetune import ChannelConfig, prune_channels_and_finetune
 from .criteria import CRITERIA
 from .fine import RULES, prune_
 from .finetune import SCHEDULES, PruneConfig, prune_and_finetune
-from .masks import get_masks, layer_sparsities, prunable_weights, sparsity, squash
+from ..masks import get_masks, layer_sparsities, prunable_weights, sparsity, squash
 from .plan import ChannelPlan, apply_plan
 from .sensitivity import DEFAULT_GRID, choose_sparsities, plot_sensitivity, sensitivity_scan
 

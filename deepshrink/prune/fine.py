@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .masks import prunable_weights, set_mask
+from ..masks import prunable_weights, set_mask
 
 __all__ = [
     "RULES",

@@ -21,7 +21,7 @@ from ..distill import teacher_loss
 from ..errors import ConfigError
 from ..train import FitResult, TrainConfig, evaluate, fit
 from .fine import prune_
-from .masks import MaskCallback, layer_sparsities, sparsity
+from ..masks import MaskCallback, layer_sparsities, sparsity
 from .regularize import adjust_dropout, penalized_loss, remove_dead_neurons
 from .schedule import GradualPruner
 

@@ -1,68 +1,18 @@
-"""The channel plan: plain data saying, for each layer dimension, which indices to keep.
+"""Making a channel plan from the coupled groups and the channels each keeps.
 
-``{"layers": {"layer1.0.conv1": {"out": [0, 3, 5, ...], "in": [...]}, ...}}``: indices along
-weight dim 0 (``out``) or dim 1 (``in``) of the *original* layer, in the order they are kept
-(a permutation sorts channels). A plan is computed from the groups and the channels each keeps,
-applied by the cutters, stored in the model file (``ModelInfo.extra["channel_plan"]``) and
-re-applied to the freshly built architecture when the file is loaded (as Distiller does with
-its thinning recipes). Two plans applied one after the other compose into one.
+The plan itself (plain data, applying and composing plans) is :mod:`deepshrink.channel_plan`,
+below the model-file layer that re-applies it on load; it is re-exported here.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-from ..errors import FormatError, ModelError
-from .cutters import cutter_for
+from ..channel_plan import PLAN_KEY, ChannelPlan, apply_plan, compose_plans
 from .graph import Group
 
 __all__ = ["ChannelPlan", "PLAN_KEY", "make_plan", "apply_plan", "compose_plans"]
-
-PLAN_KEY = "channel_plan"
-DIMS = ("out", "in")
-
-
-@dataclass
-class ChannelPlan:
-    layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"layers": {k: {d: list(map(int, v)) for d, v in dims.items()} for k, dims in self.layers.items()}}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, raw, where: str = "channel plan") -> "ChannelPlan":
-        layers = raw.get("layers") if isinstance(raw, dict) else None
-        if not isinstance(layers, dict):
-            raise FormatError(f"{where}: expected an object with a 'layers' object")
-        out: dict[str, dict[str, list[int]]] = {}
-        for name, dims in layers.items():
-            if not isinstance(dims, dict) or not set(dims) <= set(DIMS):
-                raise FormatError(f"{where}: layer {name!r} must map 'out'/'in' to index lists")
-            for d, idx in dims.items():
-                if not isinstance(idx, list) or not idx or not all(
-                        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in idx):
-                    raise FormatError(f"{where}: layer {name!r} dim {d!r}: expected a non-empty list of indices")
-                if len(set(idx)) != len(idx):
-                    raise FormatError(f"{where}: layer {name!r} dim {d!r}: repeated indices")
-            out[name] = {d: list(v) for d, v in dims.items()}
-        return cls(out)
-
-    @classmethod
-    def from_json(cls, text: str, where: str = "channel plan") -> "ChannelPlan":
-        try:
-            return cls.from_dict(json.loads(text), where)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{where}: not valid JSON ({exc})") from None
-
-    def __bool__(self) -> bool:
-        return bool(self.layers)
 
 
 def _dim_size(module: nn.Module, dim: str) -> int:
@@ -97,24 +47,3 @@ def make_plan(groups: list[Group], keep: dict[int, torch.Tensor]) -> ChannelPlan
     return ChannelPlan(layers)
 
 
-@torch.no_grad()
-def apply_plan(model: nn.Module, plan: ChannelPlan) -> nn.Module:
-    """Cut ``model`` in place as the plan says; returns it."""
-    for name, dims in plan.layers.items():
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            raise ModelError(f"channel plan names layer {name!r}, which the model does not have") from None
-        for dim, idx in dims.items():
-            cutter_for(module, dim, name)(module, torch.as_tensor(idx, dtype=torch.long), name=name)
-    return model
-
-
-def compose_plans(first: ChannelPlan, second: ChannelPlan) -> ChannelPlan:
-    """One plan doing ``first`` then ``second`` (whose indices refer to first's result)."""
-    layers = {k: dict(v) for k, v in first.layers.items()}
-    for name, dims in second.layers.items():
-        for dim, idx in dims.items():
-            base = layers.get(name, {}).get(dim)
-            layers.setdefault(name, {})[dim] = [base[i] for i in idx] if base is not None else list(idx)
-    return ChannelPlan(layers)

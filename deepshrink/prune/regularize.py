@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..io import sync_layer_sizes
+from ..layers import sync_layer_sizes
 from ..tracing import trace
-from .masks import MASK_SUFFIX, prunable_weights
+from ..masks import MASK_SUFFIX, prunable_weights
 
 __all__ = ["penalty", "penalized_loss", "adjust_dropout", "remove_dead_neurons"]
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .fine import compute_masks
-from .masks import apply_masks, set_mask
+from ..masks import apply_masks, set_mask
 
 __all__ = ["agp_sparsity", "iterative_sparsities", "GradualPruner"]
 

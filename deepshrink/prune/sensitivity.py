@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from .fine import compute_masks
-from .masks import prunable_weights
+from ..masks import prunable_weights
 
 __all__ = ["DEFAULT_GRID", "sensitivity_scan", "choose_sparsities", "plot_sensitivity"]
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import ConfigError
+from ..names import BITS_SUFFIX, CODEBOOK_SUFFIX
 from ..train import FitResult, TrainConfig, evaluate, fit
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
     "centroid_finetune",
     "CODEBOOK_SUFFIX",
 ]
-
-CODEBOOK_SUFFIX = "_codebook"
 
 
 @dataclass
@@ -147,7 +146,7 @@ def kmeans_quantize_(model: nn.Module, cfg: KMeansConfig | None = None) -> dict[
             new[nz] = cents[assign].to(flat.dtype)
             w.copy_(new.view_as(w))
         module.register_buffer("weight" + CODEBOOK_SUFFIX, cents.to(w.device))
-        module.weight_bits = bits
+        setattr(module, "weight" + BITS_SUFFIX, bits)
         done[name] = bits
     return done
 

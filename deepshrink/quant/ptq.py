@@ -1,7 +1,7 @@
 """Post-training quantization of a whole model from calibration data (Jacob et al. 2018).
 
 prepare (fold BN, place quantizers) -> calibrate (run N images with every quantizer observing)
--> freeze (each observer names its range, hence (S, Z)) -> the fake-quantized float model.
+-> freeze_observers (each observer names its range, hence (S, Z)) -> the fake-quantized float model.
 Weights are observed once from the tensor itself; activations from the calibration batches.
 A quantized model is saved as its GraphModule state (folded weights, scales, zero points)
 plus the config in ``ModelInfo.extra["quant"]``; loading re-runs prepare on the architecture
@@ -11,18 +11,16 @@ and restores that state, so no code is ever unpickled.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.fx as fx
-from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import FormatError, ModelError
-from ..io import EXTRA_BUFFER_SUFFIXES, ModelInfo, build_arch, read_info, resize_to_state, save_model
+from ..errors import DeepShrinkError, FormatError, ModelError
+from ..modelfile import ModelInfo, model_from_state, read_safetensors, save_model
 from .graph import QuantConfig, fake_quants, prepare, quant_layers
 
-__all__ = ["set_mode", "calibrate", "freeze", "quantize_ptq", "save_quantized", "load_quantized",
+__all__ = ["set_mode", "calibrate", "freeze_observers", "quantize_ptq", "save_quantized", "load_quantized",
            "is_quantized_file"]
 
 
@@ -59,7 +57,7 @@ def calibrate(gm: fx.GraphModule, x, batch_size: int = 256) -> None:
 
 
 @torch.no_grad()
-def freeze(gm: fx.GraphModule) -> fx.GraphModule:
+def freeze_observers(gm: fx.GraphModule) -> fx.GraphModule:
     """Turn observations into (scale, zero point) and switch fake quantization on."""
     for name, fq in fake_quants(gm).items():
         if fq.observer.lo is None:
@@ -75,7 +73,7 @@ def quantize_ptq(model: nn.Module, calib_x, cfg: QuantConfig | None = None,
     (images (N, ...), or a loader yielding images or (images, labels) batches)."""
     gm = prepare(model, cfg)
     calibrate(gm, calib_x, batch_size)
-    return freeze(gm)
+    return freeze_observers(gm)
 
 
 def save_quantized(gm: fx.GraphModule, path: str | os.PathLike, info: ModelInfo, cfg: QuantConfig,
@@ -94,29 +92,24 @@ def is_quantized_file(info: ModelInfo) -> bool:
 
 
 def load_quantized(path: str | os.PathLike, trust_code: bool = False) -> tuple[fx.GraphModule, ModelInfo]:
-    """Rebuild a model written by ``save_quantized`` (fake quantization on, eval mode)."""
-    info = read_info(path)
-    if not is_quantized_file(info):
+    """Rebuild a model written by ``save_quantized`` (fake quantization on, eval mode): the model
+    file's loading sequence with the fake quantizers inserted before the state is loaded."""
+    state, info = read_safetensors(path)
+    if info is None or not is_quantized_file(info):
         raise FormatError(f"{path}: not a linearly quantized model (no extra.quant record)")
-    cfg = QuantConfig.from_dict(info.extra["quant"]["config"])
-    gm = prepare(build_arch(info, trust_code, str(path)), cfg)
-    for layer in quant_layers(gm).values():  # the folded conv may have gained a bias
-        if layer.layer.bias is None:
-            layer.layer.bias = nn.Parameter(torch.zeros(layer.layer.weight.shape[0]))
-    state = load_file(Path(path))
-    resize_to_state(gm, state)  # pruned layers keep their smaller shapes
-    own = gm.state_dict()
-    for key, value in state.items():  # pruning masks and other extra buffers beside a weight
-        if key not in own and key.endswith(EXTRA_BUFFER_SUFFIXES):
-            mod_name, _, attr = key.rpartition(".")
-            try:
-                gm.get_submodule(mod_name).register_buffer(attr, torch.empty_like(value))
-            except AttributeError:
-                pass  # reported by load_state_dict below
     try:
-        gm.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: tensors do not match the quantized {info.arch!r} "
-                         f"({str(exc).splitlines()[-1].strip()})") from None
+        cfg = QuantConfig.from_dict(info.extra["quant"]["config"])
+        cfg.check()
+    except (DeepShrinkError, TypeError, ValueError, AttributeError) as exc:
+        raise FormatError(f"{path}: metadata field 'extra.quant.config' is not a quantization config ({exc})") from None
+
+    def insert_quantizers(model: nn.Module) -> nn.Module:
+        gm = prepare(model, cfg)
+        for layer in quant_layers(gm).values():  # the folded conv may have gained a bias
+            if layer.layer.bias is None:
+                layer.layer.bias = nn.Parameter(torch.zeros(layer.layer.weight.shape[0]))
+        return gm
+
+    gm = model_from_state(info, state, trust_code, str(path), transform=insert_quantizers)
     set_mode(gm, observing=False, enabled=True)
     return gm.eval(), info

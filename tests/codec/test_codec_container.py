@@ -260,3 +260,113 @@ def test_uncompressed_header_reads_the_same(tiny_blob):
     for k, v in decode_blob(plain).items():
         assert torch.equal(v, decode_blob(tiny_blob)[k])
     assert parse_file(plain, "p").info.arch == "tiny"
+
+
+# ------------------------------------------------------------------------- type confusion
+
+def _set(path: str, value):
+    """A header edit setting the field at ``path`` (dots; ints index lists) to ``value``."""
+    def fn(h):
+        *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+        node = h
+        for k in parents:
+            node = node[k]
+        node[last] = value
+    return fn
+
+
+# every field the reader takes from the header, given a list, an object, a float, a bool or a
+# string where a string or an int belongs: each is a FormatError naming the field, never a TypeError
+_WRONG_TYPES = [
+    ("format", ["deepshrink-dsz"], "format"), ("version", 2.0, "version"), ("version", True, "version"),
+    ("version", [2], "version"), ("data_size", 23.0, "data_size"), ("data_size", True, "data_size"),
+    ("tensors", "x", "tensors"), ("model", [], "model"), ("model.arch", ["tiny"], "arch"),
+    ("tensors.1.name", ["fc.bias"], "name"), ("tensors.1.name", {"a": 1}, "name"), ("tensors.1.name", 7, "name"),
+    ("tensors.1.dtype", ["float32"], "dtype"), ("tensors.1.dtype", {"float32": 1}, "dtype"),
+    ("tensors.1.dtype", 1.5, "dtype"), ("tensors.1.dtype", None, "dtype"),
+    ("tensors.1.shape", "2", "shape"), ("tensors.1.shape", [2.0], "shape"), ("tensors.1.shape", [True, 2], "shape"),
+    ("tensors.1.shape", {"0": 2}, "shape"),
+    ("tensors.1.kind", ["raw"], "kind"), ("tensors.1.kind", {"raw": 1}, "kind"), ("tensors.1.kind", 1, "kind"),
+    ("tensors.1.sections", [], "sections"), ("tensors.1.sections", "data", "sections"),
+    ("tensors.1.sections.data", [], "fc.bias/data"),
+    ("tensors.1.sections.data.offset", 7.0, "offset"), ("tensors.1.sections.data.offset", True, "offset"),
+    ("tensors.1.sections.data.offset", "7", "offset"), ("tensors.1.sections.data.length", [8], "length"),
+    ("tensors.1.sections.data.crc32", 1.5, "crc32"), ("tensors.1.sections.data.count", 8.0, "count"),
+    ("tensors.1.sections.data.alphabet", True, "alphabet"),
+    ("tensors.1.sections.data.coder", ["bytes"], "coder"), ("tensors.1.sections.data.coder", {"bytes": 1}, "coder"),
+    ("tensors.0.codebook", ["float16"], "codebook"), ("tensors.0.codebook.dtype", ["float16"], "codebook.dtype"),
+    ("tensors.0.codebook.dtype", {"float16": 1}, "codebook.dtype"), ("tensors.0.codebook.shape", [2.0], "codebook"),
+    ("tensors.0.codebook.shape", "2", "codebook"),
+    ("tensors.0.bits", 1.0, "bits"), ("tensors.0.bits", True, "bits"), ("tensors.0.bits", [1], "bits"),
+    ("tensors.0.layout", ["relative"], "layout"), ("tensors.0.layout", {"relative": 1}, "layout"),
+    ("tensors.0.index_bits", 3.0, "index_bits"), ("tensors.0.index_bits", True, "index_bits"),
+    ("tensors.0.nnz", 4.0, "nnz"), ("tensors.0.nnz", [4], "nnz"), ("tensors.0.entries", "4", "entries"),
+    ("tensors.0.plain", [], "plain"), ("tensors.0.plain.bits", 15.0, "plain"),
+    ("tensors.0.sections.codes.count", 4.0, "count"), ("tensors.0.sections.codes.coder", ["raw"], "coder"),
+    ("tensors.2.source", ["fc.weight"], "source"), ("tensors.2.source", {"fc.weight": 1}, "source"),
+    ("tensors.2.source", 0, "source"), ("tensors.2.source", None, "source"),
+]
+
+
+@pytest.mark.parametrize("path, value, field", _WRONG_TYPES, ids=[f"{p}={v!r}" for p, v, _ in _WRONG_TYPES])
+def test_wrong_types_in_header_fields(tiny_blob, path, value, field):
+    msg = expect_format_error(edit_header(tiny_blob, _set(path, value)))
+    assert field in msg and "t.dsz" in msg, msg
+
+
+# ------------------------------------------------------------------------- masks and names
+
+def _one_layer(entries: list[tuple[dict, list[Section]]]) -> bytes:
+    return pack_file(ModelInfo(arch="x"), entries)
+
+
+def _raw_entry(name: str, t: torch.Tensor) -> tuple[dict, list[Section]]:
+    data = t.contiguous().view(torch.uint8).numpy().tobytes()
+    dtype = str(t.dtype).removeprefix("torch.")
+    return ({"name": name, "dtype": dtype, "shape": list(t.shape), "kind": "raw"},
+            [Section("data", "bytes", data, len(data), 256)])
+
+
+def _mask_entry(name: str, source: str, shape: list[int], dtype: str = "bool") -> tuple[dict, list[Section]]:
+    return {"name": name, "dtype": dtype, "shape": shape, "kind": "mask", "source": source}, []
+
+
+def test_mask_of_a_raw_weight():
+    w = torch.tensor([[0.0, -1.5], [-0.0, 2.0]])
+    state = decode_blob(_one_layer([_raw_entry("w", w), _mask_entry("w_mask", "w", [2, 2]),
+                                    _mask_entry("w_fmask", "w", [2, 2], "float16")]))
+    assert state["w_mask"].tolist() == [[False, True], [False, True]]
+    assert state["w_fmask"].dtype == torch.float16 and state["w_fmask"].tolist() == [[0, 1], [0, 1]]
+
+
+@pytest.mark.parametrize("source, match", [
+    ("i", "source"),            # an integer tensor
+    ("w_mask", "source"),       # a mask entry
+    ("v", "source"),            # another shape
+    ("later", "source"),        # not earlier
+])
+def test_mask_source_must_be_an_earlier_float_tensor(source, match):
+    entries = [_raw_entry("w", torch.ones(2, 2)), _raw_entry("v", torch.ones(4)),
+               _raw_entry("i", torch.ones(2, 2, dtype=torch.int32)), _mask_entry("w_mask", "w", [2, 2]),
+               _mask_entry("m", source, [2, 2]), _raw_entry("later", torch.ones(2, 2))]
+    expect_format_error(_one_layer(entries), f"tensor 'm'.*{match}")
+
+
+def _quantized_entry(name: str) -> tuple[dict, list[Section]]:
+    from deepshrink.codec.quantized import encode_quantized
+    w, cb = torch.tensor([[0.5, 0.0], [0.0, -0.25]]), torch.tensor([-0.25, 0.5])
+    fields, sections = encode_quantized(name, w, cb, 1)
+    return {"name": name, "dtype": "float32", "shape": [2, 2], "kind": "quantized", **fields}, sections
+
+
+def test_names_a_quantized_entry_produces_are_taken():
+    """``w`` quantized decodes to ``w`` and ``w_codebook``: a raw ``w_codebook`` before or after
+    it would silently replace (or be replaced by) the decoded codebook."""
+    cb = torch.tensor([9.0, 9.0])
+    expect_format_error(_one_layer([_quantized_entry("w"), _raw_entry("w_codebook", cb)]),
+                        "tensor 'w_codebook'.*taken by the codebook of quantized tensor 'w'")
+    expect_format_error(_one_layer([_raw_entry("w_codebook", cb), _quantized_entry("w")]),
+                        "tensor 'w'.*codebook 'w_codebook'")
+    expect_format_error(_one_layer([_quantized_entry("w"), _quantized_entry("w_codebook")]), "w_codebook")
+    ok = decode_blob(_one_layer([_quantized_entry("w"), _raw_entry("v_codebook", cb)]))
+    assert ok["w_codebook"].tolist() == [-0.25, 0.5] and ok["v_codebook"].tolist() == [9.0, 9.0]

@@ -201,3 +201,78 @@ def test_writer_refuses_what_the_reader_would_refuse():
         m.weight.fill_(1.0)
     with pytest.raises(ModelError, match="cannot be stored"):
         dumps(m, ModelInfo(arch="x"))
+
+
+# ------------------------------------------------------------------------- pruned layers left out of k-means
+
+def _kinds(blob: bytes) -> dict[str, str]:
+    return {t["name"]: t["kind"] for t in split_file(blob)[0]["tensors"]}
+
+
+def test_pruned_but_unquantized_model_round_trips():
+    """Pruning alone (no k-means): every weight raw, every mask derived from its raw weight."""
+    from deepshrink.prune import prune_
+    torch.manual_seed(0)
+    model = models.build("lenet300").eval()
+    prune_(model, 0.9)
+    blob = dumps(model, ModelInfo(arch="lenet300"))
+    kinds = _kinds(blob)
+    assert kinds["fc1.weight"] == "raw" and kinds["fc1.weight_mask"] == "mask" and kinds["fc3.weight_mask"] == "mask"
+    back = loads(blob)
+    same_bits(model.state_dict(), back.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), back(x))
+
+
+def test_conv_layers_left_out_of_kmeans_round_trip(tmp_path):
+    """`deepshrink compress --conv-bits 0`: conv weights pruned, not quantized (no codebook), fc
+    layers pruned and quantized; both kinds of mask are stored as derived masks."""
+    from deepshrink.prune import prune_
+    from deepshrink.quant.kmeans import KMeansConfig, kmeans_quantize_
+    torch.manual_seed(0)
+    model = models.build("lenet5").eval()
+    prune_(model, 0.8)
+    assert kmeans_quantize_(model, KMeansConfig(conv_bits=0, fc_bits=4)) == {"fc1": 4, "fc2": 4}
+    path = tmp_path / "m.dsz"
+    save_compressed(model, path, ModelInfo(arch="lenet5"))
+    kinds = _kinds(path.read_bytes())
+    assert kinds["conv1.weight"] == "raw" and kinds["conv1.weight_mask"] == "mask"
+    assert kinds["fc1.weight"] == "quantized" and kinds["fc1.weight_mask"] == "mask"
+    back = load_compressed(path)
+    same_bits(model.state_dict(), back.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), back(x))
+
+
+def test_mask_stored_as_mask_only_when_every_bit_agrees():
+    class Holder(nn.Module):
+        pass
+
+    m = Holder()
+    w = torch.tensor([0.0, -0.0, 1.5, -2.0])
+    m.register_buffer("a", w.clone())
+    m.register_buffer("a_mask", torch.tensor([0.0, -0.0, 1.0, 1.0]))        # -0.0: (a != 0) gives +0.0
+    m.register_buffer("b", w.clone())
+    m.register_buffer("b_mask", torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float16))
+    m.register_buffer("c", torch.tensor([0, 0, 1, 2]))
+    m.register_buffer("c_mask", torch.tensor([False, False, True, True]))     # an integer source
+    m.register_buffer("b_mask_mask", torch.tensor([False, False, True, True]))  # the source is a mask
+    blob = dumps(m, ModelInfo(arch="x"))
+    assert _kinds(blob) == {"a": "raw", "a_mask": "raw", "b": "raw", "b_mask": "mask", "c": "raw",
+                            "c_mask": "raw", "b_mask_mask": "raw"}
+    same_bits(m.state_dict(), decode_blob(blob))
+
+
+def test_file_where_a_name_replaces_a_decoded_codebook_is_refused(tmp_path):
+    from codec_helpers import edit_header
+    model = quantize_like_kmeans(models.build("lenet300"), bits=3)
+    blob = dumps(model, ModelInfo(arch="lenet300"))
+
+    def rename(h):
+        t = next(t for t in h["tensors"] if t["name"] == "fc3.bias")
+        t["name"] = "fc2.weight_codebook"
+
+    with pytest.raises(FormatError, match="fc2.weight_codebook.*taken by the codebook of quantized tensor"):
+        loads(edit_header(blob, rename))

@@ -12,7 +12,7 @@ from deepshrink.models import build
 from deepshrink.prune import ChannelPlan, apply_plan, prune_channels, sort_channels
 from deepshrink.prune.criteria import fpgm, get_criterion, input_frobenius, l1_norm
 from deepshrink.prune.graph import build_groups
-from deepshrink.prune.masks import set_mask
+from deepshrink.masks import set_mask
 from deepshrink.prune.plan import PLAN_KEY, compose_plans
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""deepshrink.prune.masks: masks held through fine-tuning, squash, save/load, sparsity."""
+"""deepshrink.masks: masks held through fine-tuning, squash, save/load, sparsity."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from deepshrink import models
 from deepshrink.errors import ConfigError
 from deepshrink.io import ModelInfo, load_model, save_model
 from deepshrink.prune import get_masks, layer_sparsities, prunable_weights, prune_, sparsity, squash
-from deepshrink.prune.masks import MaskCallback, apply_masks, set_mask
+from deepshrink.masks import MaskCallback, apply_masks, set_mask
 from deepshrink.train import TrainConfig, fit, predict
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from deepshrink import models
 from deepshrink.errors import ConfigError
 from deepshrink.prune import get_masks, prune_, sparsity
-from deepshrink.prune.masks import apply_masks, set_mask
+from deepshrink.masks import apply_masks, set_mask
 from deepshrink.prune.regularize import adjust_dropout, penalized_loss, penalty, remove_dead_neurons
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..compress import CompressConfig, compress_file
-from ..compress_report import report_paths
 from ..errors import ConfigError
+from ..pipelines.compress_report import report_paths
 from .common import FINITE, FRACTION, NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path
 
 __all__ = ["register", "cmd_compress"]
@@ -19,27 +19,34 @@ def register(sub) -> None:
                                    "Prints the per-layer table and writes a markdown report with plots beside it.")
     p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
     p.add_argument("--out", required=True, help="output .dsz file")
-    p.add_argument("--max-drop", action=NON_NEGATIVE, default=0.5, metavar="PP",
-                   help="largest test-accuracy drop allowed, in percentage points (default 0.5)")
+    p.add_argument("--max-drop", action=NON_NEGATIVE, default=CompressConfig.max_drop, metavar="PP",
+                   help="largest test-accuracy drop allowed, in percentage points (default %(default)s)")
     p.add_argument("--data", help="data spec (default: the one recorded in the model file)")
-    p.add_argument("--sparsity", action=FINITE, default=0.92, help="first total sparsity target (default 0.92)")
-    p.add_argument("--allocation", choices=("sensitivity", "global"), default="sensitivity",
-                   help="per-layer sparsities from a sensitivity scan, or one global threshold")
-    p.add_argument("--prune-epochs", type=int, default=10, help="AGP fine-tuning epochs (default 10)")
-    p.add_argument("--conv-bits", type=int, default=8, help="k-means bits for conv layers (default 8)")
-    p.add_argument("--fc-bits", type=int, default=5, help="k-means bits for linear layers (default 5)")
-    p.add_argument("--centroid-epochs", type=int, default=1, help="centroid fine-tuning epochs (default 1)")
-    p.add_argument("--attempts", type=int, default=2,
-                   help="tries, each 2 points of sparsity lower, while over the accuracy budget (default 2)")
+    p.add_argument("--sparsity", action=FINITE, default=CompressConfig.sparsity,
+                   help="first total sparsity target (default %(default)s)")
+    p.add_argument("--allocation", choices=("sensitivity", "global"), default=CompressConfig.allocation,
+                   help="per-layer sparsities from a sensitivity scan, or one global threshold (default %(default)s)")
+    p.add_argument("--prune-epochs", type=int, default=CompressConfig.prune_epochs,
+                   help="AGP fine-tuning epochs (default %(default)s)")
+    p.add_argument("--conv-bits", type=int, default=CompressConfig.conv_bits,
+                   help="k-means bits for conv layers (default %(default)s)")
+    p.add_argument("--fc-bits", type=int, default=CompressConfig.fc_bits,
+                   help="k-means bits for linear layers (default %(default)s)")
+    p.add_argument("--centroid-epochs", type=int, default=CompressConfig.centroid_epochs,
+                   help="centroid fine-tuning epochs (default %(default)s)")
+    p.add_argument("--attempts", type=int, default=CompressConfig.attempts,
+                   help="tries, each 2 points of sparsity lower, while over the accuracy budget (default %(default)s)")
     p.add_argument("--distill", action="store_true", help="the dense model as teacher while fine-tuning")
     p.add_argument("--teacher", metavar="FILE", help="another model as teacher while fine-tuning (e.g. a larger baseline)")
-    p.add_argument("--kd-temperature", action=POSITIVE, default=4.0, help="KD temperature (default 4)")
-    p.add_argument("--kd-alpha", action=FRACTION, default=0.9, help="weight of the KD term (default 0.9)")
+    p.add_argument("--kd-temperature", action=POSITIVE, default=CompressConfig.kd_temperature,
+                   help="KD temperature (default %(default)s)")
+    p.add_argument("--kd-alpha", action=FRACTION, default=CompressConfig.kd_alpha,
+                   help="weight of the KD term (default %(default)s)")
     p.add_argument("--lr", action=FINITE, help="pruning fine-tuning LR (default: the model's training LR)")
-    p.add_argument("--scan-size", type=int, default=10000,
+    p.add_argument("--scan-size", type=int, default=CompressConfig.scan_size,
                    help="scan on the last N training images (seen in training, so the scan's accuracies "
-                        "read higher; 0: use the test split)")
-    p.add_argument("--seed", type=int, default=0)
+                        "read higher; 0: use the test split; default %(default)s)")
+    p.add_argument("--seed", type=int, default=CompressConfig.seed)
     p.add_argument("--no-progress", action="store_true")
     add_model_file_args(p)
     p.set_defaults(func=cmd_compress)

@@ -1,11 +1,10 @@
-"""``decompress``: a .dsz file back to a normal .safetensors model file (bit-exact weights)."""
+"""``deepshrink decompress``: a .dsz file back to a normal .safetensors model file (bit-exact weights)."""
 
 from __future__ import annotations
 
 import json
 
-from ..codec import compression_report, load_compressed
-from ..io import save_model
+from ..pipelines.decompress import decompress_file
 from .common import check_output_path
 
 __all__ = ["register"]
@@ -24,9 +23,7 @@ def register(sub) -> None:
 
 def cmd_decompress(args) -> int:
     check_output_path(args.out)
-    model = load_compressed(args.file, trust_code=args.trust_code)
-    save_model(model, args.out, model.deepshrink_info)
-    report = compression_report(args.file)
+    report = decompress_file(args.file, args.out, trust_code=args.trust_code).report
     if args.json:
         print(json.dumps({"file": args.file, "out": args.out, **report.to_dict()}))
         return 0

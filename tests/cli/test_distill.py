@@ -13,8 +13,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, train_cli_model):
-    return train_cli_model(tmp_path_factory.mktemp("distill_cli"), "teacher.safetensors")
+def teacher(trained):
+    return trained
 
 
 def test_distill_zoo_student_from_a_teacher_file(teacher, tmp_path, capsys):

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from deepshrink.cli import common, main
-from deepshrink.cli.common import MAX_INPUT_ELEMENTS, check_output_dir, check_output_path, parse_shape
+from deepshrink.cli.common import check_output_dir, check_output_path, parse_shape
+from deepshrink.pipelines.profile import MAX_INPUT_ELEMENTS
 from deepshrink.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,11 +179,11 @@ def test_good_outputs_pass_and_leave_nothing_behind(tmp_path):
 def test_train_checks_its_output_before_training(tmp_path, capsys, monkeypatch, run_error, write_npz):
     """The audit's case: train used to fail only after the whole training run."""
     spec = write_npz(tmp_path / "tiny.npz")
-    import deepshrink.cli.basics as basics
+    import deepshrink.cli.train as train_cmd
 
     def no_training(*a, **k):
         raise AssertionError("trained before checking --out")
-    monkeypatch.setattr(basics, "train_baseline", no_training)
+    monkeypatch.setattr(train_cmd, "train_file", no_training)
     line = run_error(capsys, ["train", "--model", "lenet300", "--data", spec, "--epochs", "1", "--no-progress",
                               "--out", tmp_path])
     assert str(tmp_path) in line and "is a folder" in line

@@ -1,4 +1,5 @@
-"""deepshrink sensitivity / prune end to end through the CLI, and their one-line errors."""
+"""deepshrink prune end to end through the CLI (masks, --auto, --remove-dead, a teacher), and its
+one-line errors."""
 
 from __future__ import annotations
 
@@ -16,31 +17,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, train_cli_model):
-    return train_cli_model(tmp_path_factory.mktemp("prune_cli"), "dense.safetensors")
-
-
 def is_png(path: Path) -> bool:
     return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
-
-
-def test_sensitivity_command(trained, tmp_path, capsys):
-    _, _, model_file = trained
-    out_dir = tmp_path / "scan"
-    capsys.readouterr()
-    code = main(["sensitivity", str(model_file), "--out-dir", str(out_dir), "--sparsities", "0.5,0.9",
-                 "--no-progress", "--eval-size", "32"])
-    assert code == 0
-    scan = json.loads((out_dir / "sensitivity.json").read_text())
-    assert scan["sparsities"] == [0.5, 0.9]
-    assert set(scan["layers"]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
-    assert scan["layers"]["fc1.weight"]["params"] == 784 * 300
-    assert all(len(v["accuracy"]) == 2 for v in scan["layers"].values())
-    assert "32" in scan["evaluated_on"]
-    assert is_png(out_dir / "sensitivity.png")
-    text = capsys.readouterr().out
-    assert "dense accuracy" in text and "fc1.weight" in text
 
 
 def test_prune_command(trained, tmp_path, capsys):
@@ -98,18 +76,6 @@ def test_prune_error_missing_file(capsys, tmp_path, run_error):
                               "--out", out])
     assert "missing.safetensors" in line
     assert not out.exists()
-
-
-def test_sensitivity_error_missing_file(capsys, tmp_path, run_error):
-    line = run_error(capsys, ["sensitivity", tmp_path / "gone.safetensors", "--out-dir", tmp_path / "s"])
-    assert "gone.safetensors" in line
-
-
-def test_sensitivity_error_bad_grid(trained, capsys, tmp_path, run_error):
-    _, _, model_file = trained
-    line = run_error(capsys, ["sensitivity", model_file, "--out-dir", tmp_path / "s", "--sparsities", "0.5,abc",
-                              "--no-progress", "--eval-size", "32"])
-    assert "--sparsities" in line
 
 
 def test_prune_remove_dead_round_trip(trained, tmp_path, capsys):

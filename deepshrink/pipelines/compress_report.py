@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_open, atomic_write_text
-from .prune.sensitivity import plot_sensitivity
-from .report import plot_weight_histograms
+from ..atomic import atomic_open, atomic_write_text
+from ..plots import plot_weight_histograms
+from ..prune.sensitivity import plot_sensitivity
 
 __all__ = ["write_report", "report_paths"]
 

@@ -1,4 +1,8 @@
-"""How to cut a layer type: a registry ``{layer type: {dim: cutter}}``.
+"""How to cut a layer type: a registry ``{layer type: {dim: cutter}}``, and the size attributes
+that must follow a layer's tensors.
+
+Plain module surgery, torch only: structured pruning cuts with it (:mod:`deepshrink.prune`), and
+the model-file layer re-applies stored channel plans and resizes pruned layers with it on load.
 
 A cutter keeps the given indices (in the given order, so a permutation sorts channels) along
 one dimension of a layer's tensors and updates the layer's size attributes:
@@ -17,10 +21,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import ModelError
-from .masks import MASK_SUFFIX
+from .errors import ModelError
+from .names import MASK_SUFFIX
 
-__all__ = ["CUTTERS", "cutter_for", "prune_conv_out_channels", "prune_conv_in_channels",
+__all__ = ["CUTTERS", "cutter_for", "sync_layer_sizes", "prune_conv_out_channels", "prune_conv_in_channels",
            "prune_linear_out_channels", "prune_linear_in_channels", "prune_batchnorm_channels"]
 
 
@@ -107,3 +111,17 @@ def cutter_for(module: nn.Module, dim: str, name: str = "") -> Cutter:
         if cls in CUTTERS and dim in CUTTERS[cls]:
             return CUTTERS[cls][dim]
     raise ModelError(f"layer {name or '?'} ({type(module).__name__}): no cutter for its '{dim}' dimension")
+
+
+def sync_layer_sizes(mod: nn.Module) -> None:
+    """Make a layer's size attributes (channels, features, groups) agree with its tensors."""
+    if isinstance(mod, nn.Conv2d) and hasattr(mod, "weight"):
+        out_c, in_per_group = mod.weight.shape[:2]
+        depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
+        if depthwise:
+            mod.groups = out_c
+        mod.out_channels, mod.in_channels = out_c, in_per_group * mod.groups
+    elif isinstance(mod, nn.Linear):
+        mod.out_features, mod.in_features = mod.weight.shape
+    elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        mod.num_features = mod.running_mean.shape[0] if mod.running_mean is not None else mod.weight.shape[0]

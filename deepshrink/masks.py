@@ -1,4 +1,4 @@
-"""Pruning masks kept as buffers beside the weights (``<param>_mask``, bool).
+"""Pruning masks kept as buffers beside the weights (``<param>_mask``, bool; :mod:`deepshrink.names`).
 
 The mask travels in the state dict, so a checkpoint describes its own sparsity and masks
 survive save/load. ``apply_masks`` zeroes masked weights; :class:`MaskCallback` does it after
@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from .errors import ConfigError
+from .names import MASK_SUFFIX
 
 __all__ = [
     "MASK_SUFFIX",
@@ -24,8 +25,6 @@ __all__ = [
     "sparsity",
     "layer_sparsities",
 ]
-
-MASK_SUFFIX = "_mask"
 
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -1,0 +1,94 @@
+"""``deepshrink prune``: fine-grained pruning with fine-tuning; the masks kept in the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..pipelines.defaults import Finetune
+from ..pipelines.prune import AUTO_GRID, PLOT_FILES, auto_scan_dir, prune_file
+from ..pipelines.sensitivity import ScanConfig
+from ..prune import RULES, SCHEDULES, PruneConfig
+from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_eval_args, add_model_file_args,
+                     check_eval_args, check_output_dir, check_output_path, check_scan_outputs, model_file_options)
+
+__all__ = ["register"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prune", help="fine-grained pruning with fine-tuning; masks kept in the file")
+    p.add_argument("file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--sparsity", action=FRACTION_BELOW_ONE, required=True, help="target fraction of zeros, e.g. 0.92")
+    p.add_argument("--rule", choices=RULES, default=PruneConfig.rule, help="default: %(default)s")
+    p.add_argument("--scope", choices=["layer", "global"], default=PruneConfig.scope, help="default: %(default)s")
+    p.add_argument("--schedule", choices=SCHEDULES, default=PruneConfig.schedule, help="default: %(default)s")
+    p.add_argument("--auto", action="store_true",
+                   help="per-layer sparsities from a sensitivity scan (weighted by parameter count)")
+    p.add_argument("--finetune-epochs", type=int, default=PruneConfig.epochs, help="default: %(default)s")
+    p.add_argument("--lr", action=POSITIVE, help="fine-tuning LR (default: the model's training LR)")
+    p.add_argument("--weight-decay", action=NON_NEGATIVE, help="default: the model's training weight decay")
+    p.add_argument("--penalty", choices=["l1", "l2"], help="weight penalty during fine-tuning")
+    p.add_argument("--penalty-lambda", action=NON_NEGATIVE, default=PruneConfig.penalty_lambda,
+                   help="default: %(default)s")
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune against the unpruned model's soft targets (KD)")
+    p.add_argument("--teacher", metavar="FILE",
+                   help="fine-tune against this model's soft targets instead (e.g. a larger baseline)")
+    p.add_argument("--kd-temperature", action=POSITIVE, default=PruneConfig.kd_temperature,
+                   help="KD temperature (default %(default)s)")
+    p.add_argument("--kd-alpha", action=FRACTION, default=PruneConfig.kd_alpha,
+                   help="weight of the KD term (default %(default)s)")
+    p.add_argument("--adjust-dropout", action="store_true",
+                   help="Han's dropout adjustment D_r = D_o sqrt(C_r/C_o) for the pruned layers")
+    p.add_argument("--remove-dead", action="store_true", help="drop hidden units left with no input/output")
+    p.add_argument("--plots", help="folder for weight histograms (and the scan's curves with --auto)")
+    p.add_argument("--data", help="data spec (default: the one the model was trained on)")
+    p.add_argument("--seed", type=int, default=PruneConfig.seed)
+    p.add_argument("--no-progress", action="store_true")
+    add_eval_args(p)
+    add_model_file_args(p)
+    p.set_defaults(func=cmd_prune)
+
+
+def _check_outputs(args) -> None:
+    check_output_path(args.out)
+    if args.plots is not None:
+        check_output_dir(args.plots, "--plots")
+        for name in PLOT_FILES:
+            check_output_path(Path(args.plots) / name, "--plots")
+    if args.auto:
+        if args.plots is not None:  # as typed: Path("") would read as "."
+            check_scan_outputs(args.plots, "--plots")
+        else:
+            check_scan_outputs(str(auto_scan_dir(args.out, None)), "--auto (its scan folder beside --out)")
+
+
+def cmd_prune(args) -> int:
+    _check_outputs(args)
+    if args.auto and args.scope == "global":
+        raise ConfigError("--auto chooses one sparsity per layer; it cannot be combined with --scope global")
+    if args.distill and args.teacher:
+        raise ConfigError("give --distill (the unpruned model as teacher) or --teacher FILE, not both")
+    if args.auto:
+        check_eval_args(args)
+    progress = not args.no_progress
+    cfg = PruneConfig(sparsity=args.sparsity, rule=args.rule, scope=args.scope, schedule=args.schedule,
+                      epochs=args.finetune_epochs, penalty=args.penalty, penalty_lambda=args.penalty_lambda,
+                      distill=args.distill, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
+                      adjust_dropout=args.adjust_dropout, remove_dead=args.remove_dead, seed=args.seed,
+                      progress=progress)
+    auto = ScanConfig(sparsities=AUTO_GRID, rule=args.rule, eval_on=args.eval, eval_size=args.eval_size,
+                      progress=progress) if args.auto else None
+    run = prune_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr, weight_decay=args.weight_decay),
+                     auto=auto, teacher=args.teacher, plots=args.plots, data=args.data, **model_file_options(args))
+    result = run.result
+    print(f"{'layer':<24}{'sparsity':>10}")
+    for name, s in run.layers.items():
+        print(f"{name:<24}{s * 100:>9.2f}%")
+    print(f"total sparsity {result.sparsity * 100:.2f}%  accuracy {result.accuracy_before * 100:.2f}% -> "
+          f"{result.accuracy_after * 100:.2f}%  ({(result.accuracy_after - result.accuracy_before) * 100:+.2f} pp)")
+    if result.dead_removed:
+        print("dead units removed: " + ", ".join(f"{k} {v}" for k, v in result.dead_removed.items()))
+    print(f"-> {args.out}" + (f" (plots in {run.plots})" if run.plots else ""))
+    return 0

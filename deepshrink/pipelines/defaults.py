@@ -1,0 +1,101 @@
+"""The fine-tuning defaults of every method, resolved in one place from the model's own training.
+
+A model file records how it was trained (``ModelInfo.train_config()``: its first ``train``
+entry). Each compression method fine-tunes with settings derived from that record unless the user
+overrides them (:class:`Finetune`); :func:`finetune_settings` is the one rule book, so the command
+line and Python callers get the same numbers:
+
+=================  =========================  ====================  ==================  ===============
+method             lr                         weight decay          augment             label smoothing
+=================  =========================  ====================  ==================  ===============
+``prune``          the model's (else 0.01)    the model's (5e-4)    the model's (on)    0 (not used)
+``prune_channels`` a tenth of the model's     the model's (5e-4)    the model's (on)    the model's (0)
+                   (else 0.01)
+``qat``            0.002                      5e-4                  the model's (on)    0
+``kmeans``         1e-4 (AdamW on centroids)  0                     on                  0
+``distill``        the student's recipe or    the same              the same            the same
+                   recorded training
+=================  =========================  ====================  ==================  ===============
+
+Fine-grained pruning keeps the model's LR because its masks only zero weights the model already
+had; removing whole channels perturbs the function more, so its fine-tuning restarts gentler. The
+centroid LR is small because a centroid's gradient sums over all its member weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..io import ModelInfo
+from ..train import TrainConfig
+
+__all__ = ["Finetune", "FinetuneSettings", "finetune_settings", "METHODS"]
+
+METHODS = ("prune", "prune_channels", "qat", "kmeans", "distill")
+
+QAT_LR = 0.002
+KMEANS_LR = 1e-4          # AdamW; a centroid's gradient sums over its members
+PRUNE_LR = 0.01           # when the file records no training LR
+CHANNEL_LR_DIVISOR = 10  # channel pruning fine-tunes at a tenth of the training LR ...
+CHANNEL_BASE_LR = 0.1    # ... or of this one when none is recorded
+
+
+@dataclass(frozen=True)
+class Finetune:
+    """The user's fine-tuning choices; ``None``: the method's default for this model."""
+
+    lr: float | None = None
+    weight_decay: float | None = None
+    augment: bool | None = None
+    label_smoothing: float | None = None
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The settings a method fine-tunes with, every one resolved."""
+
+    lr: float
+    weight_decay: float
+    augment: bool
+    label_smoothing: float
+
+
+def _recorded(trained: ModelInfo | dict | None) -> dict:
+    if isinstance(trained, ModelInfo):
+        return dict(trained.train_config())
+    return dict(trained or {})
+
+
+def _defaults(method: str, t: dict) -> FinetuneSettings:
+    wd = t.get("weight_decay", TrainConfig.weight_decay)
+    augment = bool(t.get("augment", TrainConfig.augment))
+    smoothing = t.get("label_smoothing", TrainConfig.label_smoothing)
+    if method == "prune":
+        return FinetuneSettings(t.get("lr", PRUNE_LR), wd, augment, 0.0)
+    if method == "prune_channels":
+        return FinetuneSettings(t.get("lr", CHANNEL_BASE_LR) / CHANNEL_LR_DIVISOR, wd, augment, smoothing)
+    if method == "qat":
+        return FinetuneSettings(QAT_LR, TrainConfig.weight_decay, augment, TrainConfig.label_smoothing)
+    if method == "kmeans":
+        return FinetuneSettings(KMEANS_LR, 0.0, TrainConfig.augment, TrainConfig.label_smoothing)
+    if method == "distill":
+        return FinetuneSettings(t.get("lr", TrainConfig.lr), wd, t.get("augment", TrainConfig.augment), smoothing)
+    raise ConfigError(f"unknown fine-tuning method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def finetune_settings(method: str, trained: ModelInfo | dict | None = None,
+                      user: Finetune | None = None) -> FinetuneSettings:
+    """The lr, weight decay, augmentation and label smoothing ``method`` fine-tunes with.
+
+    ``trained``: the model's info (its recorded training is read) or the recorded settings
+    themselves; ``user``: choices that win over every default (the command line's ``--lr`` ...).
+    """
+    base = _defaults(method, _recorded(trained))
+    user = user or Finetune()
+    return FinetuneSettings(
+        lr=user.lr if user.lr is not None else base.lr,
+        weight_decay=user.weight_decay if user.weight_decay is not None else base.weight_decay,
+        augment=user.augment if user.augment is not None else base.augment,
+        label_smoothing=user.label_smoothing if user.label_smoothing is not None else base.label_smoothing,
+    )

@@ -1,0 +1,84 @@
+"""``deepshrink profile`` and ``deepshrink models`` as one call each: the per-layer cost table
+(params, MACs, memory accesses, bits; optionally CPU latency) of a model file or zoo model, and
+the totals of every zoo model.
+
+An example input larger than :data:`MAX_INPUT_ELEMENTS` is refused before it is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .. import models
+from ..errors import ConfigError
+from ..io import load_model
+from ..profile import measure_latency, profile_model
+from ..profile.latency import LatencyStats
+from ..profile.profiler import Profile
+
+__all__ = ["ProfileRun", "profile_file", "profile_zoo", "check_input_elements", "MAX_INPUT_ELEMENTS",
+           "ZOO_INPUT", "LATENCY_WARMUP", "LATENCY_REPEATS"]
+
+# 2^24 float32 elements are 64 MiB, and the widest layer's activations multiply that (64 channels: 4 GiB).
+MAX_INPUT_ELEMENTS = 2 ** 24
+ZOO_INPUT = (1, 1, 28, 28)      # a zoo model named without a file: one Fashion-MNIST image
+LATENCY_WARMUP, LATENCY_REPEATS = 5, 50
+
+
+@dataclass
+class ProfileRun:
+    label: str                          # the file, or the zoo name
+    shape: tuple[int, ...]              # the example input
+    profile: Profile
+    latency: LatencyStats | None = None
+
+
+def check_input_elements(shape, what: str) -> None:
+    """Refuse an example input of more than :data:`MAX_INPUT_ELEMENTS` elements (before allocating it)."""
+    n = math.prod(shape)
+    if n > MAX_INPUT_ELEMENTS:
+        raise ConfigError(f"{what}: {n:,} elements, more than the {MAX_INPUT_ELEMENTS:,} allowed "
+                          "(profiling counts per-sample costs: use batch 1)")
+
+
+def profile_file(src: str | os.PathLike | None = None, *, arch: str | None = None,
+                 input_shape: tuple[int, ...] | None = None, latency: bool = False, threads: int | None = None,
+                 trust_code: bool = False) -> ProfileRun:
+    """Profile the model in ``src`` (``arch``: the architecture of a plain state dict), or the zoo
+    model ``arch`` without a file. ``input_shape``: default batch 1 of the model's input shape."""
+    if src:
+        model, info = load_model(src, arch=arch, trust_code=trust_code)
+        default_shape, label = (1, *info.input_shape), os.fspath(src)
+    elif arch:
+        model = models.build(arch)
+        default_shape, label = ZOO_INPUT, arch
+    else:
+        raise ConfigError("profile needs a model file or --model NAME")
+    if input_shape is None:
+        input_shape = default_shape
+        check_input_elements(input_shape, f"{label}: its input_shape {list(input_shape[1:])}")
+    else:
+        check_input_elements(input_shape, f"input shape {list(input_shape)}")
+    x = torch.zeros(input_shape)
+    try:
+        prof = profile_model(model, x)
+    except RuntimeError as exc:
+        raise ConfigError(f"{label}: the model does not accept input of shape {list(input_shape)} "
+                          f"({str(exc).splitlines()[0]})") from None
+    lat = None
+    if latency:
+        lat = measure_latency(model, x, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS, threads=threads)
+    return ProfileRun(label, tuple(input_shape), prof, lat)
+
+
+def profile_zoo(input_shape: tuple[int, ...] = ZOO_INPUT) -> list[dict]:
+    """``[{"name", "params", "macs"}]`` of every zoo model, in the zoo's order."""
+    rows = []
+    for name in models.names():
+        prof = profile_model(models.build(name), torch.zeros(input_shape))
+        rows.append({"name": name, "params": prof.totals["params"], "macs": prof.totals["macs"]})
+    return rows

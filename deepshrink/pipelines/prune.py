@@ -1,0 +1,103 @@
+"""``deepshrink prune`` as one call: fine-grained pruning of a model file with fine-tuning, the
+masks kept in the written file (Han et al. 2015; AGP: Zhu & Gupta 2017).
+
+Fine-tuning follows the model's recorded training (:func:`.defaults.finetune_settings`,
+method ``prune``) unless :class:`.defaults.Finetune` overrides it. With ``auto`` the per-layer
+sparsities come from a sensitivity scan (the least sensitive layers, weighted by their parameter
+count, go furthest); with ``teacher`` (a model file) or ``cfg.distill`` (the unpruned model) the
+fine-tuning distils from a teacher's soft targets (Hinton et al. 2015).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from torch import nn
+
+from ..data import Dataset
+from ..distill import cached_teacher_loss
+from ..distill.losses import check_settings
+from ..errors import ConfigError
+from ..io import ModelInfo, load_teacher, save_model
+from ..plots import plot_weight_histograms
+from ..prune import DEFAULT_GRID, PruneConfig, choose_sparsities, layer_sparsities, prune_and_finetune
+from ..prune.finetune import PruneResult
+from ..train import evaluate
+from .defaults import Finetune, finetune_settings
+from .inputs import open_model_and_data
+from .sensitivity import ScanConfig, run_scan
+
+__all__ = ["PruneRun", "prune_file", "AUTO_GRID", "PLOT_FILES", "auto_scan_dir"]
+
+AUTO_GRID = tuple(sorted(set(DEFAULT_GRID) | {0.95, 0.98}))   # the scan behind ``auto``
+PLOT_FILES = ("weights_all.png", "weights_nonzero.png")
+
+
+@dataclass
+class PruneRun:
+    model: nn.Module                    # the pruned model, masks attached
+    info: ModelInfo                     # what was written beside it
+    result: PruneResult
+    layers: dict[str, float]            # sparsity per layer
+    scan: dict | None = None            # the scan ``auto`` chose from
+    plots: Path | None = None           # the folder holding the weight histograms
+
+
+def auto_scan_dir(out: str | os.PathLike, plots: str | os.PathLike | None) -> Path:
+    """Where ``auto``'s scan goes: the plots folder, else ``sensitivity/`` beside ``out``."""
+    return Path(plots) if plots is not None else Path(out).parent / "sensitivity"
+
+
+def _teacher_loss(path, ds: Dataset, cfg: PruneConfig, arch: str | None, trust_code: bool):
+    """KD from a teacher file (its logits for the training split cached when fine-tuning does not
+    augment)."""
+    teacher = load_teacher(path, ds, arch, trust_code)
+    loss_fn = cached_teacher_loss(teacher, ds.train, cfg.augment, cfg.kd_temperature, cfg.kd_alpha)
+    if cfg.verbose:
+        print(f"teacher {path}: {evaluate(teacher, ds.test) * 100:.2f}% on the test images"
+              + ("; its training-set logits cached" if loss_fn.targets.cache is not None else ""), flush=True)
+    return loss_fn
+
+
+def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig | None = None, *,
+               finetune: Finetune | None = None, auto: ScanConfig | None = None,
+               teacher: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
+               data: str | None = None, arch: str | None = None, trust_code: bool = False) -> PruneRun:
+    """Prune the model in ``src`` to ``cfg.sparsity``, fine-tune it and write it to ``out``.
+
+    ``cfg``'s lr, weight_decay and augment are replaced by :func:`.defaults.finetune_settings`
+    (the model's own training, or ``finetune``'s choices). ``auto``: per-layer sparsities from a
+    scan with these settings (written into ``plots``, else ``sensitivity/`` beside ``out``);
+    ``plots``: a folder for the weight histograms.
+    """
+    cfg = cfg or PruneConfig()
+    if auto is not None:
+        if cfg.scope == "global":
+            raise ConfigError("auto chooses one sparsity per layer; it cannot be combined with scope 'global'")
+        auto.check()
+    if cfg.distill and teacher:
+        raise ConfigError("give distill (the unpruned model as teacher) or a teacher file, not both")
+    check_settings(cfg.kd_temperature, cfg.kd_alpha, "kl")
+    model, info, ds = open_model_and_data(src, data, arch, trust_code)
+    scan = None
+    if auto is not None:
+        scan = run_scan(model, ds, auto, auto_scan_dir(out, plots))
+        target = choose_sparsities(scan, target_sparsity=cfg.sparsity)
+        if cfg.verbose:
+            print("per-layer sparsities: " + ", ".join(f"{k} {v:.3f}" for k, v in target.items()))
+        cfg = replace(cfg, sparsity=target)
+    tune = finetune_settings("prune", info, finetune)
+    cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment)
+    loss_fn = _teacher_loss(teacher, ds, cfg, arch, trust_code) if teacher else None
+    result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn)
+    info.record("prune", cfg, accuracy=result.accuracy_after, **({"teacher": str(teacher)} if teacher else {}),
+                **{k: v for k, v in result.to_dict().items() if k != "fits"})
+    save_model(model, out, info)
+    folder = Path(plots) if plots else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_weight_histograms(model, folder / PLOT_FILES[0])
+        plot_weight_histograms(model, folder / PLOT_FILES[1], nonzero_only=True)
+    return PruneRun(model, info, result, layer_sparsities(model), scan, folder)

@@ -1,0 +1,57 @@
+"""``deepshrink prune-channels`` as one call: whole channels and filters removed from a model file
+(a smaller dense model; criteria: L1/L2 filter norms, Li et al. 2017; FPGM, He et al. 2019;
+BatchNorm scales, Liu et al. 2017), fine-tuned between rounds, the channel plan kept in the file.
+
+Fine-tuning follows :func:`.defaults.finetune_settings` (method ``prune_channels``: a tenth of the
+model's training LR, its weight decay, augmentation and label smoothing) unless
+:class:`.defaults.Finetune` overrides it. A file pruned before keeps one plan: the old and the new
+composed, so loading re-applies both.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..io import ModelInfo, save_model
+from ..prune import ChannelConfig, ChannelPlan, prune_channels_and_finetune
+from ..prune.channel_finetune import ChannelFinetuneResult
+from ..prune.plan import PLAN_KEY, compose_plans
+from .defaults import Finetune, finetune_settings
+from .inputs import open_model_and_data
+
+__all__ = ["ChannelRun", "prune_channels_file", "FINETUNE_EPOCHS"]
+
+# The command's fine-tuning budget when none is given (ChannelConfig.epochs is 0: cut only).
+FINETUNE_EPOCHS = 3
+
+
+@dataclass
+class ChannelRun:
+    info: ModelInfo                     # what was written beside the model (result.model)
+    result: ChannelFinetuneResult
+    plan: ChannelPlan                   # the file's whole plan: earlier cuts composed with these
+
+
+def prune_channels_file(src: str | os.PathLike, out: str | os.PathLike, cfg: ChannelConfig, *,
+                        finetune: Finetune | None = None, data: str | None = None, arch: str | None = None,
+                        trust_code: bool = False) -> ChannelRun:
+    """Remove channels from the model in ``src`` (``cfg.ratio`` or ``cfg.macs_target``), fine-tune,
+    and write the smaller model to ``out``. ``cfg``'s lr, weight_decay, augment and label_smoothing
+    are replaced by :func:`.defaults.finetune_settings` (the model's own, or ``finetune``'s)."""
+    model, info, ds = open_model_and_data(src, data, arch, trust_code)
+    tune = finetune_settings("prune_channels", info, finetune)
+    cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment,
+                  label_smoothing=tune.label_smoothing)
+    torch.manual_seed(cfg.seed)
+    example = torch.randn(1, *info.input_shape)
+    result = prune_channels_and_finetune(model, ds, example, cfg)
+    old = info.extra.get(PLAN_KEY)
+    plan = compose_plans(ChannelPlan.from_dict(old, f"{src}: channel_plan"), result.plan) if old else result.plan
+    info.extra[PLAN_KEY] = plan.to_dict()
+    info.record("prune_channels", cfg, accuracy=result.accuracy_after, **result.to_dict())
+    model.to(memory_format=torch.contiguous_format)
+    save_model(model, out, info)
+    return ChannelRun(info, result, plan)

@@ -1,0 +1,157 @@
+"""``deepshrink quantize`` as one call: a model file quantized and written.
+
+* ``linear``: affine int2-8 weights and activations (Jacob et al. 2018) calibrated on the first
+  ``calib`` training images, optionally quantization-aware training (with learnt step sizes,
+  LSQ: Esser et al. 2020); written with its grids (``save_quantized``).
+* ``kmeans``: weight sharing (Han, Mao & Dally 2016): each layer's weights clustered into
+  2^bits shared values, optionally with centroid fine-tuning.
+
+Fractional ``qat_epochs`` train one epoch on that first fraction of the training split. The
+fine-tuning LR, weight decay and augmentation follow :func:`.defaults.finetune_settings`
+(methods ``qat`` and ``kmeans``) unless :class:`.defaults.Finetune` overrides them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..data import Dataset, Split
+from ..errors import ConfigError
+from ..io import ModelInfo, save_model
+from ..quant import (KMeansConfig, QuantConfig, centroid_finetune, kmeans_quantize_, qat_finetune, quantize_ptq,
+                     save_quantized)
+from ..train import TrainConfig, evaluate
+from .defaults import Finetune, finetune_settings
+from .inputs import open_model_and_data
+
+__all__ = ["QuantizeConfig", "QuantizeRun", "quantize_file", "METHODS", "calibration_images", "first_fraction"]
+
+METHODS = ("linear", "kmeans")
+
+
+@dataclass
+class QuantizeConfig:
+    """Every default of ``deepshrink quantize``. ``bits`` are the weight bits (k-means: of the
+    conv layers); ``fc_bits`` those of the linear layers (None: ``bits``)."""
+
+    method: str = "linear"
+    bits: int = QuantConfig.weight_bits
+    fc_bits: int | None = None
+    act_bits: int = QuantConfig.act_bits             # linear only
+    per_channel: bool = False                        # one weight scale per output channel (linear)
+    act_observer: str = QuantConfig.act_observer     # activation range observer (linear)
+    weight_observer: str = QuantConfig.weight_observer
+    calib: int = 512                                 # calibration images, the first of the training split
+    qat_epochs: float = 0.0                          # linear: QAT; k-means: centroid fine-tuning
+    lsq: bool = False                                # QAT with learnt step sizes
+    seed: int = 0
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0 <= self.qat_epochs < math.inf:
+            raise ConfigError(f"qat_epochs must be finite and >= 0, got {self.qat_epochs}")
+        if self.calib < 1:
+            raise ConfigError(f"calib must be >= 1, got {self.calib}")
+
+    @property
+    def linear_bits(self) -> int:
+        return self.fc_bits if self.fc_bits is not None else self.bits
+
+    def quant_config(self, model: nn.Module) -> QuantConfig:
+        """The linear method's config for ``model``: its linear layers at ``fc_bits``."""
+        layer_bits = {n: self.linear_bits for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        return QuantConfig(weight_bits=self.bits, act_bits=self.act_bits, per_channel=self.per_channel,
+                           weight_observer=self.weight_observer, act_observer=self.act_observer,
+                           layer_bits={k: v for k, v in layer_bits.items() if v != self.bits})
+
+    def kmeans_config(self) -> KMeansConfig:
+        return KMeansConfig(conv_bits=self.bits, fc_bits=self.linear_bits)
+
+
+@dataclass
+class QuantizeRun:
+    model: nn.Module                    # the fake-quantized graph (linear) or the shared-weight model
+    info: ModelInfo                     # what was written
+    accuracy_before: float
+    accuracy_after: float
+    accuracy_kmeans: float | None = None  # k-means: right after sharing, before fine-tuning
+    calib: int = 0                      # linear: calibration images used
+
+
+def calibration_images(ds: Dataset, n: int) -> torch.Tensor:
+    """The first ``n`` training images (all when fewer)."""
+    if n < 1:
+        raise ConfigError(f"calib must be >= 1, got {n}")
+    return ds.train.x[:min(n, len(ds.train))]
+
+
+def first_fraction(ds: Dataset, epochs: float) -> tuple[Dataset, int]:
+    """Fractional epochs train one epoch on the first fraction of the training split."""
+    if epochs <= 0:
+        raise ConfigError(f"qat_epochs must be > 0, got {epochs}")
+    if epochs >= 1:
+        return ds, int(round(epochs))
+    n = max(1, int(len(ds.train) * epochs))
+    return Dataset(ds.name, Split(ds.train.x[:n], ds.train.y[:n]), ds.test, ds.mean, ds.std, ds.num_classes), 1
+
+
+def _linear(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: float, out,
+            finetune: Finetune | None) -> QuantizeRun:
+    qcfg = cfg.quant_config(model)
+    calib = calibration_images(ds, cfg.calib)
+    fields: dict = {"method": "linear", "calib": len(calib)}
+    if cfg.qat_epochs:
+        data, epochs = first_fraction(ds, cfg.qat_epochs)
+        tune = finetune_settings("qat", info, finetune)
+        tcfg = TrainConfig(epochs=epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment,
+                           label_smoothing=tune.label_smoothing, warmup_epochs=0.0, eval_every=0, seed=cfg.seed,
+                           progress=cfg.progress)
+        gm, _ = qat_finetune(model, data, calib, qcfg, tcfg, lsq=cfg.lsq)
+        fields["qat"] = {"epochs": cfg.qat_epochs, "lsq": cfg.lsq, "train": asdict(tcfg)}
+    else:
+        gm = quantize_ptq(model, calib, qcfg)
+    after = evaluate(gm, ds.test)
+    info.record("quantize", qcfg, accuracy=after, **fields, accuracy_before=before, accuracy_after=after)
+    save_quantized(gm, out, info, qcfg, accuracy=after)
+    return QuantizeRun(gm, info, before, after, calib=len(calib))
+
+
+def _kmeans(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: float, out,
+            finetune: Finetune | None) -> QuantizeRun:
+    kcfg = cfg.kmeans_config()
+    bits = kmeans_quantize_(model, kcfg)
+    mid = evaluate(model, ds.test)
+    fields: dict = {"method": "kmeans", "bits": bits}
+    after = mid
+    if cfg.qat_epochs:
+        data, epochs = first_fraction(ds, cfg.qat_epochs)
+        tune = finetune_settings("kmeans", info, finetune)
+        tcfg = TrainConfig(epochs=epochs, lr=tune.lr, optimizer="adam", weight_decay=tune.weight_decay,
+                           augment=tune.augment, label_smoothing=tune.label_smoothing, warmup_epochs=0.0,
+                           eval_every=0, seed=cfg.seed, progress=cfg.progress)
+        after = centroid_finetune(model, data, tcfg).accuracy
+        fields["finetune"] = asdict(tcfg)
+    info.record("quantize", kcfg, accuracy=after, **fields, accuracy_before=before, accuracy_kmeans=mid,
+                accuracy_after=after)
+    save_model(model, out, info)
+    return QuantizeRun(model, info, before, after, accuracy_kmeans=mid)
+
+
+def quantize_file(src: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeConfig | None = None, *,
+                  finetune: Finetune | None = None, data: str | None = None, arch: str | None = None,
+                  trust_code: bool = False) -> QuantizeRun:
+    """Quantize the model in ``src`` (``cfg.method``) and write it to ``out``; the accuracies are on
+    the test split of ``data`` (default: the data set the file records)."""
+    cfg = cfg or QuantizeConfig()
+    cfg.check()
+    model, info, ds = open_model_and_data(src, data, arch, trust_code)
+    before = evaluate(model, ds.test)
+    run = _kmeans if cfg.method == "kmeans" else _linear
+    return run(model, info, ds, cfg, before, out, finetune)

@@ -1,0 +1,57 @@
+"""Every command's defaults are its config dataclass's: they cannot drift apart."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepshrink.cli import build_parser
+from deepshrink.compress import CompressConfig
+from deepshrink.distill import DistillConfig
+from deepshrink.pipelines import ExportConfig, QuantizeConfig, ScanConfig, StudentTraining
+from deepshrink.prune import ChannelConfig, PruneConfig
+
+PARSED_AS = {  # command argv -> [(option dest, the dataclass default it must equal)]
+    ("prune", "m", "--out", "o", "--sparsity", "0.5"): [
+        ("finetune_epochs", PruneConfig.epochs), ("rule", PruneConfig.rule), ("scope", PruneConfig.scope),
+        ("schedule", PruneConfig.schedule), ("penalty_lambda", PruneConfig.penalty_lambda),
+        ("kd_temperature", PruneConfig.kd_temperature), ("kd_alpha", PruneConfig.kd_alpha),
+        ("seed", PruneConfig.seed), ("eval", ScanConfig.eval_on), ("eval_size", ScanConfig.eval_size)],
+    ("sensitivity", "m", "--out-dir", "o"): [
+        ("rule", ScanConfig.rule), ("max_drop", ScanConfig.max_drop), ("eval", ScanConfig.eval_on),
+        ("eval_size", ScanConfig.eval_size), ("sparsities", ",".join(map(str, ScanConfig.sparsities)))],
+    ("prune-channels", "m", "--out", "o", "--ratio", "0.5"): [
+        ("criterion", ChannelConfig.criterion), ("scope", ChannelConfig.scope), ("round_to", ChannelConfig.round_to),
+        ("rounds", ChannelConfig.rounds), ("seed", ChannelConfig.seed)],
+    ("compress", "m", "--out", "o"): [
+        (name, getattr(CompressConfig, field)) for name, field in [
+            ("max_drop", "max_drop"), ("sparsity", "sparsity"), ("allocation", "allocation"),
+            ("prune_epochs", "prune_epochs"), ("conv_bits", "conv_bits"), ("fc_bits", "fc_bits"),
+            ("centroid_epochs", "centroid_epochs"), ("attempts", "attempts"), ("kd_temperature", "kd_temperature"),
+            ("kd_alpha", "kd_alpha"), ("scan_size", "scan_size"), ("seed", "seed")]],
+    ("distill", "--teacher", "t", "--student", "s", "--out", "o"): [
+        ("loss", DistillConfig.loss), ("temperature", DistillConfig.temperature), ("alpha", DistillConfig.alpha),
+        ("feature_loss", DistillConfig.feature_loss), ("feature_weight", DistillConfig.feature_weight),
+        ("warmup_epochs", StudentTraining.warmup_epochs), ("seed", StudentTraining.seed)],
+    ("quantize", "m", "--out", "o"): [
+        ("method", QuantizeConfig.method), ("bits", QuantizeConfig.bits), ("fc_bits", QuantizeConfig.fc_bits),
+        ("act_bits", QuantizeConfig.act_bits), ("per_channel", QuantizeConfig.per_channel),
+        ("observer", QuantizeConfig.act_observer), ("weight_observer", QuantizeConfig.weight_observer),
+        ("calib", QuantizeConfig.calib), ("qat_epochs", QuantizeConfig.qat_epochs), ("lsq", QuantizeConfig.lsq),
+        ("seed", QuantizeConfig.seed)],
+    ("export", "m", "--onnx", "o"): [
+        ("int8", ExportConfig.int8), ("calib", ExportConfig.calib), ("check", ExportConfig.check)],
+}
+
+
+@pytest.mark.parametrize("argv", list(PARSED_AS), ids=[a[0] for a in PARSED_AS])
+def test_cli_defaults_are_the_dataclass_defaults(argv):
+    args = build_parser().parse_args(list(argv))
+    for dest, default in PARSED_AS[argv]:
+        assert getattr(args, dest) == default, dest
+
+
+def test_defaults_show_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compress", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {CompressConfig.max_drop})" in text and f"(default {CompressConfig.kd_temperature})" in text
