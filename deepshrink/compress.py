@@ -148,63 +148,70 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
     :func:`~deepshrink.pipelines.defaults.finetune_settings` (method ``prune``) takes the pruning
     fine-tuning's LR, weight decay and augmentation unless ``cfg`` sets them. ``teacher``: a model
     to distil from during both fine-tunings (``cfg.distill`` uses the dense model itself).
+    Each attempt lowers the sparsity target by ``cfg.backoff`` until the drop fits ``cfg.max_drop``.
     """
     cfg = cfg or CompressConfig()
     cfg.check()
     t0 = time.perf_counter()
     dense = copy.deepcopy(model).eval()
     before = evaluate(dense, data.test)
-    scan, scan_split, scan_on = None, None, "-"
-    if cfg.allocation == "sensitivity":
-        scan_split, scan_on = _scan_split(data, cfg.scan_size)
-        _say(cfg, f"[scan] sensitivity of each layer on {scan_on}")
-        scan = sensitivity_scan(dense, lambda m: evaluate(m, scan_split), SCAN_GRID, progress=cfg.progress)
+    scan, scan_on = _scan(dense, data, cfg)
     tune = finetune_settings("prune", trained, Finetune(lr=cfg.prune_lr, weight_decay=cfg.weight_decay,
                                                         augment=cfg.augment))
-    augment = tune.augment
     if teacher is None and cfg.distill:
         teacher = dense
-    loss_fn = None if teacher is None else cached_teacher_loss(teacher, data.train, augment, cfg.kd_temperature,
-                                                               cfg.kd_alpha)
+    loss_fn = None if teacher is None else cached_teacher_loss(teacher, data.train, tune.augment,
+                                                               cfg.kd_temperature, cfg.kd_alpha)
     attempts: list[Attempt] = []
     target = cfg.sparsity
-    best = None
     for i in range(cfg.attempts):
-        ta = time.perf_counter()
-        work = copy.deepcopy(dense)
-        layer_targets: float | dict = target
-        if scan is not None:
-            layer_targets = choose_sparsities(scan, target_sparsity=target)
-        _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, AGP over {cfg.prune_epochs} epochs"
-             + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
-        prune_and_finetune(work, data, PruneConfig(
-            sparsity=layer_targets, scope="layer" if scan is not None else "global", schedule="agp",
-            epochs=cfg.prune_epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose), loss_fn=loss_fn)
-        acc_pruned = evaluate(work, data.test)
-        bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits)))
-        _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc), "
-             f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
-        if cfg.centroid_epochs > 0:
-            acc_q = centroid_finetune(work, data, TrainConfig(
-                epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
-                augment=augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
-                loss_fn=loss_fn).accuracy
-        else:
-            acc_q = evaluate(work, data.test)
-        att = Attempt(target, layer_targets if isinstance(layer_targets, dict) else {},
-                      acc_pruned, acc_q, sparsity(work), time.perf_counter() - ta)
+        work, bits, att = _attempt(dense, data, cfg, tune, scan, target, loss_fn, i)
         attempts.append(att)
-        _say(cfg, f"  accuracy {before * 100:.2f}% -> pruned {acc_pruned * 100:.2f}% -> quantized "
-             f"{acc_q * 100:.2f}% ({-att.drop_pp(before):+.2f} pp; budget -{cfg.max_drop} pp)")
-        best = (work, bits)
-        if att.drop_pp(before) <= cfg.max_drop:
-            break
+        _say(cfg, f"  accuracy {before * 100:.2f}% -> pruned {att.accuracy_pruned * 100:.2f}% -> quantized "
+             f"{att.accuracy_quantized * 100:.2f}% ({-att.drop_pp(before):+.2f} pp; budget -{cfg.max_drop} pp)")
         target = round(target - cfg.backoff, 6)
-        if target <= 0:
+        if att.drop_pp(before) <= cfg.max_drop or target <= 0:
             break
-    work, bits = best
     return CompressResult(work, before, attempts, scan, bits, layer_sparsities(work), scan_on,
                           time.perf_counter() - t0, cfg.max_drop)
+
+
+def _scan(dense: nn.Module, data: Dataset, cfg: CompressConfig) -> tuple[dict | None, str]:
+    """The sensitivity scan that allocates sparsity per layer (None with ``allocation="global"``)."""
+    if cfg.allocation != "sensitivity":
+        return None, "-"
+    split, scan_on = _scan_split(data, cfg.scan_size)
+    _say(cfg, f"[scan] sensitivity of each layer on {scan_on}")
+    return sensitivity_scan(dense, lambda m: evaluate(m, split), SCAN_GRID, progress=cfg.progress), scan_on
+
+
+def _attempt(dense: nn.Module, data: Dataset, cfg: CompressConfig, tune, scan: dict | None, target: float,
+             loss_fn, i: int) -> tuple[nn.Module, dict, Attempt]:
+    """One try at ``target`` sparsity: AGP pruning with fine-tuning, k-means sharing, centroid
+    fine-tuning; returns (the compressed copy, its bits per layer, the attempt's record)."""
+    ta = time.perf_counter()
+    work = copy.deepcopy(dense)
+    layer_targets: float | dict = target if scan is None else choose_sparsities(scan, target_sparsity=target)
+    _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, AGP over {cfg.prune_epochs} epochs"
+         + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
+    prune_and_finetune(work, data, PruneConfig(
+        sparsity=layer_targets, scope="layer" if scan is not None else "global", schedule="agp",
+        epochs=cfg.prune_epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment, seed=cfg.seed,
+        progress=cfg.progress, verbose=cfg.verbose), loss_fn=loss_fn)
+    acc_pruned = evaluate(work, data.test)
+    bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits)))
+    _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc), "
+         f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
+    if cfg.centroid_epochs > 0:
+        acc_q = centroid_finetune(work, data, TrainConfig(
+            epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
+            augment=tune.augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
+            loss_fn=loss_fn).accuracy
+    else:
+        acc_q = evaluate(work, data.test)
+    att = Attempt(target, layer_targets if isinstance(layer_targets, dict) else {},
+                  acc_pruned, acc_q, sparsity(work), time.perf_counter() - ta)
+    return work, bits, att
 
 
 def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_spec: str | None = None,

@@ -10,13 +10,13 @@ weights), ``read_compressed_info(path)``, ``compression_report(path_or_model)``;
 """
 
 from .container import MAGIC, MAX_ELEMENTS, is_dsz
-from .entropy import decode_symbols, encode_symbols, entropy_bits
 from .model_io import dumps, load_compressed, loads, read_compressed_info, save_compressed
-from .report import CompressionReport, LayerRow, compression_report, report_from_bytes
+from .report import CompressionReport, CompressionRow, compression_report, report_from_bytes
 
+# What a user calls; the entropy coders (``deepshrink.codec.entropy``: encode_symbols,
+# decode_symbols, entropy_bits) and the container/schema layers are imported from their modules.
 __all__ = [
     "MAGIC", "MAX_ELEMENTS", "is_dsz",
     "save_compressed", "load_compressed", "read_compressed_info", "dumps", "loads",
-    "CompressionReport", "LayerRow", "compression_report", "report_from_bytes",
-    "encode_symbols", "decode_symbols", "entropy_bits",
+    "CompressionReport", "CompressionRow", "compression_report", "report_from_bytes",
 ]

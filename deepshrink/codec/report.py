@@ -32,12 +32,12 @@ from .container import MAX_ELEMENTS, parse_file
 from .model_io import dumps, read_file_bytes
 from .schema import FLOAT_DTYPES
 
-__all__ = ["LayerRow", "CompressionReport", "compression_report", "report_from_bytes"]
+__all__ = ["CompressionRow", "CompressionReport", "compression_report", "report_from_bytes"]
 
 
 
 @dataclass
-class LayerRow:
+class CompressionRow:
     """One line of the table; rates are fractions in [0, 1] (None for an unquantized layer)."""
 
     name: str
@@ -61,17 +61,17 @@ class LayerRow:
         return None if self.nnz is None or not self.numel else 1 - self.nnz / self.numel
 
 
-def _row(e: dict) -> LayerRow:
+def _row(e: dict) -> CompressionRow:
     n, secs = math.prod(e["shape"]), e["sections"]
     if e["kind"] != "quantized":
-        return LayerRow(e["name"], n)
+        return CompressionRow(e["name"], n)
     k, nnz, entries = e["codebook"]["shape"][-1], e["nnz"], e["entries"]
     wb = e["bits"] if e["bits"] is not None else raw_width(max(k, 1))
     index_bytes = sum(secs[s]["length"] for s in ("index", "rows", "cols") if s in secs)
     ib, pq_bits = e["plain"]["index_bits"], e["plain"]["bits"]
     coded = 8 * (secs["codes"]["length"] + index_bytes)
     layout = f"relative b={e['index_bits']}" if e["layout"] == "relative" else "csr"
-    return LayerRow(e["name"], n, nnz, entries, layout, wb, 8 * secs["codes"]["length"] / nnz if nnz else None,
+    return CompressionRow(e["name"], n, nnz, entries, layout, wb, 8 * secs["codes"]["length"] / nnz if nnz else None,
                     ib, 8 * index_bytes / nnz if nnz else None,
                     1 - pq_bits / (32 * n) if n else None, 1 - coded / (32 * n) if n else None,
                     secs["codes"]["length"], index_bytes, secs["codebook"]["length"],
@@ -82,8 +82,8 @@ def _row(e: dict) -> LayerRow:
 class CompressionReport:
     """Rows for the quantized layers (and unquantized weights), a total row and file totals."""
 
-    rows: list[LayerRow]
-    total: LayerRow
+    rows: list[CompressionRow]
+    total: CompressionRow
     file_bytes: int
     dense_bytes: int
     raw_bytes: int                      # sections of losslessly stored tensors
@@ -104,7 +104,7 @@ class CompressionReport:
                 f"{self.ratio:.1f}x smaller{rates}")
 
     def to_dict(self) -> dict:
-        def row(r: LayerRow) -> dict:
+        def row(r: CompressionRow) -> dict:
             return {"layer": r.name, **asdict(r), "sparsity": r.sparsity}
 
         return {"layers": [row(r) for r in self.rows], "total": row(self.total),
@@ -132,12 +132,12 @@ class CompressionReport:
         return "\n".join(lines)
 
 
-def _total(rows: list[LayerRow]) -> LayerRow:
+def _total(rows: list[CompressionRow]) -> CompressionRow:
     q = [r for r in rows if r.nnz is not None]
     n, nnz = sum(r.numel for r in q), sum(r.nnz for r in q)
     codes, index = sum(r.codes_bytes for r in q), sum(r.index_bytes for r in q)
     pq_removed = sum((1 - r.rate_pq) * 32 * r.numel for r in q if r.rate_pq is not None)
-    return LayerRow("total", n, nnz, sum(r.entries for r in q), None, None,
+    return CompressionRow("total", n, nnz, sum(r.entries for r in q), None, None,
                     8 * codes / nnz if nnz else None, None, 8 * index / nnz if nnz else None,
                     1 - pq_removed / (32 * n) if n else None, 1 - 8 * (codes + index) / (32 * n) if n else None,
                     codes, index, sum(r.codebook_bytes for r in q))

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from deepshrink import models
-from deepshrink.cli import main
 from deepshrink.codec import (compression_report, dumps, load_compressed, loads, read_compressed_info,
                               save_compressed)
 from deepshrink.errors import ConfigError, FormatError, ModelError
@@ -112,19 +111,6 @@ def test_safetensors_keep_codebooks(tmp_path):
     save_model(model, tmp_path / "q.safetensors", ModelInfo(arch="lenet300"))
     back, _ = load_model(tmp_path / "q.safetensors")
     same_bits(dict(sorted(model.state_dict().items())), dict(sorted(back.state_dict().items())))
-
-
-def test_cli_decompress(tmp_path, capsys, run_error):
-    model = quantize_like_kmeans(models.build("lenet300"), bits=4)
-    save_compressed(model, tmp_path / "m.dsz", ModelInfo(arch="lenet300"))
-    assert main(["decompress", str(tmp_path / "m.dsz"), "--out", str(tmp_path / "m.safetensors"), "--report"]) == 0
-    out = capsys.readouterr().out
-    assert "x smaller" in out and "| fc1.weight |" in out
-    back, _ = load_model(tmp_path / "m.safetensors")
-    same_bits(dict(sorted(model.state_dict().items())), dict(sorted(back.state_dict().items())))
-    (tmp_path / "bad.dsz").write_bytes((tmp_path / "m.dsz").read_bytes()[:100])
-    assert "bad.dsz" in run_error(capsys, ["decompress", tmp_path / "bad.dsz", "--out", tmp_path / "x.safetensors"])
-    assert "no such file" in run_error(capsys, ["decompress", tmp_path / "none.dsz", "--out", tmp_path / "x"])
 
 
 def test_report_matches_hand_computation():

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from deepshrink import models
-from deepshrink.cli import main
 from deepshrink.profile import profile_model
 
 X28 = torch.zeros(1, 1, 28, 28)
@@ -274,33 +273,4 @@ def test_totals_json_markdown():
 
 # ---------------------------------------------------------------- CLI
 
-def test_cli_profile_json(capsys):
-    assert main(["profile", "--model", "lenet5", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    t = out["totals"]
-    for key in ("params", "nonzero_params", "macs", "memory_accesses", "bytes"):
-        assert key in t
-    assert t["params"] == 431_080
-    assert t["macs"] == 2_293_000
-    assert out["model"] == "lenet5"
 
-
-def test_cli_profile_missing_file(capsys, tmp_path):
-    code = main(["profile", str(tmp_path / "missing.safetensors")])
-    assert code == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("deepshrink: error:")
-
-
-def test_cli_profile_bad_shape(capsys):
-    assert main(["profile", "--model", "lenet5", "--input-shape", "1,1,5,5"]) == 2
-    assert capsys.readouterr().err.startswith("deepshrink: error:")
-
-
-def test_cli_models_lists_zoo(capsys):
-    assert main(["models"]) == 0
-    out = capsys.readouterr().out
-    for name in ("lenet300", "lenet5", "vgg", "resnet20", "mobilenetv2"):
-        assert name in out
-    assert "431,080" in out
