@@ -24,7 +24,7 @@ $(DATA):
 	touch $@
 
 .venv/.deps-stamp: .venv/.torch-stamp pyproject.toml
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,hf]'
 	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '$(TORCH)' else 'torch was replaced: ' + torch.__version__)"
 	touch $@
 
