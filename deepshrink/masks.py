@@ -4,6 +4,9 @@ The mask travels in the state dict, so a checkpoint describes its own sparsity a
 survive save/load. ``apply_masks`` zeroes masked weights; :class:`MaskCallback` does it after
 every optimizer step, so fine-tuning never revives a pruned weight; ``squash`` bakes the
 masks into the weights and drops the buffers (``torch.nn.utils.prune.remove`` in spirit).
+``sparsity`` and ``layer_sparsities`` count over the masked weights (what was pruned), or the
+default targets of :mod:`deepshrink.targets` when nothing is masked: never over weights that no
+pruning would touch (embeddings, the output layer), which would dilute the figure.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from torch import nn
 
 from .errors import ConfigError
 from .names import MASK_SUFFIX
+from .targets import prunable_weights  # which weights are pruned by default: deepshrink/targets.py
 
 __all__ = [
     "MASK_SUFFIX",
     "prunable_weights",
+    "target_weights",
     "set_mask",
     "get_masks",
     "apply_masks",
@@ -25,16 +30,6 @@ __all__ = [
     "sparsity",
     "layer_sparsities",
 ]
-
-
-def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The weights fine-grained pruning acts on: every Conv/Linear-like ``weight`` of dim >= 2."""
-    out = {}
-    for name, module in model.named_modules():
-        w = getattr(module, "weight", None)
-        if isinstance(w, nn.Parameter) and w.dim() >= 2:
-            out[f"{name}.weight" if name else "weight"] = w
-    return out
 
 
 def _owner(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
@@ -91,14 +86,29 @@ class MaskCallback:
         apply_masks(model)
 
 
+def target_weights(model: nn.Module, names=None) -> dict[str, torch.Tensor]:
+    """The pruning targets a figure is computed over: the named weights; else the masked ones (what
+    was pruned, whatever the include/exclude globs were); else the default targets."""
+    if not names:
+        names = list(get_masks(model)) or list(prunable_weights(model))
+    out = {}
+    for n in names:
+        module, attr = _owner(model, n)
+        w = getattr(module, attr, None)
+        if not isinstance(w, torch.Tensor):
+            raise ConfigError(f"layer {n!r} has no tensor {attr!r}")
+        out[n] = w
+    return out
+
+
 def sparsity(model: nn.Module, names=None) -> float:
-    """Fraction of zeros over the prunable weights (or the named ones)."""
-    weights = prunable_weights(model)
-    chosen = [weights[n] for n in (names or weights)]
+    """Fraction of zeros over the pruning targets (:func:`target_weights`) or the named weights."""
+    chosen = list(target_weights(model, names).values())
     total = sum(int(w.numel()) for w in chosen)
     zeros = sum(int(w.numel() - torch.count_nonzero(w)) for w in chosen)
     return zeros / total if total else 0.0
 
 
-def layer_sparsities(model: nn.Module) -> dict[str, float]:
-    return {n: 1.0 - int(torch.count_nonzero(w)) / w.numel() for n, w in prunable_weights(model).items()}
+def layer_sparsities(model: nn.Module, names=None) -> dict[str, float]:
+    """{weight name: fraction of zeros} over the pruning targets (:func:`target_weights`) or the named weights."""
+    return {n: 1.0 - int(torch.count_nonzero(w)) / w.numel() for n, w in target_weights(model, names).items()}

@@ -19,9 +19,12 @@ from dataclasses import fields
 from typing import Any
 
 from .errors import FormatError
+from .hf import HF_PREFIX, KWARG_KEYS
 from .train import TrainConfig
 
-__all__ = ["MAX_DEPTH", "MAX_INPUT_ELEMENTS", "MAX_TEXT", "check_record", "depth"]
+__all__ = ["MAX_DEPTH", "MAX_INPUT_ELEMENTS", "MAX_TEXT", "INPUT_KINDS", "check_record", "depth"]
+
+INPUT_KINDS = ("images", "tokens")    # extra["input"]: float images/features, or int64 token ids
 
 MAX_DEPTH = 32                  # nesting of objects and lists in the whole record
 MAX_TEXT = 4096                 # arch and data strings
@@ -131,6 +134,32 @@ def _extra(v: Any, where: str) -> None:
     plan = v.get("channel_plan")
     if plan is not None and not isinstance(plan, dict):
         raise FormatError(f"{where}: metadata field 'extra.channel_plan' must be an object, got {_show(plan)}")
+    if "input" in v and v["input"] not in INPUT_KINDS:
+        raise FormatError(f"{where}: metadata field 'extra.input' must be one of {list(INPUT_KINDS)}, "
+                          f"got {_show(v['input'])}")
+    tok = v.get("tokenizer")
+    if tok is not None and not (isinstance(tok, str) and 0 < len(tok) <= MAX_TEXT):
+        raise FormatError(f"{where}: metadata field 'extra.tokenizer' must be a folder name of 1..{MAX_TEXT} "
+                          f"characters, got {_show(tok)}")
+
+
+def _hf_kwargs(arch: str, kwargs: dict, where: str) -> None:
+    """A Hugging Face record: a transformers class name, ``{"config": {...}, "pad_id": int}``, and a
+    config that asks for no remote code (the class itself is checked where it is built)."""
+    if not arch[len(HF_PREFIX):].isidentifier():
+        raise FormatError(f"{where}: metadata field 'arch' {_show(arch)} must be hf:<transformers class name>")
+    unknown = sorted(set(kwargs) - set(KWARG_KEYS))
+    if unknown:
+        raise FormatError(f"{where}: metadata field 'kwargs' of {arch} has unknown keys {unknown}")
+    config = kwargs.get("config")
+    if not isinstance(config, dict):
+        raise FormatError(f"{where}: metadata field 'kwargs.config' must be an object, got {_show(config)}")
+    if "auto_map" in config:
+        raise FormatError(f"{where}: metadata field 'kwargs.config' declares 'auto_map' (remote code); "
+                          "deepshrink never runs a model's own code")
+    pad = kwargs.get("pad_id", 0)
+    if type(pad) is not int or pad < 0:
+        raise FormatError(f"{where}: metadata field 'kwargs.pad_id' must be a non-negative int, got {_show(pad)}")
 
 
 def check_record(raw: dict, where: str) -> None:
@@ -141,6 +170,8 @@ def check_record(raw: dict, where: str) -> None:
     kwargs = raw.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise FormatError(f"{where}: metadata field 'kwargs' must be an object, got {_show(kwargs)}")
+    if raw["arch"].startswith(HF_PREFIX):
+        _hf_kwargs(raw["arch"], kwargs, where)
     if "input_shape" in raw:
         _input_shape(raw["input_shape"], where)
     _stats(raw, "mean", where, positive=False)

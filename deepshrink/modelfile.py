@@ -31,12 +31,14 @@ from . import models
 from .atomic import atomic_write_bytes
 from .channel_plan import PLAN_KEY, ChannelPlan, apply_plan
 from .errors import DeepShrinkError, FormatError, ModelError
+from .hf import HF_PREFIX, build_hf, is_hf_spec
 from .layers import sync_layer_sizes
-from .metadata import check_record
+from .metadata import INPUT_KINDS, check_record
 from .names import EXTRA_BUFFER_SUFFIXES, META_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION, base_of
 
 __all__ = ["ModelInfo", "FORMAT_NAME", "save_model", "read_bytes", "read_safetensors", "build_arch",
-           "resize_to_state", "model_from_state", "EXTRA_BUFFER_SUFFIXES"]
+           "resize_to_state", "model_from_state", "input_kind", "example_input", "EXTRA_BUFFER_SUFFIXES",
+           "INPUT_KINDS"]
 
 FORMAT_NAME = MODEL_FORMAT
 FORMAT_VERSION = MODEL_FORMAT_VERSION
@@ -47,15 +49,15 @@ MAX_HEADER = 100 * 1024 * 1024
 class ModelInfo:
     """What a model file says about its model, besides the tensors."""
 
-    arch: str                                  # zoo name, or "module:callable"
+    arch: str                                  # zoo name, "module:callable" or "hf:ClassName"
     kwargs: dict[str, Any] = field(default_factory=dict)
-    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])   # text: [sequence length]
     mean: list[float] | None = None
     std: list[float] | None = None
     accuracy: float | None = None              # test accuracy in [0, 1], when known
     data: str | None = None                    # the data spec it was trained/evaluated on
     history: list[dict] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # later stages: masks, plans, quant
+    extra: dict[str, Any] = field(default_factory=dict)  # later stages: masks, plans, quant; input, tokenizer
 
     def train_config(self) -> dict:
         """The training settings the file records (its first ``train`` entry), or {}."""
@@ -139,11 +141,29 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
 MAX_ARCH_ELEMENTS = 1 << 28   # parameters + buffers of a zoo architecture built from a file's kwargs
 
 
+def input_kind(info: ModelInfo) -> str:
+    """``"tokens"`` (int64 token ids, ``input_shape`` = [sequence length]) or ``"images"``: the
+    file's ``extra["input"]``, else tokens for a Hugging Face architecture and images otherwise."""
+    kind = info.extra.get("input")
+    return kind if kind in INPUT_KINDS else ("tokens" if is_hf_spec(info.arch) else "images")
+
+
+def example_input(info: ModelInfo, shape: tuple[int, ...] | list[int] | None = None) -> torch.Tensor:
+    """Zeros the model accepts: ``shape`` (default batch 1 of ``info.input_shape``), float32 for
+    images, int64 token ids (id 0) for text models."""
+    shape = tuple(shape) if shape is not None else (1, *info.input_shape)
+    return torch.zeros(shape, dtype=torch.int64 if input_kind(info) == "tokens" else torch.float32)
+
+
 def build_arch(info: ModelInfo, trust_code: bool, where: str) -> nn.Module:
     """Build the architecture an info names; ``module:callable`` only when trusted.
 
     A zoo architecture is first built on the meta device (no memory) to bound its size, since a
-    file's kwargs could ask for any width; kwargs the constructor refuses are one ModelError."""
+    file's kwargs could ask for any width; kwargs the constructor refuses are one ModelError.
+    ``hf:ClassName`` is a transformers class built from the recorded config (:func:`deepshrink.hf.build_hf`):
+    looked up on the transformers module only, never remote code, so it needs no trust."""
+    if is_hf_spec(info.arch):
+        return build_hf(info.arch[len(HF_PREFIX):], info.kwargs, where)
     if info.arch in models.REGISTRY:
         factory = models.REGISTRY[info.arch]
         with torch.device("meta"):
@@ -232,11 +252,12 @@ def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code
 
 
 def _check_forward(model: nn.Module, info: ModelInfo, where: str) -> None:
-    """One batch-1 forward of zeros: stored shapes that changed must still fit together."""
+    """One batch-1 forward of zeros (token ids for text models): stored shapes that changed must
+    still fit together."""
     training = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, *info.input_shape))
+            model.eval()(example_input(info))
     except DeepShrinkError:
         raise
     except Exception as exc:  # shape mismatches surface as RuntimeError, ValueError, IndexError ...

@@ -371,10 +371,12 @@ def _epoch_record(run: _Run, epoch: int, loss_sum: float, seen: int) -> dict:
 
 
 def _print_epoch(run: _Run, epoch: int) -> None:
-    """Rank 0's one line per epoch (``verbose``): the last record's loss and test accuracy."""
+    """Rank 0's one line per epoch (``verbose``): the last record's loss and test accuracy (``val
+    acc`` when ``data.test`` is the validation split: :func:`deepshrink.data.for_selection`)."""
     if run.rank == 0 and run.cfg.verbose and run.result.history:
         rec = run.result.history[-1]
-        acc = f"  test acc {rec['accuracy'] * 100:.2f}%" if rec.get("accuracy") is not None else ""
+        split = "val" if run.data.val is not None and run.data.test is run.data.val else "test"
+        acc = f"  {split} acc {rec['accuracy'] * 100:.2f}%" if rec.get("accuracy") is not None else ""
         print(f"epoch {epoch + 1}/{run.cfg.epochs}  loss {rec['loss']:.4f}{acc}  ({rec['seconds']:.0f} s)", flush=True)
 
 

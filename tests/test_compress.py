@@ -9,10 +9,11 @@ from deepshrink.compress import CompressConfig, compress
 from deepshrink.errors import ConfigError
 from deepshrink.models import build
 from deepshrink.quant import quantized_layers
+from deepshrink.train import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAST = dict(prune_epochs=2, centroid_epochs=1, scan_size=64, progress=False, verbose=False)
+FAST = dict(prune_epochs=2, centroid_epochs=1, val_size=64, progress=False, verbose=False)
 
 
 def _mlp(seed=0):
@@ -30,7 +31,8 @@ def test_compress_prunes_and_shares(make_dataset, allocation):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())   # input untouched
     assert res.attempts[0].sparsity == pytest.approx(0.8, abs=0.01)
     assert (res.scan is not None) == (allocation == "sensitivity")
-    assert res.scan_on == ("-" if allocation == "global" else "the last 64 training images")
+    assert res.scan_on == ("-" if allocation == "global" else
+                           "the validation split (64 images held out of the training split)")
     layers = quantized_layers(res.model)
     assert set(layers) == {"fc1", "fc2", "fc3"} and res.bits == {"fc1": 5, "fc2": 5, "fc3": 5}
     for mod in layers.values():
@@ -38,7 +40,9 @@ def test_compress_prunes_and_shares(make_dataset, allocation):
         assert bool(torch.isin(nz, mod.weight_codebook).all()) and mod.weight_codebook.numel() <= 32
     d = res.to_dict()
     json.dumps(d)
-    assert d["within_budget"] == ((res.accuracy_before - res.accuracy_after) * 100 <= 0.5)
+    assert d["within_budget"] == ((res.val_accuracy_before - res.val_accuracy_after) * 100 <= 0.5)
+    assert d["budget_on"] == "validation" and "validation split (64 images" in d["val_on"]
+    assert d["accuracy_on"] == "the test split (64 images)"
 
 
 def test_backoff_lowers_the_target(make_dataset):
@@ -84,13 +88,70 @@ def test_teacher_logits_cached_once_without_augmentation(make_dataset, monkeypat
     assert steps_images > 0  # the teacher's loss was used in the fine-tunings
     if augment:  # augmented batches are never cached: the teacher runs live
         assert builds == [] and calls["hits"] == 0
-    else:  # one pass over the training split for every attempt and both fine-tunings
-        assert builds == [len(ds.train)] and calls["misses"] == 0
+    else:  # one pass over the training images left after the validation split, for every attempt
+        assert builds == [len(ds.train) - 64] and calls["misses"] == 0
+
+
+@pytest.mark.parametrize("allocation", ["sensitivity", "global"])
+def test_every_choice_on_validation_the_test_split_reported_once(make_dataset, monkeypatch, allocation):
+    """Spy on every evaluation (train.predict: what evaluate runs) and every training split: the
+    test split is evaluated twice (the dense model, the final one), both outside any choice; the
+    scan, the fine-tunings' accuracies and the budget see the validation split; fine-tuning never
+    trains on a validation image. 256 training images: the default validation split is 25."""
+    import deepshrink.train as train_mod
+    from deepshrink.data import with_validation
+
+    ds = make_dataset()
+    carved = with_validation(ds)
+    assert len(carved.val) == 25
+    evaluated, trained_on = [], []
+    real_predict, real_batches = train_mod.predict, train_mod.iterate_batches
+
+    def predict(model, x, *a, **k):
+        evaluated.append("test" if x is ds.test.x else "val" if torch.equal(x, carved.val.x) else "other")
+        return real_predict(model, x, *a, **k)
+
+    def batches(split, *a, **k):
+        trained_on.append(split)
+        return real_batches(split, *a, **k)
+
+    monkeypatch.setattr(train_mod, "predict", predict)
+    monkeypatch.setattr(train_mod, "iterate_batches", batches)
+    fast = {**FAST, "val_size": None}
+    res = compress(_mlp(4), ds, CompressConfig(sparsity=0.97, allocation=allocation, max_drop=0.0, attempts=2,
+                                               backoff=0.1, **fast), {"lr": 0.05, "augment": False})
+    assert evaluated[0] == "test" and evaluated[-1] == "test" and evaluated.count("test") == 2
+    assert set(evaluated[1:-1]) == {"val"}
+    assert trained_on and all(torch.equal(s.x, carved.train.x) for s in trained_on)
+    assert res.val_accuracy_before == pytest.approx(evaluate(_mlp(4), carved.val))
+    assert res.accuracy_before == pytest.approx(evaluate(_mlp(4), ds.test))
+    assert res.accuracy_after == pytest.approx(evaluate(res.model, ds.test))
+    assert res.val_accuracy_after == res.attempts[-1].val_accuracy_quantized
+    assert res.val_accuracy_after == pytest.approx(evaluate(res.model, carved.val))
+    assert res.within_budget == (res.attempts[-1].drop_pp(res.val_accuracy_before) <= 0.0)
+    stop_early = res.attempts[0].drop_pp(res.val_accuracy_before) <= 0.0   # the retry is judged on validation
+    assert len(res.attempts) == (1 if stop_early else 2)
+    if allocation == "sensitivity":
+        assert res.scan["dense"] == res.val_accuracy_before and "25 images" in res.scan_on
 
 
 @pytest.mark.parametrize("bad", [dict(allocation="random"), dict(sparsity=1.0), dict(attempts=0),
                                  dict(fc_bits=12), dict(max_drop=-1), dict(prune_lr=0.0), dict(kd_alpha=1.5),
-                                 dict(kd_temperature=0.0)])
+                                 dict(kd_temperature=0.0), dict(val_size=0), dict(val_size=-5), dict(val_size=2.0)])
 def test_bad_config(bad):
     with pytest.raises(ConfigError):
         CompressConfig(**bad).check()
+
+
+def test_compress_prunes_the_default_targets_or_the_globs(make_dataset):
+    """The output layer (fc3) is neither scanned nor pruned unless included; k-means still shares it."""
+    ds = make_dataset()
+    fast = dict(FAST, prune_epochs=0, centroid_epochs=0)
+    res = compress(_mlp(), ds, CompressConfig(sparsity=0.8, attempts=1, **fast), {"lr": 0.05, "augment": False})
+    assert set(res.scan["layers"]) == set(res.layers) == {"fc1.weight", "fc2.weight"}
+    assert res.bits == {"fc1": 5, "fc2": 5, "fc3": 5}
+    res = compress(_mlp(), ds, CompressConfig(sparsity=0.8, attempts=1, include=("fc3",), exclude=("fc1",), **fast),
+                   {"lr": 0.05, "augment": False})
+    assert set(res.scan["layers"]) == set(res.layers) == {"fc2.weight", "fc3.weight"}
+    with pytest.raises(ConfigError, match="exclude glob 'fc9'"):
+        compress(_mlp(), ds, CompressConfig(exclude=("fc9",), **fast))

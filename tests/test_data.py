@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepshrink import data
+from deepshrink import data, idx
 from deepshrink.data import Split, augment_batch, iterate_batches, load, num_batches, read_idx
-from deepshrink.errors import DataError
+from deepshrink.errors import ConfigError, DataError
 
 from idx_files import idx_bytes, write, write_idx_dir, write_idx_files
 
@@ -520,7 +520,7 @@ def test_read_idx_over_limit_refused_before_reading_data(tmp_path, monkeypatch, 
     if how == "env":
         monkeypatch.setenv("DEEPSHRINK_MAX_IDX_BYTES", str(1 << 20))
     else:
-        monkeypatch.setattr(data, "MAX_IDX_BYTES", 1 << 20)
+        monkeypatch.setattr(idx, "MAX_IDX_BYTES", 1 << 20)
     over = write(tmp_path / "over.idx", _declaring(4 << 20), gz)  # 4 MiB declared and present
     at = write(tmp_path / "at.idx", _declaring(1 << 20), gz)  # exactly at the limit: fine
 
@@ -656,3 +656,61 @@ def test_augment_batch_shift_is_a_translation():
         (r, c), = torch.nonzero(img).tolist()
         assert abs(r - 4) <= 2 and abs(c - 4) <= 2
     assert out.sum().item() == 16
+
+
+# ----------------------------------------------------------------------------- validation split
+
+def _indexed_dataset(n_train=200, n_test=30) -> data.Dataset:
+    """Every image holds its own index (train: 0..n-1, test: 1000+), so splits can be told apart."""
+    def split(lo, n):
+        idx = torch.arange(lo, lo + n)
+        return Split(idx.float().view(n, 1, 1, 1).expand(n, 1, 2, 2).clone(), idx % 3)
+    return data.Dataset("indexed", split(0, n_train), split(1000, n_test), [0.0], [1.0], 3)
+
+
+def _ids(split: Split) -> list[int]:
+    return split.x[:, 0, 0, 0].long().tolist()
+
+
+@pytest.mark.parametrize("n,expected", [(200, 20), (256, 25), (9, 1), (1, 1), (60_000, 5000), (10**6, 5000)])
+def test_default_val_size_is_ten_percent_at_most_5000(n, expected):
+    assert data.default_val_size(n) == expected
+
+
+def test_validation_split_is_disjoint_held_out_and_deterministic():
+    ds = _indexed_dataset()
+    out = data.with_validation(ds)
+    val, train = _ids(out.val), _ids(out.train)
+    assert len(val) == 20 and len(train) == 180
+    assert not set(val) & set(train)                            # disjoint from what fine-tuning sees
+    assert sorted(val + train) == list(range(200))              # nothing lost, nothing added
+    assert not set(val) & set(_ids(out.test)) and out.test is ds.test   # the test split untouched
+    assert train == sorted(train) and val == sorted(val)        # original order kept
+    assert val != list(range(20)) and val != list(range(180, 200))   # drawn, not a slice
+    assert torch.equal(out.val.y, torch.tensor(val) % 3)        # labels travel with their images
+    again = data.with_validation(_indexed_dataset())
+    assert _ids(again.val) == val                               # seeded: the same images every time
+    assert _ids(data.with_validation(ds, seed=1).val) != val
+    assert ds.val is None and len(ds.train) == 200              # the input is not modified
+    assert data.with_validation(out) is out and data.with_validation(out, 20) is out
+
+
+def test_validation_size_is_honoured_and_checked():
+    ds = _indexed_dataset(50)
+    assert len(data.with_validation(ds, 7).val) == 7 and len(data.with_validation(ds, 49).train) == 1
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match="validation size must be a whole number >= 1"):
+            data.with_validation(ds, bad)
+    with pytest.raises(ConfigError, match="leaves none of its 50 training images"):
+        data.with_validation(ds, 50)
+    with pytest.raises(ConfigError, match="already has a validation split of 5"):
+        data.with_validation(data.with_validation(ds, 5), 6)
+
+
+def test_for_selection_puts_the_validation_split_where_methods_evaluate():
+    ds = data.with_validation(_indexed_dataset(), 10)
+    view = data.for_selection(ds)
+    assert view.test is ds.val and view.train is ds.train and view.val is ds.val
+    assert data.val_label(ds) == "the validation split (10 images held out of the training split)"
+    with pytest.raises(ConfigError, match="no validation split"):
+        data.for_selection(_indexed_dataset())

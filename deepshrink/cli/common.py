@@ -1,6 +1,7 @@
 """Argument helpers shared by the commands: model-file options, JSON kwargs, checked numbers,
-output paths (both refused before any file is read or any work is done) and the options of a
-sensitivity scan (``sensitivity``, ``prune --auto``)."""
+output paths (both refused before any file is read or any work is done), the validation split
+of every command that makes a choice (``--val-size``) and the augmentation of every command that
+fine-tunes (``--augment on|off``)."""
 
 from __future__ import annotations
 
@@ -12,25 +13,42 @@ import stat
 import tempfile
 from pathlib import Path
 
+from ..data import MAX_VAL_IMAGES, VAL_FRACTION, check_val_size
 from ..errors import ConfigError
+from ..hf import DEFAULT_SEQ_LEN, check_seq_len
 from ..pipelines.profile import check_input_elements
-from ..pipelines.sensitivity import EVAL_ON, ScanConfig, scan_files
+from ..pipelines.sensitivity import scan_files
 
 __all__ = ["add_model_file_args", "model_file_options", "parse_kwargs", "parse_shape", "float_option", "FINITE",
            "POSITIVE", "NON_NEGATIVE", "FRACTION", "FRACTION_BELOW_ONE", "check_output_path", "check_output_dir",
-           "add_eval_args", "check_eval_args", "check_scan_outputs"]
+           "add_val_size_arg", "check_val_size_arg", "add_augment_arg", "augment_choice", "check_scan_outputs",
+           "add_target_args", "target_globs"]
 
 
 def add_model_file_args(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--trust-code``, and for text models ``--seq-len`` and ``--tokenizer``. A model
+    file argument may also be ``hf:DIR``, a local Hugging Face model folder (offline, no remote code)."""
     p.add_argument("--model", dest="arch", metavar="NAME",
-                   help="architecture for a plain .pt/.pth state dict (zoo name or module:callable)")
+                   help="architecture for a plain .pt/.pth/.safetensors state dict (zoo name, module:callable, or "
+                        "hf:DIR: a Hugging Face folder's config); a model argument may itself be hf:DIR")
     p.add_argument("--trust-code", action="store_true",
                    help="allow the file's module:callable architecture to be imported")
+    p.add_argument("--seq-len", dest="seq_len", type=int, metavar="N",
+                   help=f"text models: tokens per sentence, padded or truncated (default: the file's; "
+                        f"{DEFAULT_SEQ_LEN} for hf:DIR)")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="text models: the tokenizer folder for text:FILE data (default: the one the model records)")
 
 
 def model_file_options(args) -> dict:
-    """``arch`` and ``trust_code`` for a pipeline call, from :func:`add_model_file_args`' options."""
-    return {"arch": getattr(args, "arch", None), "trust_code": getattr(args, "trust_code", False)}
+    """``arch`` and ``trust_code`` for a pipeline call, from :func:`add_model_file_args`' options, and
+    ``seq_len``/``tokenizer`` when given (checked here, before any file is read)."""
+    opts = {"arch": getattr(args, "arch", None), "trust_code": getattr(args, "trust_code", False)}
+    if getattr(args, "seq_len", None) is not None:
+        opts["seq_len"] = check_seq_len(args.seq_len, "--seq-len")
+    if getattr(args, "tokenizer", None) is not None:
+        opts["tokenizer"] = args.tokenizer
+    return opts
 
 
 def parse_kwargs(text: str | None) -> dict:
@@ -183,20 +201,45 @@ def check_output_dir(path: str | os.PathLike | None, flag: str) -> None:
         _check_parents(p, text)
 
 
-# ----------------------------------------------------------------------------- sensitivity scans
+# ----------------------------------------------------------------------------- validation and augmentation
 
-def add_eval_args(p) -> None:
-    """``--eval`` and ``--eval-size``: where a scan evaluates (sensitivity, prune --auto)."""
-    p.add_argument("--eval", choices=EVAL_ON, default=ScanConfig.eval_on,
-                   help="scan on the last --eval-size training images (default: keeps the test split "
-                        "out of the choice; they were seen in training, so accuracies read higher) or the test split")
-    p.add_argument("--eval-size", type=int, default=ScanConfig.eval_size,
-                   help="images in the training slice (default: %(default)s)")
+class _Removed(argparse.Action):
+    """A removed option: one error line saying what replaced it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise ConfigError(f"{option_string} was removed: choices are made on the validation split carved from "
+                          "the training data (--val-size N), never on the test split")
 
 
-def check_eval_args(args) -> None:
-    if args.eval == "train-slice" and args.eval_size < 1:
-        raise ConfigError(f"--eval-size must be >= 1, got {args.eval_size}")
+def add_val_size_arg(p, what: str, aliases: tuple[str, ...] = (), removed: tuple[str, ...] = ()) -> None:
+    """``--val-size N``: the validation split on which ``what`` (e.g. "the scan is measured").
+    ``aliases``: its old names, hidden; ``removed``: old options that chose another split, refused
+    with a line saying why."""
+    p.add_argument("--val-size", dest="val_size", type=int, metavar="N",
+                   help=f"validation images carved from the training split (seeded) on which {what}; they are "
+                        "held out of the fine-tuning, and the test split only gives the reported accuracy "
+                        f"(default: {VAL_FRACTION:.0%}% of the training split, at most {MAX_VAL_IMAGES:,})")
+    for alias in aliases:
+        p.add_argument(alias, dest="val_size", type=int, help=argparse.SUPPRESS)
+    for old in removed:
+        p.add_argument(old, action=_Removed, help=argparse.SUPPRESS)
+
+
+def check_val_size_arg(args) -> None:
+    """``--val-size`` before any file is read: whole and >= 1 (0 is refused, never the test split)."""
+    check_val_size(args.val_size, "--val-size")
+
+
+def add_augment_arg(p, default: str = "as the model was trained: off when its file records no training") -> None:
+    """``--augment on|off``: random shifts and flips while fine-tuning."""
+    p.add_argument("--augment", choices=("on", "off"),
+                   help=f"random 2-pixel shifts and horizontal flips while training (default: {default})")
+
+
+def augment_choice(args) -> bool | None:
+    """``--augment`` as a :class:`~deepshrink.pipelines.defaults.Finetune` field (None: the default)."""
+    value = getattr(args, "augment", None)
+    return None if value is None else value == "on"
 
 
 def check_scan_outputs(out_dir: str, flag: str) -> None:
@@ -204,3 +247,22 @@ def check_scan_outputs(out_dir: str, flag: str) -> None:
     check_output_dir(out_dir, flag)
     for path in scan_files(out_dir):
         check_output_path(path, flag)
+
+
+# ----------------------------------------------------------------------------- pruning targets
+
+def add_target_args(p) -> None:
+    """``--include GLOB`` / ``--exclude GLOB`` (repeatable): weights added to / removed from the
+    default pruning targets (:mod:`deepshrink.targets`)."""
+    p.add_argument("--include", action="append", metavar="GLOB",
+                   help="also prune the weights whose parameter or module name matches (fnmatch, repeatable), "
+                        "e.g. 'fc3' or 'embeddings.word_embeddings'; by default every Linear/Conv weight is "
+                        "pruned except the output layer's (the last Linear/Conv in module order)")
+    p.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="leave the matching weights dense (repeatable; wins over --include), "
+                        "e.g. 'encoder.layer.0.*'")
+
+
+def target_globs(args) -> dict:
+    """``include`` and ``exclude`` as tuples, from :func:`add_target_args`' options."""
+    return {"include": tuple(args.include or ()), "exclude": tuple(args.exclude or ())}

@@ -7,7 +7,8 @@ from pathlib import Path
 from ..compress import CompressConfig, compress_file
 from ..errors import ConfigError
 from ..pipelines.compress_report import report_paths
-from .common import FINITE, FRACTION, NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path
+from .common import (FINITE, FRACTION, NON_NEGATIVE, POSITIVE, add_augment_arg, add_model_file_args, add_target_args,
+                     add_val_size_arg, augment_choice, check_output_path, check_val_size_arg, target_globs)
 
 __all__ = ["register", "cmd_compress"]
 
@@ -16,11 +17,14 @@ def register(sub) -> None:
     p = sub.add_parser("compress", help="prune + k-means share + encode a model into a .dsz file (Deep Compression)",
                        description="Sensitivity-guided AGP pruning, k-means weight sharing with centroid "
                                    "fine-tuning, then sparse relative-index + entropy coding into a .dsz file. "
-                                   "Prints the per-layer table and writes a markdown report with plots beside it.")
+                                   "Prints the per-layer table and writes a markdown report with plots beside it. "
+                                   "The scan, the accuracy budget and the retries are judged on a validation split "
+                                   "carved from the training data and held out of the fine-tuning; the test split "
+                                   "only gives the reported accuracy.")
     p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
     p.add_argument("--out", required=True, help="output .dsz file")
     p.add_argument("--max-drop", action=NON_NEGATIVE, default=CompressConfig.max_drop, metavar="PP",
-                   help="largest test-accuracy drop allowed, in percentage points (default %(default)s)")
+                   help="largest validation-accuracy drop allowed, in percentage points (default %(default)s)")
     p.add_argument("--data", help="data spec (default: the one recorded in the model file)")
     p.add_argument("--sparsity", action=FINITE, default=CompressConfig.sparsity,
                    help="first total sparsity target (default %(default)s)")
@@ -43,9 +47,9 @@ def register(sub) -> None:
     p.add_argument("--kd-alpha", action=FRACTION, default=CompressConfig.kd_alpha,
                    help="weight of the KD term (default %(default)s)")
     p.add_argument("--lr", action=FINITE, help="pruning fine-tuning LR (default: the model's training LR)")
-    p.add_argument("--scan-size", type=int, default=CompressConfig.scan_size,
-                   help="scan on the last N training images (seen in training, so the scan's accuracies "
-                        "read higher; 0: use the test split; default %(default)s)")
+    add_target_args(p)
+    add_augment_arg(p)
+    add_val_size_arg(p, "the scan, the accuracy budget and the retries are judged", aliases=("--scan-size",))
     p.add_argument("--seed", type=int, default=CompressConfig.seed)
     p.add_argument("--no-progress", action="store_true")
     add_model_file_args(p)
@@ -58,19 +62,26 @@ def cmd_compress(args) -> int:
         check_output_path(path, "--out (its report)")
     if args.distill and args.teacher:
         raise ConfigError("give --distill (the dense model as teacher) or --teacher FILE, not both")
+    check_val_size_arg(args)
     cfg = CompressConfig(max_drop=args.max_drop, sparsity=args.sparsity, allocation=args.allocation,
-                         scan_size=args.scan_size, prune_epochs=args.prune_epochs, conv_bits=args.conv_bits,
+                         val_size=args.val_size, augment=augment_choice(args),
+                         prune_epochs=args.prune_epochs, conv_bits=args.conv_bits,
                          fc_bits=args.fc_bits, centroid_epochs=args.centroid_epochs, distill=args.distill,
                          kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha, prune_lr=args.lr,
-                         attempts=args.attempts, seed=args.seed, progress=not args.no_progress)
+                         attempts=args.attempts, seed=args.seed, progress=not args.no_progress,
+                         **target_globs(args))
     result, report, md = compress_file(args.file, args.out, cfg, args.data, getattr(args, "arch", None),
                                        getattr(args, "trust_code", False), teacher=args.teacher)
     print()
     print(report.to_markdown())
     print()
     before, after = result.accuracy_before, result.accuracy_after
-    print(f"accuracy {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp; "
-          f"budget -{cfg.max_drop} pp: {'within' if result.within_budget else 'OVER BUDGET'})")
+    val_before, val_after = result.val_accuracy_before, result.val_accuracy_after
+    print(f"validation accuracy {val_before * 100:.2f}% -> {val_after * 100:.2f}% "
+          f"({(val_after - val_before) * 100:+.2f} pp; budget -{cfg.max_drop} pp: "
+          f"{'within' if result.within_budget else 'OVER BUDGET'}) on {result.val_on}")
+    print(f"test accuracy {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp) "
+          f"on {result.test_on}, reported only")
     print(report.summary())
     print(f"-> {args.out} (report: {md})")
     return 0 if result.within_budget else 1

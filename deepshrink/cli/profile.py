@@ -16,7 +16,8 @@ def register(sub) -> None:
     p.add_argument("file", nargs="?", help="model file (.safetensors, or .pt/.pth with --model)")
     add_model_file_args(p)
     p.add_argument("--input-shape", help="example input shape, e.g. 1,1,28,28 (default: batch 1 of the model's)")
-    p.add_argument("--json", action="store_true", help="print one JSON object (rows and totals)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (rows, totals, not_counted: the ops no rule counts)")
     p.add_argument("--latency", action="store_true",
                    help=f"also measure CPU latency (median of {LATENCY_REPEATS} runs)")
     p.add_argument("--threads", type=int, help="threads for the latency measurement")
@@ -26,7 +27,7 @@ def register(sub) -> None:
 def cmd_profile(args) -> int:
     shape = parse_shape(args.input_shape) if args.input_shape else None  # bounded: refused before it is allocated
     run = profile_file(args.file, arch=args.arch, input_shape=shape, latency=args.latency, threads=args.threads,
-                       trust_code=args.trust_code)
+                       trust_code=args.trust_code, seq_len=args.seq_len)
     if args.json:
         out = run.profile.to_dict()
         out["model"] = run.label

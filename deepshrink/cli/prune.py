@@ -9,8 +9,10 @@ from ..pipelines.defaults import Finetune
 from ..pipelines.prune import AUTO_GRID, PLOT_FILES, auto_scan_dir, prune_file
 from ..pipelines.sensitivity import ScanConfig
 from ..prune import RULES, SCHEDULES, PruneConfig
-from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_eval_args, add_model_file_args,
-                     check_eval_args, check_output_dir, check_output_path, check_scan_outputs, model_file_options)
+from ..targets import candidate_weights
+from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_augment_arg, add_model_file_args,
+                     add_target_args, add_val_size_arg, augment_choice, check_output_dir, check_output_path,
+                     check_scan_outputs, check_val_size_arg, model_file_options, target_globs)
 
 __all__ = ["register"]
 
@@ -23,8 +25,10 @@ def register(sub) -> None:
     p.add_argument("--rule", choices=RULES, default=PruneConfig.rule, help="default: %(default)s")
     p.add_argument("--scope", choices=["layer", "global"], default=PruneConfig.scope, help="default: %(default)s")
     p.add_argument("--schedule", choices=SCHEDULES, default=PruneConfig.schedule, help="default: %(default)s")
+    add_target_args(p)
     p.add_argument("--auto", action="store_true",
-                   help="per-layer sparsities from a sensitivity scan (weighted by parameter count)")
+                   help="per-layer sparsities from a sensitivity scan (weighted by parameter count) on the "
+                        "validation split (--val-size), whose images the fine-tuning then leaves out")
     p.add_argument("--finetune-epochs", type=int, default=PruneConfig.epochs, help="default: %(default)s")
     p.add_argument("--lr", action=POSITIVE, help="fine-tuning LR (default: the model's training LR)")
     p.add_argument("--weight-decay", action=NON_NEGATIVE, help="default: the model's training weight decay")
@@ -46,7 +50,8 @@ def register(sub) -> None:
     p.add_argument("--data", help="data spec (default: the one the model was trained on)")
     p.add_argument("--seed", type=int, default=PruneConfig.seed)
     p.add_argument("--no-progress", action="store_true")
-    add_eval_args(p)
+    add_augment_arg(p)
+    add_val_size_arg(p, "--auto's scan is measured", aliases=("--eval-size",), removed=("--eval",))
     add_model_file_args(p)
     p.set_defaults(func=cmd_prune)
 
@@ -70,23 +75,30 @@ def cmd_prune(args) -> int:
         raise ConfigError("--auto chooses one sparsity per layer; it cannot be combined with --scope global")
     if args.distill and args.teacher:
         raise ConfigError("give --distill (the unpruned model as teacher) or --teacher FILE, not both")
-    if args.auto:
-        check_eval_args(args)
+    if args.val_size is not None and not args.auto:
+        raise ConfigError("--val-size applies to --auto's scan; without --auto nothing is chosen on it")
+    check_val_size_arg(args)
     progress = not args.no_progress
     cfg = PruneConfig(sparsity=args.sparsity, rule=args.rule, scope=args.scope, schedule=args.schedule,
                       epochs=args.finetune_epochs, penalty=args.penalty, penalty_lambda=args.penalty_lambda,
                       distill=args.distill, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
                       adjust_dropout=args.adjust_dropout, remove_dead=args.remove_dead, seed=args.seed,
-                      progress=progress)
-    auto = ScanConfig(sparsities=AUTO_GRID, rule=args.rule, eval_on=args.eval, eval_size=args.eval_size,
+                      progress=progress, **target_globs(args))
+    auto = ScanConfig(sparsities=AUTO_GRID, rule=args.rule, val_size=args.val_size,
                       progress=progress) if args.auto else None
-    run = prune_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr, weight_decay=args.weight_decay),
+    run = prune_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr, weight_decay=args.weight_decay,
+                                                                 augment=augment_choice(args)),
                      auto=auto, teacher=args.teacher, plots=args.plots, data=args.data, **model_file_options(args))
     result = run.result
     print(f"{'layer':<24}{'sparsity':>10}")
     for name, s in run.layers.items():
         print(f"{name:<24}{s * 100:>9.2f}%")
-    print(f"total sparsity {result.sparsity * 100:.2f}%  accuracy {result.accuracy_before * 100:.2f}% -> "
+    dense = [n for n in candidate_weights(run.model) if n not in run.layers]
+    if dense:
+        print("left dense (no pruning target; --include adds one): " + ", ".join(dense[:8])
+              + (f", ... ({len(dense)} in all)" if len(dense) > 8 else ""))
+    print(f"total sparsity {result.sparsity * 100:.2f}% (over the pruned weights)  "
+          f"test accuracy {result.accuracy_before * 100:.2f}% -> "
           f"{result.accuracy_after * 100:.2f}%  ({(result.accuracy_after - result.accuracy_before) * 100:+.2f} pp)")
     if result.dead_removed:
         print("dead units removed: " + ", ".join(f"{k} {v}" for k, v in result.dead_removed.items()))

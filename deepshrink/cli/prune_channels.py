@@ -6,7 +6,8 @@ from ..errors import ConfigError
 from ..pipelines.defaults import Finetune
 from ..pipelines.prune_channels import FINETUNE_EPOCHS, prune_channels_file
 from ..prune import CRITERIA, SCOPES, ChannelConfig
-from .common import FINITE, NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path, model_file_options
+from .common import (FINITE, NON_NEGATIVE, POSITIVE, add_augment_arg, add_model_file_args, augment_choice,
+                     check_output_path, model_file_options)
 
 __all__ = ["register"]
 
@@ -33,6 +34,7 @@ def register(sub) -> None:
                    help="total fine-tuning epochs (default: %(default)s)")
     p.add_argument("--lr", action=POSITIVE, help="fine-tuning LR (default: a tenth of the model's training LR)")
     p.add_argument("--weight-decay", action=NON_NEGATIVE, help="default: the model's training weight decay")
+    add_augment_arg(p)
     p.add_argument("--data", help="data spec (default: the one the model was trained on)")
     p.add_argument("--seed", type=int, default=ChannelConfig.seed)
     p.add_argument("--no-progress", action="store_true")
@@ -47,15 +49,17 @@ def cmd_prune_channels(args) -> int:
     cfg = ChannelConfig(ratio=args.ratio, macs_target=args.macs_target, criterion=args.criterion,
                         scope=args.scope, rounds=args.rounds, epochs=args.finetune_epochs, round_to=args.round_to,
                         seed=args.seed, progress=not args.no_progress)
-    run = prune_channels_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr, weight_decay=args.weight_decay),
+    finetune = Finetune(lr=args.lr, weight_decay=args.weight_decay, augment=augment_choice(args))
+    run = prune_channels_file(args.file, args.out, cfg, finetune=finetune,
                               data=args.data, **model_file_options(args))
     result = run.result
     for rec in result.rounds:
-        print(f"round {rec['round']}: MACs {rec['macs']:,}  accuracy after the cut {rec['accuracy_pruned'] * 100:.2f}%"
+        print(f"round {rec['round']}: MACs {rec['macs']:,}  test accuracy after the cut "
+              f"{rec['accuracy_pruned'] * 100:.2f}%"
               + (f", after fine-tuning {rec['accuracy_tuned'] * 100:.2f}%" if "accuracy_tuned" in rec else ""))
     print(f"MACs {result.macs_before:,} -> {result.macs_after:,} ({result.macs_ratio:.3f}x)  "
           f"params {result.params_before:,} -> {result.params_after:,}")
-    print(f"accuracy {result.accuracy_before * 100:.2f}% -> {result.accuracy_after * 100:.2f}%  "
+    print(f"test accuracy {result.accuracy_before * 100:.2f}% -> {result.accuracy_after * 100:.2f}%  "
           f"({(result.accuracy_after - result.accuracy_before) * 100:+.2f} pp)")
     print(f"-> {args.out}")
     return 0

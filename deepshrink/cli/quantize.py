@@ -6,7 +6,8 @@ from ..errors import ConfigError
 from ..pipelines.defaults import Finetune
 from ..pipelines.quantize import METHODS, QuantizeConfig, quantize_file
 from ..quant import OBSERVERS
-from .common import NON_NEGATIVE, POSITIVE, add_model_file_args, check_output_path, model_file_options
+from .common import (NON_NEGATIVE, POSITIVE, add_augment_arg, add_model_file_args, augment_choice, check_output_path,
+                     model_file_options)
 
 __all__ = ["register"]
 
@@ -32,6 +33,7 @@ def register(sub) -> None:
                    help="quantization-aware training epochs (linear; k-means: centroid fine-tuning)")
     p.add_argument("--lsq", action="store_true", help="QAT with learnt step sizes (LSQ)")
     p.add_argument("--lr", action=POSITIVE, help="QAT / fine-tuning learning rate")
+    add_augment_arg(p)
     p.add_argument("--data", help="data spec (default: the one the model was trained on)")
     p.add_argument("--seed", type=int, default=QuantizeConfig.seed)
     p.add_argument("--no-progress", action="store_true")
@@ -47,11 +49,11 @@ def cmd_quantize(args) -> int:
                          per_channel=args.per_channel, act_observer=args.observer,
                          weight_observer=args.weight_observer, calib=args.calib, qat_epochs=args.qat_epochs,
                          lsq=args.lsq, seed=args.seed, progress=not args.no_progress)
-    run = quantize_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr), data=args.data,
-                        **model_file_options(args))
+    run = quantize_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr, augment=augment_choice(args)),
+                        data=args.data, **model_file_options(args))
     before, after = run.accuracy_before, run.accuracy_after
     if cfg.method == "kmeans":
-        print(f"k-means {cfg.bits}-bit conv, {cfg.linear_bits}-bit fc: accuracy {before * 100:.2f}% -> "
+        print(f"k-means {cfg.bits}-bit conv, {cfg.linear_bits}-bit fc: test accuracy {before * 100:.2f}% -> "
               f"{run.accuracy_kmeans * 100:.2f}%"
               + (f" -> {after * 100:.2f}% after centroid fine-tuning" if cfg.qat_epochs else "")
               + f"  -> {args.out}")
@@ -59,5 +61,5 @@ def cmd_quantize(args) -> int:
     print(f"linear {cfg.bits}-bit weights ({'per-channel' if cfg.per_channel else 'per-tensor'}), "
           f"{cfg.act_bits}-bit activations ({cfg.act_observer}, {run.calib} calibration images)"
           + (f", QAT {cfg.qat_epochs} epochs{' (LSQ)' if cfg.lsq else ''}" if cfg.qat_epochs else ""))
-    print(f"accuracy {before * 100:.2f}% -> {after * 100:.2f}%  ({(after - before) * 100:+.2f} pp)  -> {args.out}")
+    print(f"test accuracy {before * 100:.2f}% -> {after * 100:.2f}%  ({(after - before) * 100:+.2f} pp)  -> {args.out}")
     return 0

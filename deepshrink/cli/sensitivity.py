@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..pipelines.sensitivity import ScanConfig, sensitivity_file
 from ..prune import RULES
-from .common import (NON_NEGATIVE, add_eval_args, add_model_file_args, check_eval_args, check_scan_outputs,
-                     model_file_options)
+from .common import (NON_NEGATIVE, add_model_file_args, add_target_args, add_val_size_arg, check_scan_outputs,
+                     check_val_size_arg, model_file_options, target_globs)
 
 __all__ = ["register"]
 
@@ -18,8 +18,9 @@ def register(sub) -> None:
     p.add_argument("--sparsities", default=",".join(map(str, ScanConfig.sparsities)),
                    help="grid, e.g. 0.4,0.5,...,0.9 (default: %(default)s)")
     p.add_argument("--rule", choices=RULES, default=ScanConfig.rule, help="default: %(default)s")
+    add_target_args(p)
     p.add_argument("--data", help="data spec (default: the one the model was trained on)")
-    add_eval_args(p)
+    add_val_size_arg(p, "the curves are measured", aliases=("--eval-size",), removed=("--eval",))
     p.add_argument("--max-drop", action=NON_NEGATIVE, default=ScanConfig.max_drop,
                    help="accuracy budget line, percentage points (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true")
@@ -39,12 +40,13 @@ def _parse_grid(text: str) -> tuple[float, ...]:
 
 def cmd_sensitivity(args) -> int:
     check_scan_outputs(args.out_dir, "--out-dir")
-    cfg = ScanConfig(sparsities=_parse_grid(args.sparsities), rule=args.rule, eval_on=args.eval,
-                     eval_size=args.eval_size, max_drop=args.max_drop, progress=not args.no_progress)
-    check_eval_args(args)
+    check_val_size_arg(args)
+    cfg = ScanConfig(sparsities=_parse_grid(args.sparsities), rule=args.rule, val_size=args.val_size,
+                     max_drop=args.max_drop, progress=not args.no_progress, **target_globs(args))
     run = sensitivity_file(args.file, args.out_dir, cfg, data=args.data, **model_file_options(args))
     scan = run.scan
     grid = scan["sparsities"]
+    print(f"accuracies on {scan['evaluated_on']}")
     print(f"dense accuracy {scan['dense'] * 100:.2f}%")
     print(f"{'layer':<24}{'params':>10}  " + "  ".join(f"{s:>6.2f}" for s in grid))
     for name, v in scan["layers"].items():

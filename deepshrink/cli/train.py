@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 from .. import models
 from ..models.recipes import recipe
 from ..pipelines.train import train_file
-from .common import FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, check_output_path, parse_kwargs
+from .common import FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_augment_arg, check_output_path, parse_kwargs
 
 __all__ = ["register"]
 
@@ -24,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--weight-decay", action=NON_NEGATIVE)
     p.add_argument("--label-smoothing", action=FRACTION_BELOW_ONE)
     p.add_argument("--warmup-epochs", action=NON_NEGATIVE)
-    p.add_argument("--no-augment", action="store_true", help="no random shift/flip")
+    add_augment_arg(p, "the model's recipe")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="off", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", help="training-state file: resumed from if present, updated each epoch")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also save every N optimizer steps")
@@ -39,7 +42,7 @@ def cmd_train(args) -> int:
     cfg = recipe(args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                  optimizer=args.optimizer, weight_decay=args.weight_decay,
                  label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
-                 augment=False if args.no_augment else None, seed=args.seed,
+                 augment=None if args.augment is None else args.augment == "on", seed=args.seed,
                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                  progress=not args.no_progress)
     run = train_file(args.model, args.out, cfg, data=args.data, kwargs=extra)

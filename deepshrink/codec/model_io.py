@@ -22,6 +22,7 @@ from torch import nn
 from .. import models
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, FormatError, ModelError
+from ..hf import is_hf_spec
 from ..modelfile import ModelInfo, build_arch, model_from_state, read_bytes  # one loading sequence with io
 from ..names import BITS_SUFFIX, MASK_SUFFIX
 from .container import MAX_ELEMENTS, Parsed, pack_file, parse_file
@@ -160,13 +161,14 @@ def _build(decoded: Decoded, trust_code: bool, where: str) -> nn.Module:
 
 def check_arch(parsed: Parsed) -> None:
     """Before decoding, what ``loads`` adds for the model (docs/FORMAT.md §5): the zoo architecture
-    it builds (sized on the meta device, so nothing is allocated) weighs like a second copy of
-    the tensors, so its elements plus the header's weight must stay within the file's limit; and
+    or transformers class (``hf:``) it builds (sized on the meta device, so nothing is allocated)
+    weighs like a second copy of the tensors, so its elements plus the header's weight must stay
+    within the file's limit; and
     a tensor it holds in a wider type than the file stores (a bool into an int64 buffer) is
     copied at that width, so the difference counts toward the limit. An architecture built by
     trusted code is not measured."""
     info, where = parsed.info, parsed.where
-    if info.arch not in models.REGISTRY:
+    if info.arch not in models.REGISTRY and not is_hf_spec(info.arch):   # hf: a transformers class, no code
         return
     with torch.device("meta"):
         own = build_arch(info, False, where).state_dict()

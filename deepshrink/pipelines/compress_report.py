@@ -1,7 +1,8 @@
 """The report ``deepshrink compress`` writes beside the .dsz file: markdown and plots.
 
-``model.dsz`` gets ``model.report.md`` with the accuracy before and after, every attempt of
-the pipeline, the per-layer compression table (sparsity, bits and rates per layer, as in the
+``model.dsz`` gets ``model.report.md`` with the accuracy before and after (on the test split,
+reported once) and on the validation split that made every choice, every attempt of the pipeline
+(judged on the validation split), the per-layer compression table (sparsity, bits and rates per layer, as in the
 Deep Compression paper), and three PNGs: the sensitivity
 scan, the nonzero weights with their shared values, and the bits per weight of each layer.
 """
@@ -54,17 +55,22 @@ def write_report(result, codec_report, dsz: Path, source: str, data_spec: str) -
     """Write the markdown report and its plots; returns the markdown path."""
     paths = report_paths(dsz)
     before, after = result.accuracy_before, result.accuracy_after
+    val_before, val_after = result.val_accuracy_before, result.val_accuracy_after
     lines = [f"# Deep Compression of `{source}`", "",
-             f"- data: `{data_spec}`; accuracy on its test split: {before * 100:.2f}% -> {after * 100:.2f}% "
-             f"({(after - before) * 100:+.2f} pp, budget -{result.max_drop} pp: "
-             f"{'within' if result.within_budget else 'OVER BUDGET'})",
+             f"- data: `{data_spec}`; accuracy on {result.test_on}: {before * 100:.2f}% -> {after * 100:.2f}% "
+             f"({(after - before) * 100:+.2f} pp; reported once, never used for a choice)",
+             f"- accuracy on {result.val_on}: {val_before * 100:.2f}% -> {val_after * 100:.2f}% "
+             f"({(val_after - val_before) * 100:+.2f} pp, budget -{result.max_drop} pp: "
+             f"{'within' if result.within_budget else 'OVER BUDGET'}); the scan, the budget and the retries "
+             "were judged on it, and the fine-tuning never saw it",
              f"- {codec_report.summary()}",
              f"- pipeline time {result.seconds:.0f} s; sensitivity scan on {result.scan_on}", "",
-             "## Attempts", "", "| target | sparsity | pruned acc | quantized acc | drop (pp) | seconds |",
+             "## Attempts (accuracies on the validation split)", "",
+             "| target | sparsity | pruned val acc | quantized val acc | val drop (pp) | seconds |",
              "|---|---|---|---|---|---|"]
     for a in result.attempts:
-        lines.append(f"| {a.target:.1%} | {a.sparsity:.2%} | {a.accuracy_pruned * 100:.2f}% | "
-                     f"{a.accuracy_quantized * 100:.2f}% | {-a.drop_pp(before):+.2f} | {a.seconds:.0f} |")
+        lines.append(f"| {a.target:.1%} | {a.sparsity:.2%} | {a.val_accuracy_pruned * 100:.2f}% | "
+                     f"{a.val_accuracy_quantized * 100:.2f}% | {-a.drop_pp(val_before):+.2f} | {a.seconds:.0f} |")
     lines += ["", "## Per-layer compression (as in Han, Mao & Dally 2016)", "", codec_report.to_markdown(), ""]
     if result.scan is not None:
         plot_sensitivity(result.scan, paths["scan"], max_drop=None, title="Sensitivity scan (each layer alone)")

@@ -8,14 +8,18 @@ line and Python callers get the same numbers:
 =================  =========================  ====================  ==================  ===============
 method             lr                         weight decay          augment             label smoothing
 =================  =========================  ====================  ==================  ===============
-``prune``          the model's (else 0.01)    the model's (5e-4)    the model's (on)    0 (not used)
-``prune_channels`` a tenth of the model's     the model's (5e-4)    the model's (on)    the model's (0)
+``prune``          the model's (else 0.01)    the model's (5e-4)    the model's (off)   0 (not used)
+``prune_channels`` a tenth of the model's     the model's (5e-4)    the model's (off)   the model's (0)
                    (else 0.01)
-``qat``            0.002                      5e-4                  the model's (on)    0
-``kmeans``         1e-4 (AdamW on centroids)  0                     on                  0
-``distill``        the student's recipe or    the same              the same            the same
+``qat``            0.002                      5e-4                  the model's (off)   0
+``kmeans``         1e-4 (AdamW on centroids)  0                     the model's (off)   0
+``distill``        the student's recipe or    the same              the same (off)      the same
                    recorded training
 =================  =========================  ====================  ==================  ===============
+
+Augmentation (random shifts and flips) is only used when the model's own recipe asked for it: a
+model with no recorded training (a third-party model, a plain state dict) fine-tunes on the images
+as they are, since a flip that is harmless for clothes turns one digit or letter into another.
 
 Fine-grained pruning keeps the model's LR because its masks only zero weights the model already
 had; removing whole channels perturbs the function more, so its fine-tuning restarts gentler. The
@@ -39,6 +43,7 @@ KMEANS_LR = 1e-4          # AdamW; a centroid's gradient sums over its members
 PRUNE_LR = 0.01           # when the file records no training LR
 CHANNEL_LR_DIVISOR = 10  # channel pruning fine-tunes at a tenth of the training LR ...
 CHANNEL_BASE_LR = 0.1    # ... or of this one when none is recorded
+NO_RECORD_AUGMENT = False  # no recorded training: no augmentation (nothing says the data allows it)
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def _recorded(trained: ModelInfo | dict | None) -> dict:
 
 def _defaults(method: str, t: dict) -> FinetuneSettings:
     wd = t.get("weight_decay", TrainConfig.weight_decay)
-    augment = bool(t.get("augment", TrainConfig.augment))
+    augment = bool(t.get("augment", NO_RECORD_AUGMENT))
     smoothing = t.get("label_smoothing", TrainConfig.label_smoothing)
     if method == "prune":
         return FinetuneSettings(t.get("lr", PRUNE_LR), wd, augment, 0.0)
@@ -78,9 +83,9 @@ def _defaults(method: str, t: dict) -> FinetuneSettings:
     if method == "qat":
         return FinetuneSettings(QAT_LR, TrainConfig.weight_decay, augment, TrainConfig.label_smoothing)
     if method == "kmeans":
-        return FinetuneSettings(KMEANS_LR, 0.0, TrainConfig.augment, TrainConfig.label_smoothing)
+        return FinetuneSettings(KMEANS_LR, 0.0, augment, TrainConfig.label_smoothing)
     if method == "distill":
-        return FinetuneSettings(t.get("lr", TrainConfig.lr), wd, t.get("augment", TrainConfig.augment), smoothing)
+        return FinetuneSettings(t.get("lr", TrainConfig.lr), wd, augment, smoothing)
     raise ConfigError(f"unknown fine-tuning method {method!r}; choose from {', '.join(METHODS)}")
 
 

@@ -97,7 +97,7 @@ def _train_config(trained: dict, training: StudentTraining, finetune: Finetune |
 def distill_file(teacher: str | os.PathLike, student: str, out: str | os.PathLike, cfg: DistillConfig | None = None,
                  *, training: StudentTraining | None = None, finetune: Finetune | None = None,
                  kwargs: dict | None = None, data: str | None = None, arch: str | None = None,
-                 trust_code: bool = False) -> DistillRun:
+                 trust_code: bool = False, seq_len: int | None = None, tokenizer: str | None = None) -> DistillRun:
     """Train ``student`` (a zoo name, with ``kwargs``, or a model file) against the model file
     ``teacher`` and write it to ``out``. ``data``: default the student file's data set, else the
     teacher's; ``arch``/``trust_code`` apply to both files."""
@@ -105,7 +105,7 @@ def distill_file(teacher: str | os.PathLike, student: str, out: str | os.PathLik
     cfg.check()  # bad settings fail before any file is read
     training = training or StudentTraining()
     teacher = os.fspath(teacher)
-    teacher_model, tinfo = load_model(teacher, arch=arch, trust_code=trust_code)
+    teacher_model, tinfo = load_model(teacher, arch=arch, trust_code=trust_code, seq_len=seq_len, tokenizer=tokenizer)
     model, info, ds, trained, from_file = _student(student, kwargs, data, teacher, tinfo, training.seed, arch,
                                                    trust_code)
     if list(ds.input_shape) != list(tinfo.input_shape) or list(ds.input_shape) != list(info.input_shape):
@@ -115,7 +115,7 @@ def distill_file(teacher: str | os.PathLike, student: str, out: str | os.PathLik
     tcfg = _train_config(trained, training, finetune)
     t_acc = evaluate(teacher_model, ds.test)
     if training.verbose:
-        print(f"teacher {teacher}: {t_acc * 100:.2f}%; student {student}: "
+        print(f"teacher {teacher}: {t_acc * 100:.2f}% on the test split; student {student}: "
               f"{sum(p.numel() for p in model.parameters()):,} params, {tcfg.epochs} epochs, loss {cfg.loss}"
               + (f" (T={cfg.temperature})" if cfg.loss == "kl" else "") + f", alpha {cfg.alpha}"
               + ("; teacher logits cached" if cfg.cache and not tcfg.augment and not cfg.features else

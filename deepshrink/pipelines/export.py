@@ -11,7 +11,9 @@ import os
 from dataclasses import dataclass
 
 from ..data import Split
+from ..errors import ConfigError
 from ..io import load_model, read_info
+from ..modelfile import input_kind
 from ..quant import OrtSession, QuantConfig, export_onnx, export_qdq, is_quantized_file, load_quantized, quantize_ptq
 from .inputs import data_for
 from .quantize import calibration_images
@@ -35,7 +37,8 @@ class ExportRun:
 
 
 def export_file(src: str | os.PathLike, onnx: str | os.PathLike, cfg: ExportConfig | None = None, *,
-                data: str | None = None, arch: str | None = None, trust_code: bool = False) -> ExportRun:
+                data: str | None = None, arch: str | None = None, trust_code: bool = False,
+                seq_len: int | None = None, tokenizer: str | None = None) -> ExportRun:
     """Export the model in ``src`` to ``onnx``; data (for ``int8`` and ``check``): ``data``, else
     the data set the file records."""
     cfg = cfg or ExportConfig()
@@ -46,7 +49,10 @@ def export_file(src: str | os.PathLike, onnx: str | os.PathLike, cfg: ExportConf
         export_qdq(gm, onnx, info.input_shape)
         kind = "int8 QDQ (the file's own grids)"
     else:
-        model, info = load_model(src, arch=arch, trust_code=trust_code)
+        model, info = load_model(src, arch=arch, trust_code=trust_code, seq_len=seq_len, tokenizer=tokenizer)
+        if input_kind(info) == "tokens":
+            raise ConfigError(f"{src}: ONNX export takes models of images; a text model (token ids) is not "
+                              "exported yet")
         if cfg.int8:
             ds = data_for(info, data, src, trust_code)
             gm = quantize_ptq(model, calibration_images(ds, cfg.calib), QuantConfig(per_channel=True))

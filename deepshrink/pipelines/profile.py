@@ -15,7 +15,9 @@ import torch
 
 from .. import models
 from ..errors import ConfigError
+from ..hf import is_hf_spec
 from ..io import load_model
+from ..modelfile import example_input
 from ..profile import measure_latency, profile_model
 from ..profile.latency import LatencyStats
 from ..profile.profiler import Profile
@@ -47,12 +49,14 @@ def check_input_elements(shape, what: str) -> None:
 
 def profile_file(src: str | os.PathLike | None = None, *, arch: str | None = None,
                  input_shape: tuple[int, ...] | None = None, latency: bool = False, threads: int | None = None,
-                 trust_code: bool = False) -> ProfileRun:
+                 trust_code: bool = False, seq_len: int | None = None) -> ProfileRun:
     """Profile the model in ``src`` (``arch``: the architecture of a plain state dict), or the zoo
-    model ``arch`` without a file. ``input_shape``: default batch 1 of the model's input shape."""
-    if src:
-        model, info = load_model(src, arch=arch, trust_code=trust_code)
-        default_shape, label = (1, *info.input_shape), os.fspath(src)
+    model or Hugging Face folder (``hf:DIR``) ``arch`` without a file. ``input_shape``: default batch
+    1 of the model's input shape; a text model takes int64 token ids (``seq_len`` of them)."""
+    info = None
+    if src or is_hf_spec(arch):
+        model, info = load_model(src or arch, arch=arch if src else None, trust_code=trust_code, seq_len=seq_len)
+        default_shape, label = (1, *info.input_shape), os.fspath(src or arch)
     elif arch:
         model = models.build(arch)
         default_shape, label = ZOO_INPUT, arch
@@ -63,7 +67,7 @@ def profile_file(src: str | os.PathLike | None = None, *, arch: str | None = Non
         check_input_elements(input_shape, f"{label}: its input_shape {list(input_shape[1:])}")
     else:
         check_input_elements(input_shape, f"input shape {list(input_shape)}")
-    x = torch.zeros(input_shape)
+    x = example_input(info, input_shape) if info is not None else torch.zeros(input_shape)
     try:
         prof = profile_model(model, x)
     except RuntimeError as exc:

@@ -4,7 +4,9 @@ masks kept in the written file (Han et al. 2015; AGP: Zhu & Gupta 2017).
 Fine-tuning follows the model's recorded training (:func:`.defaults.finetune_settings`,
 method ``prune``) unless :class:`.defaults.Finetune` overrides it. With ``auto`` the per-layer
 sparsities come from a sensitivity scan (the least sensitive layers, weighted by their parameter
-count, go furthest); with ``teacher`` (a model file) or ``cfg.distill`` (the unpruned model) the
+count, go furthest), scanned on a validation split carved from the training split; those images
+are then held out of the fine-tuning too, so the choice never sees an image it was tuned on or the
+test split. With ``teacher`` (a model file) or ``cfg.distill`` (the unpruned model) the
 fine-tuning distils from a teacher's soft targets (Hinton et al. 2015).
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..data import Dataset
+from ..data import Dataset, with_validation
 from ..distill import cached_teacher_loss
 from ..distill.losses import check_settings
 from ..errors import ConfigError
@@ -24,6 +26,7 @@ from ..io import ModelInfo, load_teacher, save_model
 from ..plots import plot_weight_histograms
 from ..prune import DEFAULT_GRID, PruneConfig, choose_sparsities, layer_sparsities, prune_and_finetune
 from ..prune.finetune import PruneResult
+from ..targets import prunable_weights
 from ..train import evaluate
 from .defaults import Finetune, finetune_settings
 from .inputs import open_model_and_data
@@ -64,13 +67,15 @@ def _teacher_loss(path, ds: Dataset, cfg: PruneConfig, arch: str | None, trust_c
 def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig | None = None, *,
                finetune: Finetune | None = None, auto: ScanConfig | None = None,
                teacher: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
-               data: str | None = None, arch: str | None = None, trust_code: bool = False) -> PruneRun:
+               data: str | None = None, arch: str | None = None, trust_code: bool = False,
+               seq_len: int | None = None, tokenizer: str | None = None) -> PruneRun:
     """Prune the model in ``src`` to ``cfg.sparsity``, fine-tune it and write it to ``out``.
 
     ``cfg``'s lr, weight_decay and augment are replaced by :func:`.defaults.finetune_settings`
     (the model's own training, or ``finetune``'s choices). ``auto``: per-layer sparsities from a
-    scan with these settings (written into ``plots``, else ``sensitivity/`` beside ``out``);
-    ``plots``: a folder for the weight histograms.
+    scan with these settings on the validation split (written into ``plots``, else
+    ``sensitivity/`` beside ``out``), whose images the fine-tuning then leaves out; ``plots``: a
+    folder for the weight histograms. The accuracies reported are on the test split.
     """
     cfg = cfg or PruneConfig()
     if auto is not None:
@@ -80,9 +85,12 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
     if cfg.distill and teacher:
         raise ConfigError("give distill (the unpruned model as teacher) or a teacher file, not both")
     check_settings(cfg.kd_temperature, cfg.kd_alpha, "kl")
-    model, info, ds = open_model_and_data(src, data, arch, trust_code)
+    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer)
+    prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails now, not after a scan
     scan = None
     if auto is not None:
+        ds = with_validation(ds, auto.val_size)     # scanned on; held out of the fine-tuning below
+        auto = replace(auto, include=cfg.include, exclude=cfg.exclude)  # scan exactly what will be pruned
         scan = run_scan(model, ds, auto, auto_scan_dir(out, plots))
         target = choose_sparsities(scan, target_sparsity=cfg.sparsity)
         if cfg.verbose:
@@ -92,8 +100,9 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
     cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment)
     loss_fn = _teacher_loss(teacher, ds, cfg, arch, trust_code) if teacher else None
     result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn)
+    chosen_on = {"scan_on": scan["evaluated_on"], "val_images": scan["val_images"]} if scan is not None else {}
     info.record("prune", cfg, accuracy=result.accuracy_after, **({"teacher": str(teacher)} if teacher else {}),
-                **{k: v for k, v in result.to_dict().items() if k != "fits"})
+                **{k: v for k, v in result.to_dict().items() if k != "fits"}, accuracy_on="test", **chosen_on)
     save_model(model, out, info)
     folder = Path(plots) if plots else None
     if folder is not None:

@@ -1,8 +1,9 @@
 """``deepshrink sensitivity`` as one call: each layer of a model file pruned alone over a sparsity
 grid (Han et al. 2015), the curves written as ``sensitivity.json`` and ``sensitivity.png``.
 
-The scan evaluates on the last ``eval_size`` training images by default, so the test split stays
-out of every choice made from it (those images were seen in training: accuracies read higher).
+The scan evaluates on the validation split carved from the training split
+(:func:`deepshrink.data.with_validation`: 10% of it, at most 5,000 images, unless ``val_size``
+says otherwise): the choices made from a scan never see the test split.
 """
 
 from __future__ import annotations
@@ -15,16 +16,12 @@ from pathlib import Path
 from torch import nn
 
 from ..atomic import atomic_write_text
-from ..data import Dataset, Split
-from ..errors import ConfigError
+from ..data import Dataset, check_val_size, val_label, with_validation
 from ..prune import DEFAULT_GRID, plot_sensitivity, sensitivity_scan
 from ..train import evaluate
 from .inputs import open_model_and_data
 
-__all__ = ["ScanConfig", "SensitivityResult", "EVAL_ON", "scan_split", "run_scan", "sensitivity_file",
-           "scan_files"]
-
-EVAL_ON = ("train-slice", "test")
+__all__ = ["ScanConfig", "SensitivityResult", "run_scan", "sensitivity_file", "scan_files"]
 
 
 @dataclass
@@ -33,17 +30,15 @@ class ScanConfig:
 
     sparsities: tuple[float, ...] = DEFAULT_GRID
     rule: str = "magnitude"
-    eval_on: str = "train-slice"        # "train-slice": the last eval_size training images; "test"
-    eval_size: int = 5000
+    include: tuple[str, ...] = ()       # name globs adding / removing scanned weights (deepshrink/targets.py;
+    exclude: tuple[str, ...] = ()       # default: the Linear/Conv weights but the output layer's)
+    val_size: int | None = None         # validation images carved from the training split (None: 10%, <= 5,000)
     max_drop: float = 0.5               # the plot's budget line, percentage points below dense
     progress: bool = True
     verbose: bool = True
 
     def check(self) -> None:
-        if self.eval_on not in EVAL_ON:
-            raise ConfigError(f"eval_on must be one of {', '.join(EVAL_ON)}, got {self.eval_on!r}")
-        if self.eval_on == "train-slice" and self.eval_size < 1:
-            raise ConfigError(f"eval_size must be >= 1, got {self.eval_size}")
+        check_val_size(self.val_size, "val_size")
 
 
 @dataclass
@@ -58,24 +53,18 @@ def scan_files(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     return Path(out_dir) / "sensitivity.json", Path(out_dir) / "sensitivity.png"
 
 
-def scan_split(ds: Dataset, eval_on: str, size: int) -> tuple[Split, str]:
-    """The split a scan evaluates on, and a label saying which it is."""
-    if eval_on == "test":
-        return ds.test, f"test split ({len(ds.test)} images)"
-    if size < 1:
-        raise ConfigError(f"eval_size must be >= 1, got {size}")
-    n = min(size, len(ds.train))
-    return ds.train.tail(n), f"last {n} images of the training split (seen in training)"
-
-
 def run_scan(model: nn.Module, ds: Dataset, cfg: ScanConfig, out_dir: str | os.PathLike) -> dict:
-    """Scan ``model`` (restored after each layer) and write the JSON and the PNG into ``out_dir``."""
-    split, label = scan_split(ds, cfg.eval_on, cfg.eval_size)
+    """Scan ``model`` (restored after each layer) on ``ds``'s validation split (carved with
+    ``cfg.val_size`` unless ``ds`` has one) and write the JSON and the PNG into ``out_dir``."""
+    ds = with_validation(ds, cfg.val_size)
+    label = val_label(ds)
     if cfg.verbose:
-        print(f"sensitivity scan on the {label}", flush=True)
-    scan = sensitivity_scan(model, lambda m: evaluate(m, split), cfg.sparsities, rule=cfg.rule,
-                            progress=cfg.progress)
+        print(f"sensitivity scan on {label}", flush=True)
+    scan = sensitivity_scan(model, lambda m: evaluate(m, ds.val), cfg.sparsities, rule=cfg.rule,
+                            progress=cfg.progress, include=cfg.include, exclude=cfg.exclude)
     scan["evaluated_on"] = label
+    scan["split"] = "validation"
+    scan["val_images"] = len(ds.val)
     json_path, png_path = scan_files(out_dir)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(scan, indent=1) + "\n")
@@ -85,10 +74,11 @@ def run_scan(model: nn.Module, ds: Dataset, cfg: ScanConfig, out_dir: str | os.P
 
 def sensitivity_file(src: str | os.PathLike, out_dir: str | os.PathLike, cfg: ScanConfig | None = None, *,
                      data: str | None = None, arch: str | None = None,
-                     trust_code: bool = False) -> SensitivityResult:
+                     trust_code: bool = False, seq_len: int | None = None,
+                     tokenizer: str | None = None) -> SensitivityResult:
     """Scan the model in ``src`` on ``data`` (default: the data set the file records) into ``out_dir``."""
     cfg = cfg or ScanConfig()
     cfg.check()
-    model, _, ds = open_model_and_data(src, data, arch, trust_code)
+    model, _, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer)
     scan = run_scan(model, ds, cfg, out_dir)
     return SensitivityResult(scan, *scan_files(out_dir))

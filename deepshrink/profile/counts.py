@@ -29,7 +29,7 @@ from torch import nn
 
 from ..nn import AdderConv2d, AdderLinear
 
-__all__ = ["LayerCost", "COUNTERS", "count_layer", "count_elementwise"]
+__all__ = ["LayerCost", "COUNTERS", "count_layer", "count_elementwise", "find_counter"]
 
 
 @dataclass
@@ -41,6 +41,9 @@ class LayerCost:
     reads_per_op: int = 0
     min_reads: int = 0
     writes: int = 0
+
+    def __add__(self, other: "LayerCost") -> "LayerCost":
+        return LayerCost(**{f: getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__})
 
 
 def _numel(t) -> int:
@@ -156,10 +159,16 @@ COUNTERS: dict[type, Callable[[nn.Module, torch.Tensor, torch.Tensor], LayerCost
 }
 
 
-def count_layer(m: nn.Module, x, y) -> tuple[LayerCost, bool]:
-    """(cost, known): the first registered counter along the module's MRO."""
+def find_counter(m: nn.Module) -> Callable | None:
+    """The first registered counter along the module's MRO, or None."""
     for cls in type(m).__mro__:
         fn = COUNTERS.get(cls)
         if fn is not None:
-            return fn(m, x, y), True
-    return LayerCost(), False
+            return fn
+    return None
+
+
+def count_layer(m: nn.Module, x, y) -> tuple[LayerCost, bool]:
+    """(cost, known): the layer's registered counter; (zero, False) without one."""
+    fn = find_counter(m)
+    return (fn(m, x, y), True) if fn is not None else (LayerCost(), False)

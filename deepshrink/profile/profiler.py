@@ -1,111 +1,38 @@
-"""``profile_model``: one row per executed leaf layer and per tensor add, plus totals.
+"""``profile_model``: one row per executed leaf layer and per operation between layers, plus totals.
 
-Leaf modules are measured with forward hooks; arithmetic done between modules (the
-``x + shortcut(x)`` of a residual block, concatenations) is caught with a
-``TorchFunctionMode`` while no leaf is running, so any ``nn.Module`` can be profiled without
-tracing. A module called twice gives two rows (``name#2``); each parameter tensor is counted
-once, in the row of the first call that uses it (a repeat call or a tied weight shows 0 params).
+Leaf modules are measured with forward hooks and the counters of ``counts.py``. Every aten op
+the forward pass runs is seen by a ``TorchDispatchMode`` (so any ``nn.Module`` can be profiled
+without tracing) and costed by the rules of ``ops.py``:
+
+* inside a leaf that has a counter, the counter covers its ops;
+* inside a leaf without one (an ``Embedding``, a ``LayerNorm``, a model's own layer), its ops'
+  costs are summed into its row;
+* between leaves (a residual ``x + shortcut(x)``, the attention products of a transformer,
+  a functional ``F.linear`` / ``F.conv2d``), each op that costs something gets its own row,
+  ``<running module>.<kind>``, holding any parameter it reads that no row has counted yet.
+
+An op with no rule is never a silent zero: it is counted in ``Profile.not_counted`` (the
+"not counted: aten.xyz x N" footer) and the leaf it ran in is marked ``known=False``. A module
+called twice gives two rows (``name#2``); each parameter tensor is counted once, in the row of
+the first call that uses it (a repeat call or a tied weight shows 0 params).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..names import BITS_SUFFIX
-from .counts import LayerCost, count_elementwise, count_layer
+from .counts import LayerCost, count_layer, find_counter
+from .ops import count_op, op_name
+from .table import LayerRow, Profile, weight_bits
 
+# LayerRow, Profile and weight_bits live in table.py; they stay importable from here
 __all__ = ["LayerRow", "Profile", "profile_model", "weight_bits"]
-
-_ADDS = {torch.add, torch.sub, torch.Tensor.add, torch.Tensor.sub, torch.Tensor.__add__,
-         torch.Tensor.__radd__, torch.Tensor.__iadd__, torch.Tensor.__sub__, torch.Tensor.add_}
-_MULS = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.mul_}
-_CATS = {torch.cat, torch.concat, torch.stack}
-
-
-@dataclass
-class LayerRow:
-    name: str
-    type: str
-    input_shape: list[int]
-    output_shape: list[int]
-    params: int = 0
-    nonzero_params: int = 0
-    weight_bits: int = 32
-    bits: int = 0                  # parameter storage as held: params * bits per value
-    macs: int = 0
-    nonzero_macs: int = 0
-    multiplications: int = 0
-    additions: int = 0
-    memory_reads: int = 0          # per operation: every operand read counts once
-    memory_writes: int = 0
-    min_memory_reads: int = 0      # minimal traffic: each input and parameter read once
-    known: bool = True             # False: no counter for this layer type (costs left at 0)
-
-    @property
-    def sparsity(self) -> float:
-        return 1.0 - self.nonzero_params / self.params if self.params else 0.0
-
-
-def weight_bits(module: nn.Module) -> int:
-    """Bits per stored weight: a quantized layer's ``weight_bits``, else the dtype's width."""
-    bits = getattr(module, "weight" + BITS_SUFFIX, None)
-    if bits is not None:
-        return int(bits)
-    w = getattr(module, "weight", None)
-    return int(w.element_size() * 8) if isinstance(w, torch.Tensor) else 32
-
-
-TOTAL_KEYS = ("params", "nonzero_params", "bits", "macs", "nonzero_macs", "multiplications",
-              "additions", "memory_reads", "memory_writes", "min_memory_reads")
-
-
-@dataclass
-class Profile:
-    rows: list[LayerRow] = field(default_factory=list)
-    input_shape: list[int] = field(default_factory=list)
-
-    @property
-    def totals(self) -> dict:
-        t = {k: sum(getattr(r, k) for r in self.rows) for k in TOTAL_KEYS}
-        t["memory_accesses"] = t["memory_reads"] + t["memory_writes"]
-        t["min_memory_accesses"] = t["min_memory_reads"] + t["memory_writes"]
-        t["bytes"] = (t["bits"] + 7) // 8
-        t["sparsity"] = 1.0 - t["nonzero_params"] / t["params"] if t["params"] else 0.0
-        return t
-
-    def to_dict(self) -> dict:
-        rows = [{**asdict(r), "sparsity": r.sparsity} for r in self.rows]
-        return {"input_shape": self.input_shape, "rows": rows, "totals": self.totals}
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
-
-    def summary(self) -> str:
-        t = self.totals
-        return (f"params {t['params']:,} (nonzero {t['nonzero_params']:,}, sparsity {t['sparsity'] * 100:.1f}%)"
-                f"  MACs {t['macs']:,}  memory accesses {t['memory_accesses']:,}  size {t['bytes']:,} B")
-
-    def to_markdown(self) -> str:
-        head = ("| layer | type | output | params | sparsity | bits | MACs | nonzero MACs | adds | mults "
-                "| mem (per op) | mem (min) |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        lines = [head]
-        for r in self.rows:
-            lines.append(
-                f"| {r.name} | {r.type}{'' if r.known else ' (?)'} | {'x'.join(map(str, r.output_shape))} "
-                f"| {r.params:,} | {r.sparsity * 100:.1f}% | {r.weight_bits if r.params else '-'} "
-                f"| {r.macs:,} | {r.nonzero_macs:,} | {r.additions:,} | {r.multiplications:,} "
-                f"| {r.memory_reads + r.memory_writes:,} | {r.min_memory_reads + r.memory_writes:,} |")
-        t = self.totals
-        lines.append(
-            f"| **total** | | | {t['params']:,} | {t['sparsity'] * 100:.1f}% | | {t['macs']:,} "
-            f"| {t['nonzero_macs']:,} | {t['additions']:,} | {t['multiplications']:,} "
-            f"| {t['memory_accesses']:,} | {t['min_memory_accesses']:,} |")
-        return "\n".join(lines)
 
 
 def _shape(t) -> list[int]:
@@ -127,73 +54,109 @@ def _first_tensor(args):
     return None
 
 
-class _Recorder(TorchFunctionMode):
-    """Collects rows; counts tensor arithmetic only while no leaf module is running."""
+@dataclass
+class _Frame:
+    """A leaf layer while it runs: its counter (None: sum its ops) and what its ops cost."""
+    counter: Callable | None
+    cost: LayerCost = field(default_factory=LayerCost)
+    unknown: bool = False
 
-    def __init__(self):
+
+class _Recorder(TorchDispatchMode):
+    """Collects rows: costs every aten op run outside a leaf that has its own counter."""
+
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.rows: list[LayerRow] = []
-        self.stack: list[str] = []
-        self.in_leaf = 0
-        self.busy = False
+        self.stack: list[str] = []              # names of the modules running now
+        self.frames: list[_Frame] = []          # the leaf layers running now
+        self.busy = False                       # the profiler's own ops (counting) are not the model's
         self.seen: dict[str, int] = {}
-        self.params_seen: set[int] = set()   # ids of parameters already counted in a row
+        self.params_seen: set[int] = set()     # ids of parameters already counted in a row
         self.wrapper: nn.Module | None = None  # the wrapper layer running now, if any
+        self.not_counted: Counter[str] = Counter()
+        self.owners: dict[int, list[tuple[nn.Parameter, nn.Module]]] = {}   # storage -> parameters
+        for m in model.modules():
+            for p in m.parameters(recurse=False):
+                ptr = _storage(p)
+                if ptr:
+                    self.owners.setdefault(ptr, []).append((p, m))
 
     def unique(self, name: str) -> str:
         self.seen[name] = self.seen.get(name, 0) + 1
         return name if self.seen[name] == 1 else f"{name}#{self.seen[name]}"
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def _params_of(self, t) -> list[tuple[nn.Parameter, nn.Module]]:
+        """The parameters whose storage ``t`` views (a weight read by an op), if any."""
+        return self.owners.get(_storage(t), []) if isinstance(t, torch.Tensor) else []
+
+    def is_weight(self, t) -> bool:
+        return bool(self._params_of(t))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.in_leaf or self.busy:
+        frame = self.frames[-1] if self.frames else None
+        if self.busy or (frame is not None and frame.counter is not None):
             return out
-        kind = "add" if func in _ADDS else "mul" if func in _MULS else "cat" if func in _CATS else None
-        if kind is None or not isinstance(out, torch.Tensor):
-            return out
-        self.busy = True
         try:
-            tensors = [a for a in (args[0] if kind == "cat" else args) if isinstance(a, torch.Tensor)]
-            n_in = sum(int(t.numel()) for t in tensors)
-            n_out = int(out.numel())
-            if kind == "cat":
-                cost = count_elementwise(n_in, n_out, operands=1, arith=0)
-            else:
-                cost = count_elementwise(n_in, n_out, operands=2, arith=1)
-                if kind == "mul":
-                    cost.multiplications, cost.additions = cost.additions, 0
-            parent = self.stack[-1] if self.stack else ""
-            name = self.unique(f"{parent}.{kind}" if parent else kind)
-            self.rows.append(_row(name, kind, _first_tensor(tensors and [tensors[0]]), out, None, cost, True))
-        finally:
-            self.busy = False
+            found = count_op(func, args, kwargs, out, self.is_weight)
+        except (IndexError, TypeError, ValueError, RuntimeError, AttributeError):
+            found = None                          # arguments a rule does not expect: listed, not guessed
+        if found is None:
+            self.not_counted[op_name(func)] += 1
+            if frame is not None:
+                frame.unknown = True
+            return out
+        kind, cost = found
+        if not kind:                              # free: views, creation, metadata
+            return out
+        if frame is not None:
+            frame.cost = frame.cost + cost
+            return out
+        parent = self.stack[-1] if self.stack else ""
+        used = [pm for t in _tensors(args) for pm in self._params_of(t)]
+        self.rows.append(_row(self.unique(f"{parent}.{kind}" if parent else kind), kind,
+                              _first_tensor(args), out, None, cost, True, self.params_seen, used))
         return out
 
 
-def _param_counts(module: nn.Module, seen: set[int]) -> tuple[int, int, int]:
-    """(params, nonzero, bits) of the module's own parameters not in ``seen``; marks them seen."""
+def _storage(t: torch.Tensor) -> int:
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError, ValueError):   # no storage: lazy, meta or a subclass
+        return 0
+
+
+def _tensors(args) -> list[torch.Tensor]:
+    return [t for a in args for t in (a if isinstance(a, (tuple, list)) else (a,)) if isinstance(t, torch.Tensor)]
+
+
+def _param_counts(pairs, seen: set[int]) -> tuple[int, int, int]:
+    """(params, nonzero, bits) of the (parameter, owning module) pairs not in ``seen``; marks them seen."""
     params = nonzero = bits = 0
-    wbits = weight_bits(module)
-    w = getattr(module, "weight", None)
-    for p in module.parameters(recurse=False):
+    for p, module in pairs:
         if id(p) in seen:   # a module called again, or a weight shared with another layer
             continue
         seen.add(id(p))
         params += int(p.numel())
         nonzero += int(torch.count_nonzero(p))
         # the weight at the layer's bit width, other parameters as held
-        bits += int(p.numel()) * (wbits if p is w else p.element_size() * 8)
+        bits += int(p.numel()) * (weight_bits(module) if p is getattr(module, "weight", None) else p.element_size() * 8)
     return params, nonzero, bits
 
 
+def _own(module: nn.Module) -> list[tuple[nn.Parameter, nn.Module]]:
+    return [(p, module) for p in module.parameters(recurse=False)]
+
+
 def _row(name, type_name, x, y, module, cost: LayerCost, known: bool,
-         seen: set[int] | None = None) -> LayerRow:
-    params = nonzero = bits = 0
-    wbits = 32
-    if module is not None:
-        wbits = weight_bits(module)
-        params, nonzero, bits = _param_counts(module, set() if seen is None else seen)
+         seen: set[int] | None = None, used=()) -> LayerRow:
+    """A layer's row (``module``: its own parameters) or an op's (``used``: the parameters it read)."""
+    pairs = _own(module) if module is not None else list(used)
+    owner = module if module is not None else (pairs[0][1] if pairs else None)
+    wbits = weight_bits(owner) if owner is not None else 32
+    params, nonzero, bits = _param_counts(pairs, set() if seen is None else seen)
     return LayerRow(
         name=name, type=type_name, input_shape=_shape(x), output_shape=_shape(y),
         params=params, nonzero_params=nonzero, weight_bits=wbits, bits=bits,
@@ -216,7 +179,7 @@ def _is_leaf(m: nn.Module) -> bool:
 @torch.no_grad()
 def profile_model(model: nn.Module, example_input: torch.Tensor | tuple) -> Profile:
     """Run ``model`` once in eval mode on ``example_input`` and count every layer's cost."""
-    rec = _Recorder()
+    rec = _Recorder(model)
     names = {m: n for n, m in model.named_modules()}
     handles = []
 
@@ -225,8 +188,9 @@ def profile_model(model: nn.Module, example_input: torch.Tensor | tuple) -> Prof
         if rec.wrapper is not None:       # inside a wrapper layer: its own row covers this
             return
         if _is_leaf(m):
-            rec.in_leaf += 1
-            if _wrapped(m) is not None:
+            inner = _wrapped(m)
+            rec.frames.append(_Frame(find_counter(inner if inner is not None else m)))
+            if inner is not None:
                 rec.wrapper = m
 
     def post(m, args, out):
@@ -234,13 +198,14 @@ def profile_model(model: nn.Module, example_input: torch.Tensor | tuple) -> Prof
         if (rec.wrapper is not None and rec.wrapper is not m) or not _is_leaf(m):
             return
         rec.wrapper = None
-        rec.in_leaf -= 1
+        frame = rec.frames.pop()
         rec.busy = True
         try:
             x = _first_tensor(args)
             inner = _wrapped(m)
             counted = inner if inner is not None else m
-            cost, known = count_layer(counted, x, out)
+            # a layer without a counter costs what its ops cost
+            cost, known = count_layer(counted, x, out) if frame.counter else (frame.cost, not frame.unknown)
             kind = type(m).__name__ + (f"({type(inner).__name__})" if inner is not None else "")
             rec.rows.append(_row(rec.unique(names[m] or type(m).__name__), kind,
                                  x, out, counted, cost, known, rec.params_seen))
@@ -260,7 +225,7 @@ def profile_model(model: nn.Module, example_input: torch.Tensor | tuple) -> Prof
         for h in handles:
             h.remove()
         model.train(was_training)
-    prof = Profile(rows=rec.rows, input_shape=_shape(args[0]))
+    prof = Profile(rows=rec.rows, input_shape=_shape(args[0]), not_counted=dict(rec.not_counted))
     _add_unreached(model, prof, rec.params_seen)
     return prof
 
@@ -269,11 +234,11 @@ def _add_unreached(model: nn.Module, prof: Profile, seen: set[int]) -> None:
     """Parameters no executed leaf layer owns still take storage: one row.
 
     These are parameters of modules the forward pass never ran, and parameters held directly
-    by a container module (which gets no row of its own).
+    by a container module (which gets no row of its own) that no operation read.
     """
     params = nonzero = bits = 0
     for m in model.modules():
-        p, nz, b = _param_counts(m, seen)
+        p, nz, b = _param_counts(_own(m), seen)
         params, nonzero, bits = params + p, nonzero + nz, bits + b
     if params:
         prof.rows.append(LayerRow(name="(not run)", type="-", input_shape=[], output_shape=[],

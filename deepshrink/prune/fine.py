@@ -12,6 +12,8 @@ Scope ``layer`` prunes each tensor to its own sparsity; ``global`` ranks all ten
 (one threshold across layers), so the sensitive small layers keep more of their weights.
 
 Importance is |w| throughout (Han et al. 2015, "Learning both Weights and Connections").
+What is pruned: the Linear/Conv weights but the output layer's, adjusted by ``include`` /
+``exclude`` name globs (:mod:`deepshrink.targets`); a per-layer map prunes exactly its names.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..masks import prunable_weights, set_mask
+from ..masks import set_mask
+from ..targets import candidate_weights, prunable_weights
 
 __all__ = [
     "RULES",
@@ -109,29 +112,50 @@ def std_masks_for_target(weights: Mapping[str, torch.Tensor], sparsity: float,
     return {n: std_mask(w, hi) for n, w in weights.items()}, hi
 
 
+def _targets(model: nn.Module, sparsity, include, exclude) -> dict[str, nn.Parameter]:
+    """The weights to prune: :func:`~deepshrink.targets.prunable_weights` with the globs; with a
+    per-layer map, exactly its names (naming a weight selects it, unless ``exclude`` matches it)."""
+    if not isinstance(sparsity, Mapping):
+        weights = prunable_weights(model, include, exclude)
+        if not weights:
+            raise ConfigError("no weights to prune: the model has no Linear/Conv weights besides its output layer"
+                              + (" after the include/exclude globs" if include or exclude else "")
+                              + "; add some with include globs")
+        return weights
+    candidates = candidate_weights(model)
+    unknown = sorted(set(sparsity) - set(candidates))
+    if unknown:
+        raise ConfigError(f"no prunable layer named {unknown[0]!r}; layers: {', '.join(candidates)}")
+    inc = (include,) if isinstance(include, str) else tuple(include or ())
+    allowed = prunable_weights(model, inc + tuple(sparsity), exclude)
+    for n in sparsity:
+        if n not in allowed:
+            raise ConfigError(f"layer {n!r} has a sparsity but is excluded (exclude globs: {exclude!r})")
+    return {n: candidates[n] for n in sparsity}
+
+
 def compute_masks(
     model: nn.Module,
     sparsity: float | Mapping[str, float],
     rule: str = "magnitude",
     scope: str = "layer",
     seed: int = 0,
+    *,
+    include=(),
+    exclude=(),
 ) -> dict[str, torch.Tensor]:
-    """Masks for the model's prunable weights; nothing is changed.
+    """Masks for the model's pruning targets (:mod:`deepshrink.targets`); nothing is changed.
 
-    ``sparsity`` is one target for all layers, or {parameter name: sparsity} for the named
-    layers only (per-layer scope).
+    ``sparsity`` is one target for all targets, or {parameter name: sparsity} for the named
+    weights only (per-layer scope; any weight of 2+ dimensions may be named). ``include`` /
+    ``exclude``: name globs adding weights to the default targets / removing them.
     """
     if rule not in RULES:
         raise ConfigError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     if scope not in ("layer", "global"):
         raise ConfigError(f"scope must be 'layer' or 'global', got {scope!r}")
-    weights = prunable_weights(model)
-    if not weights:
-        raise ConfigError("the model has no prunable (conv or linear) weights")
+    weights = _targets(model, sparsity, include, exclude)
     if isinstance(sparsity, Mapping):
-        unknown = sorted(set(sparsity) - set(weights))
-        if unknown:
-            raise ConfigError(f"no prunable layer named {unknown[0]!r}; layers: {', '.join(weights)}")
         if scope == "global":
             raise ConfigError("a per-layer sparsity map needs scope 'layer'")
         targets = {n: _check_sparsity(v, f"sparsity of {n}") for n, v in sparsity.items()}
@@ -154,9 +178,12 @@ def compute_masks(
 
 
 def prune_(model: nn.Module, sparsity: float | Mapping[str, float], rule: str = "magnitude",
-           scope: str = "layer", seed: int = 0) -> dict[str, torch.Tensor]:
-    """Prune in place: compute masks, attach them as buffers, zero the pruned weights."""
-    masks = compute_masks(model, sparsity, rule, scope, seed)
+           scope: str = "layer", seed: int = 0, *, include=(), exclude=()) -> dict[str, torch.Tensor]:
+    """Prune in place: compute masks, attach them as buffers, zero the pruned weights.
+
+    By default the Linear/Conv weights but the output layer's are pruned; ``include`` /
+    ``exclude`` name globs add or remove weights (:mod:`deepshrink.targets`)."""
+    masks = compute_masks(model, sparsity, rule, scope, seed, include=include, exclude=exclude)
     for name, mask in masks.items():
         set_mask(model, name, mask)
     return masks

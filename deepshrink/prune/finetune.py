@@ -33,6 +33,8 @@ SCHEDULES = ("oneshot", "iterative", "agp")
 @dataclass
 class PruneConfig:
     sparsity: float | dict = 0.9        # one target, or {parameter name: sparsity}
+    include: tuple[str, ...] = ()       # name globs adding weights (an embedding, the output layer)
+    exclude: tuple[str, ...] = ()       # name globs removing weights; default targets: deepshrink/targets.py
     rule: str = "magnitude"
     scope: str = "layer"
     schedule: str = "agp"
@@ -60,8 +62,8 @@ class PruneResult:
     accuracy_before: float
     accuracy_pruned: float | None       # right after the first pruning step (None under AGP)
     accuracy_after: float
-    sparsity: float
-    layers: dict[str, float] = field(default_factory=dict)
+    sparsity: float                     # fraction of zeros over the pruned (masked) weights only
+    layers: dict[str, float] = field(default_factory=dict)  # per pruned weight
     dead_removed: dict[str, int] = field(default_factory=dict)
     dropout: dict = field(default_factory=dict)
     fits: list[FitResult] = field(default_factory=list)
@@ -108,7 +110,8 @@ def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig, loss_f
         steps = per_epoch * cfg.epochs
         dt = max(1, per_epoch // 4)
         n = max(1, int(cfg.agp_fraction * steps) // dt)
-        pruner = GradualPruner(model, cfg.sparsity, t0=0, n=n, dt=dt, rule=cfg.rule, scope=cfg.scope)
+        pruner = GradualPruner(model, cfg.sparsity, t0=0, n=n, dt=dt, rule=cfg.rule, scope=cfg.scope,
+                               include=cfg.include, exclude=cfg.exclude)
         callbacks = [pruner]
         if cfg.adjust_dropout:  # follow each AGP update, so training sees the adjusted rates
             callbacks.append(lambda m, info: adjust_dropout(m, drop0) if info.global_step % dt == 0 else None)
@@ -123,7 +126,7 @@ def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig, loss_f
             # round r keeps (1 - s_f)^((r+1)/R): the same fraction of the survivors goes each round
             target = ({k: _round_target(v, r, rounds) for k, v in cfg.sparsity.items()}
                       if isinstance(cfg.sparsity, Mapping) else _round_target(cfg.sparsity, r, rounds))
-            prune_(model, target, cfg.rule, cfg.scope, cfg.seed)
+            prune_(model, target, cfg.rule, cfg.scope, cfg.seed, include=cfg.include, exclude=cfg.exclude)
             if pruned_acc is None:
                 pruned_acc = evaluate(model, data.test)
             if cfg.adjust_dropout:

@@ -1,6 +1,6 @@
 """Training aids from Han et al. 2015 ("Learning both Weights and Connections", NeurIPS).
 
-* L1 / L2 penalties on the prunable weights, ``L = L_task + lambda * sum |w|^p``, push
+* L1 / L2 penalties on the weights being pruned, ``L = L_task + lambda * sum |w|^p``, push
   weights toward zero before pruning (L1) or keep them small during retraining (L2).
 * Dropout adjustment for pruned layers: a layer keeping C_r of its C_o connections retrains
   with dropout D_r = D_o * sqrt(C_r / C_o) (the paper's Eq. 2).
@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..layers import sync_layer_sizes
 from ..tracing import trace
-from ..masks import MASK_SUFFIX, prunable_weights
+from ..masks import MASK_SUFFIX, target_weights
 
 __all__ = ["penalty", "penalized_loss", "adjust_dropout", "remove_dead_neurons"]
 
@@ -28,8 +28,9 @@ _PASS_THROUGH = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Dropout, nn.Identity, nn.Ta
 
 
 def penalty(model: nn.Module, kind: str) -> torch.Tensor:
-    """sum |w| (l1) or sum w^2 (l2) over the prunable weights."""
-    weights = list(prunable_weights(model).values())
+    """sum |w| (l1) or sum w^2 (l2) over the pruning targets: the masked weights, else the default
+    targets (:func:`deepshrink.masks.target_weights`), so an embedding is never pushed to zero."""
+    weights = list(target_weights(model).values())
     if kind == "l1":
         return sum(w.abs().sum() for w in weights)
     if kind == "l2":

@@ -50,9 +50,10 @@ class GradualPruner:
     """
 
     def __init__(self, model: nn.Module, final: float | Mapping[str, float], t0: int, n: int, dt: int,
-                 rule: str = "magnitude", scope: str = "layer", s_i: float = 0.0):
+                 rule: str = "magnitude", scope: str = "layer", s_i: float = 0.0, *, include=(), exclude=()):
         self.final, self.t0, self.n, self.dt = final, t0, n, dt
         self.rule, self.scope, self.s_i = rule, scope, s_i
+        self.include, self.exclude = include, exclude  # name globs (deepshrink.targets)
         self.current = -1.0
         agp_sparsity(t0, s_i, 0.0, t0, n, dt)  # validate n, dt
         self._update(model, 0)
@@ -68,7 +69,8 @@ class GradualPruner:
         if key == self.current:
             return
         self.current = key
-        for name, mask in compute_masks(model, targets, self.rule, self.scope).items():
+        for name, mask in compute_masks(model, targets, self.rule, self.scope,
+                                        include=self.include, exclude=self.exclude).items():
             set_mask(model, name, mask)
 
     def __call__(self, model: nn.Module, info) -> None:

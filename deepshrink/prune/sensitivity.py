@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from .fine import compute_masks
-from ..masks import prunable_weights
+from ..targets import candidate_weights, prunable_weights
 
 __all__ = ["DEFAULT_GRID", "sensitivity_scan", "choose_sparsities", "plot_sensitivity"]
 
@@ -40,13 +40,25 @@ def sensitivity_scan(
     layers: Sequence[str] | None = None,
     rule: str = "magnitude",
     progress: bool = True,
+    *,
+    include=(),
+    exclude=(),
 ) -> dict:
-    """{"dense": acc, "sparsities": [...], "layers": {name: {"params": n, "accuracy": [...]}}}."""
+    """{"dense": acc, "sparsities": [...], "layers": {name: {"params": n, "accuracy": [...]}}}.
+
+    Scans ``layers`` (any weights of 2+ dimensions, by name), else the pruning targets: the
+    Linear/Conv weights but the output layer's, with ``include`` / ``exclude`` name globs
+    (:mod:`deepshrink.targets`), so the scan covers exactly what ``prune_`` would prune."""
+    if layers is not None and (include or exclude):
+        raise ConfigError("give the layers to scan or include/exclude globs, not both")
     grid = sorted(float(s) for s in sparsities)
     if not grid or grid[0] < 0 or grid[-1] > 1:
         raise ConfigError(f"sparsity grid must be non-empty and within [0, 1], got {list(sparsities)}")
-    weights = prunable_weights(model)
+    weights = candidate_weights(model) if layers is not None else prunable_weights(model, include, exclude)
     names = list(layers) if layers is not None else list(weights)
+    if not names:
+        raise ConfigError("no weights to scan: the model has no Linear/Conv weights besides its output layer"
+                          + (" after the include/exclude globs" if include or exclude else ""))
     for n in names:
         if n not in weights:
             raise ConfigError(f"no prunable layer named {n!r}; layers: {', '.join(weights)}")

@@ -1,6 +1,6 @@
 """ONNX export: the float model, and our int8 model as a QDQ graph for ONNX Runtime.
 
-fp32: ``torch.onnx.export`` (the legacy TorchScript exporter: 0.15 s, dynamic batch axis).
+fp32 (any nn.Module, images or token ids) and ONNX Runtime's dynamic int8: ``export_fp32.py``.
 
 int8 QDQ: the graph is written node by node from our fake-quantized GraphModule with
 ``onnx.helper``, so the file carries exactly our calibrated grids: every quantizer becomes
@@ -14,7 +14,6 @@ QLinearAdd, QLinearGlobalAveragePool and int8 max-pooling (its QDQ transformers)
 from __future__ import annotations
 
 import os
-import warnings
 
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from ..atomic import atomic_write_bytes
 from ..errors import ModelError
+from .export_fp32 import OPSET, export_onnx, export_ort_dynamic_int8
 from .fakequant import QuantLayer, SharedFakeQuant
 from .graph import fused_relu, node_kind, quantizer_of
 from .integer import Grid
@@ -33,22 +33,7 @@ from .linear import quantize
 if TYPE_CHECKING:  # onnx is imported where a graph is written, so `import deepshrink` stays light
     import onnx
 
-__all__ = ["export_onnx", "export_qdq", "OPSET"]
-
-OPSET = 17
-
-
-def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, opset: int = OPSET) -> None:
-    """fp32 ONNX with a dynamic batch axis (input ``input``, output ``logits``)."""
-    import io as _io
-    buf = _io.BytesIO()
-    model = model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # the legacy exporter is our choice
-        torch.onnx.export(model, (torch.zeros(1, *input_shape),), buf, dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    atomic_write_bytes(path, buf.getvalue())
+__all__ = ["export_onnx", "export_ort_dynamic_int8", "export_qdq", "OPSET"]
 
 
 class _Writer:
@@ -202,5 +187,8 @@ class _Writer:
 
 def export_qdq(gm: fx.GraphModule, path: str | os.PathLike, input_shape) -> None:
     """Write a frozen fake-quantized GraphModule as an int8 QDQ ONNX model."""
+    if not isinstance(gm, fx.GraphModule):
+        raise ModelError("ONNX QDQ export needs an fx-quantized model; a module-swapped model (method 'swap') "
+                         "has no QDQ export")
     model = _Writer(gm).write(list(input_shape))
     atomic_write_bytes(path, model.SerializeToString())

@@ -27,7 +27,8 @@ from .fold import fold_batchnorm
 from .linear import QScheme
 from .observers import OBSERVERS
 
-__all__ = ["QuantConfig", "prepare", "node_kind", "fused_relu", "quantizer_of", "quant_layers", "fake_quants"]
+__all__ = ["QuantConfig", "METHODS", "prepare", "node_kind", "fused_relu", "quantizer_of", "quant_layers",
+           "fake_quants"]
 
 _RELU_FUNCS = (F.relu, torch.relu)
 _ADD_FUNCS = (operator.add, torch.add)
@@ -35,6 +36,7 @@ _PASS_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 _PASS_FUNCS = (torch.flatten,)
 _PASS_METHODS = ("flatten", "view", "reshape", "contiguous")
 _AVG_MODULES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+METHODS = ("auto", "fx", "swap")
 
 
 @dataclass
@@ -49,8 +51,21 @@ class QuantConfig:
     weight_observer: str = "minmax"
     act_observer: str = "percentile"
     layer_bits: dict[str, int] = field(default_factory=dict)   # per-layer weight bits overrides
+    # where the quantizers go: "fx" (a traced graph, static activation grids), "swap" (module swap,
+    # any nn.Module: integer twins of Linear/Conv/Embedding, see swap.py), "auto" (fx where it traces)
+    method: str = "auto"
+    dynamic_activations: bool = True   # swap: linear inputs quantized per row at run time (act_bits)
+    embeddings: bool = False           # swap: nn.Embedding tables too (one scale per row)
+    exclude: list[str] = field(default_factory=list)   # swap: layer-name globs left in float
 
     def check(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"quantization method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not isinstance(self.exclude, list) or not all(isinstance(g, str) for g in self.exclude):
+            raise ConfigError(f"exclude must be a list of layer-name globs, got {self.exclude!r}")
+        for name in ("dynamic_activations", "embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in (self.weight_observer, self.act_observer):
             if name not in OBSERVERS:
                 raise ConfigError(f"unknown observer {name!r}; choose from {', '.join(OBSERVERS)}")

@@ -19,11 +19,14 @@ result is read back as the codebook. Biases and BatchNorm train as usual.
 
 State on a quantized layer (the convention the .dsz codec reads): buffer ``weight_codebook``
 (K,) fp32, sorted; attribute ``weight_bits`` (b); every nonzero weight is a codebook entry.
+Any other parameter ``<p>`` shared the same way (an embedding table, a bias, a LayerNorm scale
+matched by ``KMeansConfig.include``) gets ``<p>_codebook`` and ``<p>_bits`` beside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
@@ -38,6 +41,7 @@ __all__ = [
     "kmeans_codebook",
     "kmeans_quantize_",
     "quantized_layers",
+    "shared_params",
     "centroid_finetune",
     "CODEBOOK_SUFFIX",
 ]
@@ -45,18 +49,30 @@ __all__ = [
 
 @dataclass
 class KMeansConfig:
-    """Bits per layer: ``conv_bits`` for convolutions, ``fc_bits`` for linear layers, ``bits`` to
-    override by layer name (``{"fc1": 4}``; 0 leaves that layer in fp32). The paper's LeNet and
-    AlexNet setting is 8-bit conv, 5-bit fc."""
+    """Bits per layer: ``conv_bits`` for convolutions, ``fc_bits`` for linear layers,
+    ``embedding_bits`` for ``nn.Embedding`` tables, ``other_bits`` for the further parameters an
+    ``include`` glob matches (``"*.bias"``); ``bits`` overrides by layer name (its weight:
+    ``{"fc1": 4}``) or parameter name (``{"fc1.bias": 6}``); 0 leaves a tensor in fp32, and a
+    parameter an ``exclude`` glob matches always stays fp32. A glob (fnmatch, ``*`` crosses dots)
+    matches a parameter's name or its layer's name; one that matches nothing is an error. The
+    paper's LeNet and AlexNet setting is 8-bit conv, 5-bit fc."""
 
     conv_bits: int = 8
     fc_bits: int = 5
     bits: dict[str, int] = field(default_factory=dict)
     iters: int = 30
     codebook_dtype: str = "float16"  # round centroids to fp16 when lossless w.r.t. the sparsity
+    embedding_bits: int = 0          # nn.Embedding weights (0: left in fp32, the paper's setting)
+    other_bits: int = 8              # parameters matched by ``include``
+    include: list[str] = field(default_factory=list)   # further parameter-name globs to share
+    exclude: list[str] = field(default_factory=list)   # parameter-name globs never shared
 
     def check(self) -> None:
-        for name, b in [("conv_bits", self.conv_bits), ("fc_bits", self.fc_bits), *self.bits.items()]:
+        for what, globs in (("include", self.include), ("exclude", self.exclude)):
+            if not isinstance(globs, list) or not all(isinstance(g, str) for g in globs):
+                raise ConfigError(f"k-means {what} must be a list of parameter-name globs, got {globs!r}")
+        for name, b in [("conv_bits", self.conv_bits), ("fc_bits", self.fc_bits),
+                        ("embedding_bits", self.embedding_bits), ("other_bits", self.other_bits), *self.bits.items()]:
             if not isinstance(b, int) or not (b == 0 or 1 <= b <= 8):
                 raise ConfigError(f"k-means bits for {name!r} must be 0 (skip) or 1..8, got {b!r}")
         if self.iters < 0:
@@ -100,12 +116,29 @@ def kmeans_codebook(values: torch.Tensor, bits: int, iters: int = 30) -> tuple[t
     return cents[used].float(), assign
 
 
-def _layer_bits(name: str, module: nn.Module, cfg: KMeansConfig) -> int:
-    if name in cfg.bits:
-        return cfg.bits[name]
-    if isinstance(module, nn.Linear):
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _param_bits(layer: str, attr: str, module: nn.Module, cfg: KMeansConfig) -> int:
+    """The bits of parameter ``attr`` of ``module`` (named ``layer``); 0: leave it in fp32."""
+    full = f"{layer}.{attr}" if layer else attr
+    if _matches(cfg.exclude, full, layer):
+        return 0
+    if full in cfg.bits:
+        return cfg.bits[full]
+    if attr == "weight" and layer in cfg.bits:
+        return cfg.bits[layer]
+    if attr == "weight" and isinstance(module, nn.Linear):
         return cfg.fc_bits
-    return cfg.conv_bits
+    if attr == "weight" and isinstance(module, _CONVS):
+        return cfg.conv_bits
+    if attr == "weight" and isinstance(module, nn.Embedding):
+        return cfg.embedding_bits
+    return cfg.other_bits if _matches(cfg.include, full, layer) else 0
+
+
+def _matches(globs: list[str], param: str, layer: str) -> bool:
+    return any(fnmatchcase(param, g) or fnmatchcase(layer, g) for g in globs)
 
 
 def _round_codebook(cb: torch.Tensor, dtype: str) -> torch.Tensor:
@@ -119,36 +152,48 @@ def _round_codebook(cb: torch.Tensor, dtype: str) -> torch.Tensor:
 
 
 def kmeans_quantize_(model: nn.Module, cfg: KMeansConfig | None = None) -> dict[str, int]:
-    """Replace each Conv/Linear weight's nonzeros by their centroids, in place.
+    """Replace the nonzeros of each selected parameter by their centroids, in place: Conv/Linear
+    weights, Embedding weights at ``embedding_bits``, ``include``d parameters (see KMeansConfig).
 
-    Registers ``weight_codebook`` and sets ``weight_bits`` on every quantized layer; returns
-    {layer name: bits}. Zeros (pruned weights) stay exactly zero.
-    """
+    Registers ``<p>_codebook`` and sets ``<p>_bits`` beside every quantized parameter; returns
+    {layer name (for its weight) or parameter name: bits}. Zeros (pruned weights) stay exactly
+    zero. A parameter shared by two layers (tied weights) is clustered once."""
     cfg = cfg or KMeansConfig()
     cfg.check()
-    unknown = set(cfg.bits) - {n for n, _ in model.named_modules()}
+    names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    unknown = set(cfg.bits) - names
     if unknown:
-        raise ConfigError(f"k-means bits given for unknown layers: {sorted(unknown)}")
+        raise ConfigError(f"k-means bits given for unknown layers or parameters: {sorted(unknown)}")
+    idle = [g for g in cfg.include + cfg.exclude if not any(fnmatchcase(n, g) for n in names)]
+    if idle:
+        raise ConfigError(f"k-means include/exclude globs match no layer or parameter: {idle}")
     done: dict[str, int] = {}
+    codebooks: dict[int, tuple[torch.Tensor, int]] = {}           # id(parameter) -> (codebook, bits)
     for name, module in model.named_modules():
-        w = getattr(module, "weight", None)
-        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or not isinstance(w, nn.Parameter):
-            continue
-        bits = _layer_bits(name, module, cfg)
-        if bits == 0:
-            continue
-        with torch.no_grad():
-            flat = w.detach().reshape(-1)
-            nz = flat != 0                                           # (n,) sparsity pattern
-            cents, assign = kmeans_codebook(flat[nz], bits, cfg.iters)
-            cents = _round_codebook(cents, cfg.codebook_dtype)
-            new = torch.zeros_like(flat)
-            new[nz] = cents[assign].to(flat.dtype)
-            w.copy_(new.view_as(w))
-        module.register_buffer("weight" + CODEBOOK_SUFFIX, cents.to(w.device))
-        setattr(module, "weight" + BITS_SUFFIX, bits)
-        done[name] = bits
+        for attr, w in list(module.named_parameters(recurse=False)):
+            bits = _param_bits(name, attr, module, cfg)
+            if bits == 0 or not w.is_floating_point():
+                continue
+            if id(w) not in codebooks:                 # a tied weight keeps its first owner's clustering
+                codebooks[id(w)] = _share_(w, bits, cfg), bits
+            cents, bits = codebooks[id(w)]
+            module.register_buffer(attr + CODEBOOK_SUFFIX, cents.clone())
+            setattr(module, attr + BITS_SUFFIX, bits)
+            done[name if attr == "weight" else (f"{name}.{attr}" if name else attr)] = bits
     return done
+
+
+@torch.no_grad()
+def _share_(w: torch.Tensor, bits: int, cfg: KMeansConfig) -> torch.Tensor:
+    """Cluster the nonzeros of ``w`` in place; returns the codebook (K,) on ``w``'s device."""
+    flat = w.detach().reshape(-1)
+    nz = flat != 0                                           # (n,) sparsity pattern
+    cents, assign = kmeans_codebook(flat[nz], bits, cfg.iters)
+    cents = _round_codebook(cents, cfg.codebook_dtype)
+    new = torch.zeros_like(flat)
+    new[nz] = cents[assign].to(flat.dtype)
+    w.copy_(new.view_as(w))
+    return cents.to(w.device)
 
 
 def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -157,10 +202,20 @@ def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
             and isinstance(getattr(m, "weight" + CODEBOOK_SUFFIX), torch.Tensor)}
 
 
-def _assignments(module: nn.Module) -> torch.Tensor:
+def shared_params(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """{parameter name: (module, attribute)} of every parameter carrying a ``<p>_codebook``."""
+    out = {}
+    for name, m in model.named_modules():
+        for attr, _ in m.named_parameters(recurse=False):
+            if isinstance(getattr(m, attr + CODEBOOK_SUFFIX, None), torch.Tensor):
+                out[f"{name}.{attr}" if name else attr] = (m, attr)
+    return out
+
+
+def _assignments(module: nn.Module, attr: str = "weight") -> torch.Tensor:
     """(numel,) index of each weight into the codebook, -1 for zeros."""
-    w = module.weight.detach().reshape(-1)
-    cb = getattr(module, "weight" + CODEBOOK_SUFFIX)
+    w = getattr(module, attr).detach().reshape(-1)
+    cb = getattr(module, attr + CODEBOOK_SUFFIX)
     idx = torch.searchsorted(cb, w).clamp(max=max(cb.numel() - 1, 0))
     hit = (w != 0) & (cb.numel() > 0)
     if cb.numel():
@@ -171,12 +226,12 @@ def _assignments(module: nn.Module) -> torch.Tensor:
 
 
 class _Tied:
-    """Gradient hook + per-step re-tie for one layer's shared weights."""
+    """Gradient hook + per-step re-tie for one layer's shared weights (or other parameter ``attr``)."""
 
-    def __init__(self, module: nn.Module):
-        self.module = module
-        self.assign = _assignments(module)                      # (numel,)
-        self.k = getattr(module, "weight" + CODEBOOK_SUFFIX).numel()
+    def __init__(self, module: nn.Module, attr: str = "weight"):
+        self.module, self.attr, self.param = module, attr, getattr(module, attr)
+        self.assign = _assignments(module, attr)                # (numel,)
+        self.k = getattr(module, attr + CODEBOOK_SUFFIX).numel()
         self.valid = self.assign >= 0
         self.idx = self.assign.clamp(min=0)
         # one representative member per centroid: where to read the centroid back from
@@ -184,7 +239,7 @@ class _Tied:
         pos = torch.nonzero(self.valid).reshape(-1)
         first.scatter_reduce_(0, self.idx[pos], pos, reduce="amin", include_self=False)
         self.first = first
-        self.handle = module.weight.register_hook(self.grad_hook)
+        self.handle = self.param.register_hook(self.grad_hook)
 
     def grad_hook(self, grad: torch.Tensor) -> torch.Tensor:
         if self.k == 0:                                          # an all-zero (fully pruned) layer
@@ -196,7 +251,7 @@ class _Tied:
         return out.view_as(grad)
 
     def codebook(self) -> torch.Tensor:
-        w = self.module.weight.detach().reshape(-1)
+        w = self.param.detach().reshape(-1)
         return w[self.first.clamp(min=0)]
 
     def retie(self) -> None:
@@ -204,7 +259,7 @@ class _Tied:
             return
         with torch.no_grad():
             cb = self.codebook()
-            w = self.module.weight
+            w = self.param
             flat = torch.where(self.valid, cb[self.idx], torch.zeros_like(cb[self.idx]))
             w.copy_(flat.view_as(w))
 
@@ -222,8 +277,8 @@ class _Tied:
         with torch.no_grad():
             new_idx = inverse[rank[self.idx]]
             flat = torch.where(self.valid, cb_final[new_idx], torch.zeros(1, dtype=cb_final.dtype))
-            self.module.weight.copy_(flat.view_as(self.module.weight))
-        self.module.register_buffer("weight" + CODEBOOK_SUFFIX, cb_final)
+            self.param.copy_(flat.view_as(self.param))
+        self.module.register_buffer(self.attr + CODEBOOK_SUFFIX, cb_final)
 
 
 def centroid_finetune(model: nn.Module, data: Dataset, cfg: TrainConfig | None = None, teacher: nn.Module | None = None,
@@ -235,11 +290,14 @@ def centroid_finetune(model: nn.Module, data: Dataset, cfg: TrainConfig | None =
     (thousands in a fully connected layer) and Adam's step does not scale with that sum. With a
     ``teacher`` the loss is the distillation loss against it; ``loss_fn`` is any other ``fit`` loss.
     """
-    layers = quantized_layers(model)
-    if not layers:
+    owners = list(shared_params(model).values())
+    if not owners:
         raise ConfigError("the model has no k-means quantized layer (run kmeans_quantize_ first)")
     cfg = cfg or TrainConfig(epochs=1, lr=1e-4, optimizer="adam", weight_decay=0.0, warmup_epochs=0.0)
-    tied = [_Tied(m) for m in layers.values()]
+    first = {}                                  # id(parameter) -> its first owner: tied weights hook once
+    for m, attr in owners:
+        first.setdefault(id(getattr(m, attr)), (m, attr))
+    tied = [_Tied(m, attr) for m, attr in first.values()]
 
     def retie(_model, _info) -> None:
         for t in tied:
@@ -255,5 +313,8 @@ def centroid_finetune(model: nn.Module, data: Dataset, cfg: TrainConfig | None =
     finally:
         for t in tied:
             t.finish(codebook_dtype)
+        for m, attr in owners:                  # a tied weight's other owners take its final codebook
+            src, src_attr = first[id(getattr(m, attr))]
+            m.register_buffer(attr + CODEBOOK_SUFFIX, getattr(src, src_attr + CODEBOOK_SUFFIX).clone())
     result.accuracy = evaluate(model, data.test)  # after the final fp16 rounding of the codebooks
     return result

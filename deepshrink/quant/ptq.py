@@ -1,24 +1,34 @@
 """Post-training quantization of a whole model from calibration data (Jacob et al. 2018).
 
-prepare (fold BN, place quantizers) -> calibrate (run N images with every quantizer observing)
--> freeze_observers (each observer names its range, hence (S, Z)) -> the fake-quantized float model.
+Two placements (``QuantConfig.method``): ``fx`` traces the model, then prepare (fold BN, place
+quantizers) -> calibrate (run N images with every quantizer observing) -> freeze_observers (each
+observer names its range, hence (S, Z)) -> the fake-quantized float model; ``swap`` replaces
+Linear/Conv/Embedding layers by integer twins (:mod:`.swap`: real int8/int4 weights, dynamic
+per-row activations), which needs no tracing and no calibration; ``auto`` is fx where the
+model traces and swap where it does not (a Hugging Face transformer).
 Weights are observed once from the tensor itself; activations from the calibration batches.
-A quantized model is saved as its GraphModule state (folded weights, scales, zero points)
-plus the config in ``ModelInfo.extra["quant"]``; loading re-runs prepare on the architecture
-and restores that state, so no code is ever unpickled.
+A quantized model is saved as its state (fx: folded weights, scales, zero points; swap: integer
+codes and scales, so the file really is 4x/8x smaller) plus the config in
+``ModelInfo.extra["quant"]`` (swap also: ``placement`` and ``layers`` {name: bits}); loading
+rebuilds the architecture, re-runs prepare or the swap on it and restores that state, so no
+code is ever unpickled.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-from ..errors import DeepShrinkError, FormatError, ModelError
+from ..errors import ConfigError, DeepShrinkError, FormatError, ModelError
 from ..modelfile import ModelInfo, model_from_state, read_safetensors, save_model
+from ..tracing import trace
 from .graph import QuantConfig, fake_quants, prepare, quant_layers
+from .qmodules import QuantLinear
+from .swap import swap_quantize, swap_shells_, swapped_layers
 
 __all__ = ["set_mode", "calibrate", "freeze_observers", "quantize_ptq", "save_quantized", "load_quantized",
            "is_quantized_file"]
@@ -67,20 +77,44 @@ def freeze_observers(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
-def quantize_ptq(model: nn.Module, calib_x, cfg: QuantConfig | None = None,
-                 batch_size: int = 256) -> fx.GraphModule:
-    """The fake-quantized (folded, traced) copy of ``model``, calibrated on ``calib_x``
-    (images (N, ...), or a loader yielding images or (images, labels) batches)."""
-    gm = prepare(model, cfg)
+def quantize_ptq(model: nn.Module, calib_x=None, cfg: QuantConfig | None = None,
+                 batch_size: int = 256) -> nn.Module:
+    """A quantized copy of ``model`` (eval mode), placed as ``cfg.method`` says:
+
+    * ``fx``: the fake-quantized (folded, traced) GraphModule, calibrated on ``calib_x``
+      (images (N, ...), or a loader yielding images or (images, labels) batches);
+    * ``swap``: the module-swapped model (``calib_x`` is not used);
+    * ``auto`` (default): fx when torch.fx traces ``model``, else swap."""
+    cfg = cfg or QuantConfig()
+    cfg.check()
+    if cfg.method == "swap":
+        return swap_quantize(model, cfg)
+    try:
+        traced = trace(copy.deepcopy(model).eval())
+    except ModelError:
+        if cfg.method == "fx":
+            raise
+        return swap_quantize(model, cfg)
+    if calib_x is None:
+        raise ConfigError("fx quantization calibrates its activation grids: give calibration inputs")
+    gm = prepare(traced, cfg)
     calibrate(gm, calib_x, batch_size)
     return freeze_observers(gm)
 
 
-def save_quantized(gm: fx.GraphModule, path: str | os.PathLike, info: ModelInfo, cfg: QuantConfig,
+def save_quantized(gm: nn.Module, path: str | os.PathLike, info: ModelInfo, cfg: QuantConfig,
                    accuracy: float | None = None, history: dict | None = None) -> None:
     """Write the quantized model; ``info`` is the float model's, copied and extended."""
     extra = dict(info.extra)
     extra["quant"] = {"method": "linear", "config": cfg.to_dict()}
+    swapped = swapped_layers(gm)
+    if swapped:                                 # the swap is data: which layers, at which bits
+        acts = {getattr(m, "act_bits", None) for m in swapped.values() if isinstance(m, QuantLinear)}
+        if len(acts) > 1:
+            raise ModelError(f"swapped linear layers mix activation bits {sorted(acts, key=str)}; one file "
+                             "records one setting")
+        extra["quant"].update(placement="swap", layers={n: m.weight_bits for n, m in swapped.items()},
+                              act_bits=acts.pop() if acts else None)
     new = ModelInfo(**{**info.__dict__, "extra": extra,
                        "history": list(info.history) + ([history] if history else []),
                        "accuracy": accuracy if accuracy is not None else info.accuracy})
@@ -91,9 +125,22 @@ def is_quantized_file(info: ModelInfo) -> bool:
     return isinstance(info.extra.get("quant"), dict) and info.extra["quant"].get("method") == "linear"
 
 
-def load_quantized(path: str | os.PathLike, trust_code: bool = False) -> tuple[fx.GraphModule, ModelInfo]:
-    """Rebuild a model written by ``save_quantized`` (fake quantization on, eval mode): the model
-    file's loading sequence with the fake quantizers inserted before the state is loaded."""
+def _swap_plan(record: dict, where: str) -> tuple[dict[str, int], int | None]:
+    """``extra.quant.layers`` ({layer name: bits in 2..8}) and ``act_bits`` (2..8 or null) of a
+    module-swapped file, checked."""
+    layers, act_bits = record.get("layers"), record.get("act_bits")
+    if not isinstance(layers, dict) or not all(isinstance(k, str) and type(v) is int and 2 <= v <= 8
+                                               for k, v in layers.items()):
+        raise FormatError(f"{where}: metadata field 'extra.quant.layers' must map layer names to bits in 2..8")
+    if act_bits is not None and not (type(act_bits) is int and 2 <= act_bits <= 8):
+        raise FormatError(f"{where}: metadata field 'extra.quant.act_bits' must be null or 2..8, got {act_bits!r}")
+    return layers, act_bits
+
+
+def load_quantized(path: str | os.PathLike, trust_code: bool = False) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild a model written by ``save_quantized`` (eval mode): the model file's loading
+    sequence with the fake quantizers inserted (fx), or the same layers swapped for integer
+    twins (swap), before the state is loaded."""
     state, info = read_safetensors(path)
     if info is None or not is_quantized_file(info):
         raise FormatError(f"{path}: not a linearly quantized model (no extra.quant record)")
@@ -102,6 +149,14 @@ def load_quantized(path: str | os.PathLike, trust_code: bool = False) -> tuple[f
         cfg.check()
     except (DeepShrinkError, TypeError, ValueError, AttributeError) as exc:
         raise FormatError(f"{path}: metadata field 'extra.quant.config' is not a quantization config ({exc})") from None
+    placement = info.extra["quant"].get("placement", "fx")
+    if placement == "swap":
+        plan, act_bits = _swap_plan(info.extra["quant"], str(path))
+        model = model_from_state(info, state, trust_code, str(path),
+                                 transform=lambda m: swap_shells_(m, plan, act_bits, str(path)))
+        return model.eval(), info
+    if placement != "fx":
+        raise FormatError(f"{path}: metadata field 'extra.quant.placement' must be 'fx' or 'swap', got {placement!r}")
 
     def insert_quantizers(model: nn.Module) -> nn.Module:
         gm = prepare(model, cfg)

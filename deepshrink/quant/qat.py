@@ -11,11 +11,14 @@ otherwise kept from calibration. BatchNorm stays folded: the folded weights are 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.fx as fx
 from torch import nn
 
 from ..data import Dataset
+from ..errors import ConfigError
 from ..train import FitResult, TrainConfig, fit
 from .graph import QuantConfig, fake_quants, quant_layers
 from .observers import make_observer
@@ -26,8 +29,12 @@ __all__ = ["prepare_qat", "refresh_weight_quantizers", "qat_finetune"]
 
 def prepare_qat(model: nn.Module, calib_x: torch.Tensor, cfg: QuantConfig | None = None,
                 lsq: bool = False) -> fx.GraphModule:
-    """A PTQ-initialised fake-quantized copy of ``model``, in train mode, ready for ``fit``."""
-    gm = quantize_ptq(model, calib_x, cfg)
+    """A PTQ-initialised fake-quantized copy of ``model``, in train mode, ready for ``fit``
+    (the fx placement: a module-swapped model holds integer weights, which do not train)."""
+    cfg = cfg or QuantConfig()
+    if cfg.method == "swap":
+        raise ConfigError("quantization-aware training needs the fx placement (method 'fx' or 'auto'), not 'swap'")
+    gm = quantize_ptq(model, calib_x, replace(cfg, method="fx"))
     weight_fqs = {id(layer.weight_fq) for layer in quant_layers(gm).values()}
     for fq in fake_quants(gm).values():
         if lsq:

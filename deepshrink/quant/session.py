@@ -1,4 +1,5 @@
 """A small ONNX Runtime session wrapper: fixed thread count, batched inference, accuracy.
+The input is float32 (images) or int64 token ids, as the graph declares.
 
 ONNX Runtime applies its graph optimisations when the session is created (level ALL: the QDQ
 fusions to QLinearConv/QGemm happen here); ``fused_ops()`` reports which operators the
@@ -40,12 +41,28 @@ class OrtSession:
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise ModelError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
         self.path, self.threads, self.batch_size = Path(path), threads, batch_size
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.takes_tokens = first.type == "tensor(int64)"     # token ids (N, L); else float32
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The file's ``metadata_props`` (input layout, exporter, normalisation ...)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def _inputs(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if not self.takes_tokens:
+            return np.ascontiguousarray(x, dtype=np.float32)
+        if x.dtype.kind not in "iuf" or (x.dtype.kind == "f" and not np.array_equal(x, np.round(x))):
+            raise ModelError(f"{self.path}: the model takes int64 token ids (N, L); got {x.dtype} values "
+                             "that are not all integers")
+        return np.ascontiguousarray(x, dtype=np.int64)
 
     def run(self, x: torch.Tensor | np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Outputs for ``x`` (N, ...), float32, computed ``batch_size`` images at a time."""
-        x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        """Outputs for ``x`` (N, ...), float32 images or int64 token ids (N, L) as the graph's
+        input says, computed ``batch_size`` rows at a time."""
+        x = self._inputs(x)
         bs = batch_size or self.batch_size
         outs = [self.session.run(None, {self.input_name: x[lo:lo + bs]})[0] for lo in range(0, len(x), bs)]
         return np.concatenate(outs) if outs else np.zeros((0,), np.float32)

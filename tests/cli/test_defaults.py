@@ -15,10 +15,10 @@ PARSED_AS = {  # command argv -> [(option dest, the dataclass default it must eq
         ("finetune_epochs", PruneConfig.epochs), ("rule", PruneConfig.rule), ("scope", PruneConfig.scope),
         ("schedule", PruneConfig.schedule), ("penalty_lambda", PruneConfig.penalty_lambda),
         ("kd_temperature", PruneConfig.kd_temperature), ("kd_alpha", PruneConfig.kd_alpha),
-        ("seed", PruneConfig.seed), ("eval", ScanConfig.eval_on), ("eval_size", ScanConfig.eval_size)],
+        ("seed", PruneConfig.seed), ("val_size", ScanConfig.val_size), ("augment", None)],
     ("sensitivity", "m", "--out-dir", "o"): [
-        ("rule", ScanConfig.rule), ("max_drop", ScanConfig.max_drop), ("eval", ScanConfig.eval_on),
-        ("eval_size", ScanConfig.eval_size), ("sparsities", ",".join(map(str, ScanConfig.sparsities)))],
+        ("rule", ScanConfig.rule), ("max_drop", ScanConfig.max_drop), ("val_size", ScanConfig.val_size),
+        ("sparsities", ",".join(map(str, ScanConfig.sparsities)))],
     ("prune-channels", "m", "--out", "o", "--ratio", "0.5"): [
         ("criterion", ChannelConfig.criterion), ("scope", ChannelConfig.scope), ("round_to", ChannelConfig.round_to),
         ("rounds", ChannelConfig.rounds), ("seed", ChannelConfig.seed)],
@@ -27,7 +27,7 @@ PARSED_AS = {  # command argv -> [(option dest, the dataclass default it must eq
             ("max_drop", "max_drop"), ("sparsity", "sparsity"), ("allocation", "allocation"),
             ("prune_epochs", "prune_epochs"), ("conv_bits", "conv_bits"), ("fc_bits", "fc_bits"),
             ("centroid_epochs", "centroid_epochs"), ("attempts", "attempts"), ("kd_temperature", "kd_temperature"),
-            ("kd_alpha", "kd_alpha"), ("scan_size", "scan_size"), ("seed", "seed")]],
+            ("kd_alpha", "kd_alpha"), ("val_size", "val_size"), ("augment", "augment"), ("seed", "seed")]],
     ("distill", "--teacher", "t", "--student", "s", "--out", "o"): [
         ("loss", DistillConfig.loss), ("temperature", DistillConfig.temperature), ("alpha", DistillConfig.alpha),
         ("feature_loss", DistillConfig.feature_loss), ("feature_weight", DistillConfig.feature_weight),

@@ -23,14 +23,15 @@ def test_sensitivity_command(trained, tmp_path, capsys):
     out_dir = tmp_path / "scan"
     capsys.readouterr()
     code = main(["sensitivity", str(model_file), "--out-dir", str(out_dir), "--sparsities", "0.5,0.9",
-                 "--no-progress", "--eval-size", "32"])
+                 "--no-progress", "--val-size", "32"])
     assert code == 0
     scan = json.loads((out_dir / "sensitivity.json").read_text())
     assert scan["sparsities"] == [0.5, 0.9]
-    assert set(scan["layers"]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+    assert set(scan["layers"]) == {"fc1.weight", "fc2.weight"}  # fc3, the output layer, is no default target
     assert scan["layers"]["fc1.weight"]["params"] == 784 * 300
     assert all(len(v["accuracy"]) == 2 for v in scan["layers"].values())
-    assert "32" in scan["evaluated_on"]
+    assert "32" in scan["evaluated_on"] and "validation" in scan["evaluated_on"]
+    assert scan["split"] == "validation" and scan["val_images"] == 32
     assert is_png(out_dir / "sensitivity.png")
     text = capsys.readouterr().out
     assert "dense accuracy" in text and "fc1.weight" in text
@@ -44,5 +45,16 @@ def test_sensitivity_error_missing_file(capsys, tmp_path, run_error):
 def test_sensitivity_error_bad_grid(trained, capsys, tmp_path, run_error):
     _, _, model_file = trained
     line = run_error(capsys, ["sensitivity", model_file, "--out-dir", tmp_path / "s", "--sparsities", "0.5,abc",
-                              "--no-progress", "--eval-size", "32"])
+                              "--no-progress", "--val-size", "32"])
     assert "--sparsities" in line
+
+
+def test_sensitivity_include_exclude(trained, tmp_path, capsys, run_error):
+    _, _, model_file = trained
+    out_dir = tmp_path / "scan_globs"
+    assert main(["sensitivity", str(model_file), "--out-dir", str(out_dir), "--sparsities", "0.5", "--no-progress",
+                 "--val-size", "16", "--include", "fc3", "--exclude", "fc1.weight"]) == 0
+    assert list(json.loads((out_dir / "sensitivity.json").read_text())["layers"]) == ["fc2.weight", "fc3.weight"]
+    line = run_error(capsys, ["sensitivity", model_file, "--out-dir", tmp_path / "s2", "--no-progress",
+                              "--include", "fc9"])
+    assert "include glob 'fc9'" in line

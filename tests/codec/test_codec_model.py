@@ -200,7 +200,7 @@ def test_pruned_but_unquantized_model_round_trips():
     from deepshrink.prune import prune_
     torch.manual_seed(0)
     model = models.build("lenet300").eval()
-    prune_(model, 0.9)
+    prune_(model, 0.9, include="fc3")  # the output layer too: every layer masked
     blob = dumps(model, ModelInfo(arch="lenet300"))
     kinds = _kinds(blob)
     assert kinds["fc1.weight"] == "raw" and kinds["fc1.weight_mask"] == "mask" and kinds["fc3.weight_mask"] == "mask"

@@ -118,6 +118,6 @@ def test_distill_a_student_file(dense, tmp_path):
 def test_sensitivity(dense, tmp_path):
     _, _, src = dense
     assert main(["sensitivity", str(src), "--out-dir", str(tmp_path / "cli"), "--sparsities", "0.5,0.9",
-                 "--eval-size", "32", "--no-progress"]) == 0
-    run = sensitivity_file(src, tmp_path / "lib", ScanConfig(sparsities=(0.5, 0.9), eval_size=32, progress=False))
+                 "--val-size", "32", "--no-progress"]) == 0
+    run = sensitivity_file(src, tmp_path / "lib", ScanConfig(sparsities=(0.5, 0.9), val_size=32, progress=False))
     assert (tmp_path / "cli" / "sensitivity.json").read_text() == run.json_path.read_text()

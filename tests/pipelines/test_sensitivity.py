@@ -1,39 +1,48 @@
-"""The scan's split: the last N training images (Split.tail), one slicing for the sensitivity
-command, prune --auto and the Deep Compression pipeline."""
+"""The scan's split: the validation split carved from the training split (never the test split),
+one carving for the sensitivity command, prune --auto and the Deep Compression pipeline."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from deepshrink.compress import _scan_split
-from deepshrink.data import Split
+import deepshrink.pipelines.sensitivity as sens
+from deepshrink.data import with_validation
 from deepshrink.errors import ConfigError
-from deepshrink.pipelines.sensitivity import ScanConfig, scan_split
+from deepshrink.pipelines.sensitivity import ScanConfig, run_scan
 
 
-def test_tail_is_the_last_n_samples():
-    s = Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
-    assert s.tail(3).y.tolist() == [7, 8, 9] and s.tail(3).x.flatten().tolist() == [7.0, 8.0, 9.0]
-    assert len(s.tail(10)) == len(s.tail(99)) == 10 and len(s.tail(0)) == 0
-    assert s.take(3).y.tolist() == [0, 1, 2]
+def _spy_evaluate(monkeypatch, module) -> list:
+    """Record the split of every ``evaluate`` call ``module`` makes."""
+    seen = []
+    real = module.evaluate
+
+    def spy(model, split, *a, **k):
+        seen.append(split)
+        return real(model, split, *a, **k)
+
+    monkeypatch.setattr(module, "evaluate", spy)
+    return seen
 
 
-def test_scan_splits_slice_alike(make_dataset):
+@pytest.mark.parametrize("val_size,expected", [(None, 10), (30, 30)])
+def test_the_scan_evaluates_on_the_validation_split_only(make_dataset, monkeypatch, tmp_path, val_size, expected):
+    torch.manual_seed(0)
     ds = make_dataset(n_train=100, n_test=20)
-    split, label = scan_split(ds, "train-slice", 30)
-    assert torch.equal(split.y, ds.train.y[-30:]) and "last 30 images of the training split" in label
-    same, label = _scan_split(ds, 30)
-    assert torch.equal(same.x, split.x) and label == "the last 30 training images"
-    split, label = scan_split(ds, "train-slice", 500)    # more than there are: all of them
-    assert len(split) == 100 and "last 100" in label
-    split, label = scan_split(ds, "test", 30)
-    assert split is ds.test and label == "test split (20 images)"
-    assert _scan_split(ds, 0)[0] is ds.test and _scan_split(ds, 100)[0] is ds.test
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    seen = _spy_evaluate(monkeypatch, sens)
+    scan = run_scan(model, ds, ScanConfig(sparsities=(0.5,), val_size=val_size, progress=False, verbose=False),
+                    tmp_path)
+    val = with_validation(ds, val_size).val              # seeded: the same images every time
+    assert seen and all(torch.equal(s.x, val.x) and torch.equal(s.y, val.y) for s in seen)
+    assert all(s.x is not ds.test.x for s in seen)
+    assert scan["split"] == "validation" and scan["val_images"] == expected == len(val)
+    assert f"{expected} images held out of the training split" in scan["evaluated_on"]
 
 
-@pytest.mark.parametrize("bad", [dict(eval_on="val"), dict(eval_size=0)])
-def test_scan_config_check(bad):
-    with pytest.raises(ConfigError):
-        ScanConfig(**bad).check()
-    ScanConfig(eval_on="test", eval_size=0).check()   # the size only matters for the training slice
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True])
+def test_scan_config_refuses_a_bad_val_size(bad):
+    with pytest.raises(ConfigError, match="val_size"):
+        ScanConfig(val_size=bad).check()
+    ScanConfig(val_size=1).check()
+    ScanConfig().check()                                  # None: 10% of the training split, at most 5,000

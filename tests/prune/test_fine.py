@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from deepshrink.errors import ConfigError
-from deepshrink.prune import get_masks, prunable_weights, prune_
+from deepshrink.prune import get_masks, layer_sparsities, prunable_weights, prune_, sparsity
 from deepshrink.prune.fine import (compute_masks, global_magnitude_masks, magnitude_mask, random_mask, std_mask,
                                    std_masks_for_target)
 
@@ -226,8 +226,10 @@ def test_global_with_ties_exact():
 
 def test_prune_attaches_buffers_and_zeroes():
     model = three_layer()
+    last = model[4].weight.detach().clone()
     masks = prune_(model, 0.6)
-    for name in ("0", "2", "4"):
+    assert not hasattr(model[4], "weight_mask") and torch.equal(model[4].weight, last)  # the output layer
+    for name in ("0", "2"):
         layer = model.get_submodule(name)
         mask = layer.weight_mask
         assert mask.dtype == torch.bool and mask.shape == layer.weight.shape
@@ -270,3 +272,121 @@ def test_per_layer_dict_with_global_scope_raises():
 def test_model_without_prunable_weights_raises():
     with pytest.raises(ConfigError):
         compute_masks(nn.Sequential(nn.ReLU()), 0.5)
+
+
+# ----------------------------------------------------------------------------- any nn.Module: targets, include/exclude
+
+class UserCNN(nn.Module):
+    """A CNN defined here, as a user's own would be: conv -> BN -> conv -> pool -> hidden -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3)
+        self.bn = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 10, 3)
+        self.hidden = nn.Linear(10, 12)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x):  # (N, 1, H, W) -> (N, 4)
+        x = torch.relu(self.conv2(torch.relu(self.bn(self.conv1(x))))).mean((2, 3))
+        return self.head(torch.relu(self.hidden(x)))
+
+
+class TokenNet(nn.Module):
+    """Embedding + a torch TransformerEncoderLayer + Linear head, on token ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(30, 16)
+        self.encoder = nn.TransformerEncoderLayer(16, 2, dim_feedforward=24, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, ids):  # (N, L) -> (N, 3)
+        return self.head(self.encoder(self.embed(ids)).mean(1))
+
+
+def seeded(cls):
+    torch.manual_seed(0)
+    return cls()
+
+
+def untouched(before: dict, model: nn.Module, names) -> bool:
+    after = model.state_dict()
+    return all(torch.equal(before[n], after[n]) for n in names)
+
+
+def test_user_cnn_default_prunes_convs_and_hidden_only():
+    model = seeded(UserCNN)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    masks = prune_(model, 0.5)
+    assert list(masks) == ["conv1.weight", "conv2.weight", "hidden.weight"]
+    for name in masks:
+        w = model.get_parameter(name)
+        assert zeros_of(masks[name]) == round(w.numel() * 0.5) and int((w == 0).sum()) == round(w.numel() * 0.5)
+    assert untouched(before, model, ["head.weight", "head.bias", "bn.weight", "bn.bias", "conv1.bias"])
+    # the reported sparsity is over the pruned weights only, exactly
+    n = [model.get_parameter(k).numel() for k in masks]
+    assert sparsity(model) == sum(round(v * 0.5) for v in n) / sum(n)
+    assert set(layer_sparsities(model)) == set(masks)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_token_net_include_embedding_and_classifier(scope):
+    model = seeded(TokenNet)
+    ids = torch.randint(0, 30, (4, 7), generator=torch.Generator().manual_seed(1))
+    masks = prune_(model, 0.6, scope=scope, include=["embed", "head"])
+    assert list(masks) == ["embed.weight", "encoder.self_attn.in_proj_weight", "encoder.self_attn.out_proj.weight",
+                           "encoder.linear1.weight", "encoder.linear2.weight", "head.weight"]
+    total = sum(m.numel() for m in masks.values())
+    if scope == "global":
+        assert sum(zeros_of(m) for m in masks.values()) == round(total * 0.6)
+    else:
+        assert all(zeros_of(m) == round(m.numel() * 0.6) for m in masks.values())
+    assert (model.encoder.self_attn.in_proj_weight[~masks["encoder.self_attn.in_proj_weight"]] == 0).all()
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(ids)).all()  # the attention fast path reads the pruned projections
+    assert not hasattr(model.encoder.norm1, "weight_mask")
+
+
+def test_token_net_exclude_and_per_layer_map():
+    model = seeded(TokenNet)
+    masks = prune_(model, 0.5, exclude="encoder.self_attn*")
+    assert list(masks) == ["encoder.linear1.weight", "encoder.linear2.weight"]
+    # a per-layer map prunes exactly its names, the output layer too when named ...
+    model = seeded(TokenNet)
+    assert list(prune_(model, {"head.weight": 0.5, "encoder.linear1.weight": 0.25})) == [
+        "head.weight", "encoder.linear1.weight"]
+    # ... but not a name an exclude glob matches
+    with pytest.raises(ConfigError, match="'head.weight'.*excluded"):
+        prune_(seeded(TokenNet), {"head.weight": 0.5}, exclude="head")
+
+
+def test_nothing_left_to_prune_is_a_config_error():
+    with pytest.raises(ConfigError, match="no weights to prune"):
+        prune_(nn.Sequential(nn.Linear(3, 2)), 0.5)          # the only layer is the output layer
+    with pytest.raises(ConfigError, match="no weights to prune"):
+        prune_(seeded(UserCNN), 0.5, exclude="*")
+    assert list(prune_(nn.Sequential(nn.Linear(3, 2)), 0.5, include="0")) == ["0.weight"]
+
+
+def test_unmatched_glob_names_it_and_attaches_nothing():
+    model = seeded(UserCNN)
+    with pytest.raises(ConfigError, match="include glob 'clasifier'"):
+        prune_(model, 0.5, include=["head", "clasifier"])
+    assert get_masks(model) == {}
+
+
+def test_tiny_bert_default_prunes_the_encoder_linears():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                          num_attention_heads=2, intermediate_size=64)).eval()
+    before = {k: v.clone() for k, v in bert.state_dict().items()}
+    masks = prune_(bert, 0.5)
+    assert len(masks) == 12 and all(k.startswith("encoder.layer.") and k.endswith(".weight") for k in masks)
+    for name, mask in masks.items():
+        assert zeros_of(mask) == mask.numel() // 2, name
+    assert sparsity(bert) == 0.5
+    keep = [k for k in before if "embeddings" in k or "LayerNorm" in k or k.startswith("pooler.")]
+    assert len(keep) >= 9 and untouched(before, bert, keep)

@@ -112,10 +112,15 @@ def test_sparsity_values():
         net[0].weight.view(-1)[:10] = 0.0
         net[2].weight.fill_(2.0)
         net[0].bias.zero_()  # biases are not counted
-    assert layer_sparsities(net) == {"0.weight": 0.5, "2.weight": 0.0}
-    assert sparsity(net) == pytest.approx(10 / 30)
+    # unmasked: over the default targets, which leave the output layer "2" out
+    assert layer_sparsities(net) == {"0.weight": 0.5}
+    assert sparsity(net) == pytest.approx(0.5)
+    assert sparsity(net, ["0.weight", "2.weight"]) == pytest.approx(10 / 30)
+    assert layer_sparsities(net, ["0.weight", "2.weight"]) == {"0.weight": 0.5, "2.weight": 0.0}
     assert sparsity(net, ["0.weight"]) == pytest.approx(0.5)
     assert sparsity(net, ["2.weight"]) == 0.0
+    set_mask(net, "2.weight", torch.ones(2, 5, dtype=torch.bool))  # masked: over what was pruned
+    assert layer_sparsities(net) == {"2.weight": 0.0} and sparsity(net) == 0.0
 
 
 def test_set_mask_errors():
@@ -135,3 +140,25 @@ def test_set_mask_replaces_and_converts():
     set_mask(model, "fc3.weight", torch.ones_like(mask))
     assert model.fc3.weight_mask.all()
     assert len([k for k in model.state_dict() if k.endswith("_mask")]) == 1
+
+
+def test_tiny_bert_file_keeps_its_masks(tmp_path):
+    """A Hugging Face model (hf:DIR) pruned by default: encoder Linears only; the masks survive the file."""
+    pytest.importorskip("transformers")
+    from hf_files import bert_folder
+
+    model, info = load_model(f"hf:{bert_folder(tmp_path / 'bert')}", seq_len=8)
+    embeddings = model.model.embeddings.word_embeddings.weight.detach().clone()
+    prune_(model, 0.5)
+    masks = get_masks(model)
+    assert len(masks) == 12 and all(k.startswith("model.encoder.layer.") for k in masks)
+    assert torch.equal(model.model.embeddings.word_embeddings.weight, embeddings)
+    path = tmp_path / "pruned.safetensors"
+    save_model(model, path, info)
+    loaded, _ = load_model(path)
+    assert get_masks(loaded).keys() == masks.keys()
+    assert all(torch.equal(get_masks(loaded)[k], masks[k]) for k in masks)
+    assert sparsity(loaded) == sparsity(model) == 0.5
+    ids = torch.tensor([[2, 5, 7, 9, 3, 0, 0, 0]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))

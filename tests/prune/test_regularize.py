@@ -21,10 +21,11 @@ def mlp(seed=0) -> nn.Module:
 
 # ----------------------------------------------------------------------------- penalties
 
-def brute_force(model, p):
+def brute_force(model, p, skip=("fc3.weight",)):
     total = 0.0
     for name, param in model.named_parameters():
-        if name.endswith("weight") and param.dim() >= 2:  # biases are not penalised
+        # biases are not penalised, nor the output layer (fc3), which is no pruning target
+        if name.endswith("weight") and param.dim() >= 2 and name not in skip:
             total += sum(abs(v) ** p for v in param.detach().double().flatten().tolist())
     return total
 
@@ -35,15 +36,18 @@ def test_penalty_values(kind, p):
     value = penalty(model, kind)
     assert value.requires_grad
     assert value.item() == pytest.approx(brute_force(model, p), rel=1e-5)
+    prune_(model, 0.5, include="fc3")  # masked: over what was pruned, the output layer included
+    assert penalty(model, kind).item() == pytest.approx(brute_force(model, p, skip=()), rel=1e-5)
 
 
 def test_penalty_gradient_l1_is_sign():
-    net = nn.Linear(3, 2)
+    net = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
     with torch.no_grad():
-        net.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [-0.1, 3.0, -4.0]]))
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [-0.1, 3.0, -4.0]]))
     penalty(net, "l1").backward()
-    assert torch.equal(net.weight.grad, torch.sign(net.weight.detach()))
-    assert net.bias.grad is None
+    assert torch.equal(net[0].weight.grad, torch.sign(net[0].weight.detach()))
+    assert net[0].bias.grad is None
+    assert net[1].weight.grad is None  # the output layer is no pruning target
 
 
 @pytest.mark.parametrize("kind", ["l1", "l2"])
@@ -135,7 +139,7 @@ def test_remove_dead_neurons_shrinks_and_keeps_outputs():
 def test_remove_dead_neurons_masks_shrink():
     net = chain()
     kill_units(net)
-    prune_(net, 0.2)
+    prune_(net, 0.2, include="4")  # the output layer too
     for name in ("0.weight", "2.weight", "4.weight"):  # masks agree with the dead rows/columns
         set_mask(net, name, get_masks(net)[name] & (net.get_submodule(name[0]).weight != 0))
     net.eval()

@@ -46,8 +46,8 @@ def test_scan_shape_and_restore():
     assert scan["sparsities"] == [0.5, 0.7, 0.9]
     assert scan["rule"] == "magnitude"
     assert scan["dense"] == evaluate(model, split)
-    assert list(scan["layers"]) == ["1.weight", "3.weight", "5.weight"]
-    for name, n in (("1.weight", 16 * 24), ("3.weight", 24 * 10), ("5.weight", 10 * 3)):
+    assert list(scan["layers"]) == ["1.weight", "3.weight"]  # the output layer "5" is no default target
+    for name, n in (("1.weight", 16 * 24), ("3.weight", 24 * 10)):
         entry = scan["layers"][name]
         assert entry["params"] == n
         assert len(entry["accuracy"]) == 3
@@ -217,3 +217,19 @@ def test_plot_sensitivity_png(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["curves.png"]  # no temp file left
     plot_sensitivity({**scan, "layers": {"big": scan["layers"]["big"]}}, tmp_path / "one.png")
     assert (tmp_path / "one.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_scan_follows_include_and_exclude():
+    model = tiny()
+    split = fixed_split()
+    ev = lambda m: evaluate(m, split)  # noqa: E731
+    scan = sensitivity_scan(model, ev, [0.5], progress=False, include="5", exclude="1.weight")
+    assert list(scan["layers"]) == ["3.weight", "5.weight"]
+    assert list(sensitivity_scan(model, ev, [0.5], progress=False, layers=["5.weight"])["layers"]) == ["5.weight"]
+    with pytest.raises(ConfigError, match="exclude glob 'fc9'"):
+        sensitivity_scan(model, ev, [0.5], progress=False, exclude=["fc9"])
+    with pytest.raises(ConfigError, match="not both"):
+        sensitivity_scan(model, ev, [0.5], progress=False, layers=["3.weight"], include="5")
+    with pytest.raises(ConfigError, match="no weights to scan"):
+        sensitivity_scan(model, ev, [0.5], progress=False, exclude="*")
+    assert get_masks(model) == {}

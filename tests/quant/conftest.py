@@ -76,3 +76,23 @@ def images():
 def randomise_bn():
     """``randomise_bn(model, seed) -> model`` with random BN statistics and affine terms, eval mode."""
     return _randomise_bn
+
+
+def make_tiny_bert():
+    """A tiny random-weight ``transformers.BertModel`` (no weights downloaded), eval mode."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64)
+    return transformers.BertModel(cfg).eval()
+
+
+@pytest.fixture
+def tiny_bert():
+    torch.manual_seed(0)
+    return make_tiny_bert()
+
+
+@pytest.fixture
+def token_ids():
+    """(8, 16) seeded token ids of the tiny BERT's 100-word vocabulary."""
+    return torch.randint(0, 100, (8, 16), generator=torch.Generator().manual_seed(4))

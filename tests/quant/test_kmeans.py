@@ -122,3 +122,108 @@ def test_finetune_keeps_weights_tied(make_dataset):
         assert bool(torch.isin(mod.weight[mod.weight != 0], cb).all())
         assert bool((cb[1:] > cb[:-1]).all())
     assert not torch.equal(m[1].weight_codebook, before)   # the centroids did move
+
+
+# ----------------------------------------------------------------------------- any parameter
+
+class TaggedCNN(nn.Module):
+    """A CNN whose logits get a per-tag offset from an embedding table; input ((N, 1, 8, 8), (N,))."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4 * 6 * 6, 5)
+        self.tags, self.norm = nn.Embedding(7, 5), nn.LayerNorm(5)
+
+    def forward(self, x, tag):
+        return self.norm(self.fc(torch.relu(self.conv(x)).flatten(1)) + self.tags(tag))
+
+
+def _dsz_round_trip(model, arch, monkeypatch, factory):
+    """dumps -> loads through a zoo name; returns (blob, rebuilt model)."""
+    import deepshrink.models as zoo
+    from deepshrink.codec import dumps, loads
+    from deepshrink.modelfile import ModelInfo
+    monkeypatch.setitem(zoo.REGISTRY, arch, factory)
+    blob = dumps(model, ModelInfo(arch=arch))
+    return blob, loads(blob)
+
+
+def test_embeddings_and_included_parameters_share_and_decode_bit_for_bit(monkeypatch):
+    from deepshrink.codec.container import parse_file
+    torch.manual_seed(0)
+    m = TaggedCNN().eval()
+    cfg = KMeansConfig(embedding_bits=3, include=["*.bias"], exclude=["norm.*"], bits={"fc.bias": 2})
+    assert kmeans_quantize_(m, cfg) == {"conv": 8, "conv.bias": 8, "fc": 5, "fc.bias": 2, "tags": 3}
+    assert not hasattr(m.norm, "bias_codebook") and m.tags.weight_bits == 3 and m.fc.bias_bits == 2
+    assert m.tags.weight_codebook.numel() <= 8 and bool(torch.isin(m.tags.weight, m.tags.weight_codebook).all())
+    assert set(quantized_layers(m)) == {"conv", "fc", "tags"}
+    blob, back = _dsz_round_trip(m, "tagged_cnn_test", monkeypatch, TaggedCNN)
+    kinds = {e["name"]: e["kind"] for e in parse_file(blob, "<test>").entries}
+    assert kinds["tags.weight"] == kinds["fc.bias"] == kinds["conv.weight"] == "quantized"
+    assert kinds["norm.bias"] == "raw"
+    own, rebuilt = m.state_dict(), back.state_dict()
+    assert own.keys() == rebuilt.keys() and all(torch.equal(own[k], rebuilt[k]) for k in own)
+    assert back.tags.weight_bits == 3 and back.fc.bias_bits == 2
+    x, tag = torch.randn(4, 1, 8, 8), torch.tensor([0, 6, 3, 3])
+    with torch.no_grad():
+        assert torch.equal(back(x, tag), m(x, tag))
+    with pytest.raises(ConfigError, match="list of parameter-name globs"):
+        kmeans_quantize_(TaggedCNN(), KMeansConfig(include="*.bias"))
+    with pytest.raises(ConfigError, match="unknown layers or parameters"):
+        kmeans_quantize_(TaggedCNN(), KMeansConfig(bits={"fc.gain": 4}))
+    with pytest.raises(ConfigError, match=r"match no layer or parameter: \['nrom'\]"):
+        kmeans_quantize_(TaggedCNN(), KMeansConfig(exclude=["nrom"]))       # a typo is an error
+    m = TaggedCNN()                                                        # a layer name excludes all of it
+    assert kmeans_quantize_(m, KMeansConfig(include=["*.bias"], exclude=["conv"])) == {"fc": 5, "fc.bias": 8,
+                                                                                      "norm.bias": 8}
+
+
+def test_default_config_leaves_embeddings_alone():
+    m = TaggedCNN()
+    before = m.tags.weight.detach().clone()
+    assert kmeans_quantize_(m) == {"conv": 8, "fc": 5}
+    assert torch.equal(m.tags.weight, before) and not hasattr(m.tags, "weight_codebook")
+
+
+def test_bert_embeddings_share_and_the_dsz_file_rebuilds_it(tiny_bert, token_ids, monkeypatch):
+    done = kmeans_quantize_(tiny_bert, KMeansConfig(fc_bits=5, embedding_bits=4, iters=10))
+    assert done["embeddings.word_embeddings"] == 4 and done["encoder.layer.1.output.dense"] == 5 and len(done) == 16
+    from deepshrink.codec.container import parse_file
+    from deepshrink.codec.model_io import decode_file
+    blob, back = _dsz_round_trip(tiny_bert, "tiny_bert_kmeans_test", monkeypatch,
+                                 lambda: type(tiny_bert)(tiny_bert.config))
+    decoded = decode_file(parse_file(blob, "<test>")).state
+    own = tiny_bert.state_dict()
+    assert decoded.keys() == own.keys() and all(torch.equal(decoded[k], own[k]) for k in own)
+    with torch.no_grad():
+        assert torch.equal(back(token_ids).last_hidden_state, tiny_bert(token_ids).last_hidden_state)
+    assert len(blob) < 0.5 * sum(t.numel() * 4 for t in own.values())
+
+
+class TiedHead(nn.Module):
+    """Images -> 16 features -> logits by a head tied to an embedding table (as language models tie)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.emb, self.head = nn.Linear(64, 16), nn.Embedding(4, 16), nn.Linear(16, 4)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(x.flatten(1))))
+
+
+def test_tied_weights_and_biases_stay_tied_through_finetuning(make_dataset):
+    torch.manual_seed(0)
+    m = TiedHead()
+    done = kmeans_quantize_(m, KMeansConfig(fc_bits=5, embedding_bits=3, include=["fc.bias"], other_bits=2))
+    assert done == {"fc": 5, "fc.bias": 2, "emb": 3, "head": 3}   # the tied head keeps the table's 3 bits
+    assert torch.equal(m.emb.weight_codebook, m.head.weight_codebook)
+    cfg = TrainConfig(epochs=1, lr=1e-3, optimizer="adam", weight_decay=0.0, augment=False, progress=False,
+                      verbose=False, batch_size=32)
+    before = m.fc.bias_codebook.clone()
+    centroid_finetune(m, make_dataset(), cfg)
+    assert m.head.weight is m.emb.weight and torch.equal(m.emb.weight_codebook, m.head.weight_codebook)
+    for mod, attr in [(m.fc, "weight"), (m.fc, "bias"), (m.emb, "weight")]:
+        cb, w = getattr(mod, attr + "_codebook"), getattr(mod, attr)
+        assert cb.numel() <= 2 ** getattr(mod, attr + "_bits") and bool(torch.isin(w[w != 0], cb).all())
+    assert not torch.equal(m.fc.bias_codebook, before)          # the bias centroids trained too

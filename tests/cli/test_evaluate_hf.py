@@ -1,0 +1,97 @@
+"""``deepshrink evaluate`` / ``profile`` on a Hugging Face folder (``hf:DIR``) and ``text:FILE``
+data: fidelity to the original instead of an accuracy that unlabelled text cannot give."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from deepshrink.cli import main  # noqa: E402
+from deepshrink.io import load_model, save_model  # noqa: E402
+from hf_files import bert_folder, write_sentences  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    """``(folder, text spec, perturbed copy as a deepshrink file)``."""
+    root = tmp_path_factory.mktemp("hfcli")
+    folder = bert_folder(root / "bert")
+    spec = write_sentences(root / "s.txt", n=60)
+    model, info = load_model(f"hf:{folder}", seq_len=16)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    save_model(model, root / "noisy.safetensors", info)
+    return folder, spec, root / "noisy.safetensors"
+
+
+def _json(capsys, argv) -> dict:
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_unlabelled_text_without_reference_says_so(bert, capsys, run_error):
+    folder, spec, _ = bert
+    line = run_error(capsys, ["evaluate", f"hf:{folder}", "--data", spec])
+    assert "no labels" in line and "--reference" in line
+
+
+def test_reference_to_itself_is_cosine_one(bert, capsys):
+    folder, spec, _ = bert
+    rec = _json(capsys, ["evaluate", f"hf:{folder}", "--data", spec, "--reference", f"hf:{folder}", "--json"])
+    assert rec["accuracy"] is None and rec["labelled"] is False and rec["images"] == 6
+    fid = rec["fidelity"]
+    assert fid["kind"] == "embedding" and fid["cosine_mean"] == 1.0 and fid["cosine_min"] == 1.0
+
+
+def test_perturbed_file_is_measured_against_the_folder(bert, capsys):
+    folder, spec, noisy = bert
+    rec = _json(capsys, ["evaluate", noisy, "--data", spec, "--reference", f"hf:{folder}", "--json"])
+    assert 0 < rec["fidelity"]["cosine_min"] <= rec["fidelity"]["cosine_mean"] < 1
+    capsys.readouterr()
+    assert main(["evaluate", str(noisy), "--data", spec, "--reference", f"hf:{folder}"]) == 0
+    out = capsys.readouterr().out
+    assert "fidelity to hf:" in out and "mean cosine" in out and "accuracy" not in out
+
+
+def test_classifier_reports_agreement_and_kl(tmp_path, capsys):
+    folder = bert_folder(tmp_path / "cls", "BertForSequenceClassification", num_labels=3)
+    spec = write_sentences(tmp_path / "s.txt", n=30)
+    rec = _json(capsys, ["evaluate", f"hf:{folder}", "--data", spec, "--reference", f"hf:{folder}", "--json",
+                         "--seq-len", "12"])
+    fid = rec["fidelity"]
+    assert fid["kind"] == "logits" and fid["agreement"] == 1.0 and fid["kl_mean"] == 0.0
+
+
+def test_profile_takes_token_ids(bert, capsys):
+    folder, _, noisy = bert
+    rec = _json(capsys, ["profile", "--model", f"hf:{folder}", "--seq-len", "16", "--json"])
+    assert rec["input_shape"] == [1, 16] and rec["totals"]["params"] == 37_856   # BertModel's own count
+    assert _json(capsys, ["profile", noisy, "--json"])["input_shape"] == [1, 16]
+
+
+def test_errors_are_one_line(bert, capsys, run_error, tmp_path, write_npz):
+    folder, spec, _ = bert
+    npz = write_npz(tmp_path / "d.npz", n_train=8, n_test=4)
+    assert "text data" in run_error(capsys, ["evaluate", f"hf:{folder}", "--data", npz, "--reference",
+                                             f"hf:{folder}"])
+    assert "--seq-len" in run_error(capsys, ["evaluate", f"hf:{folder}", "--seq-len", "0", "--data", spec])
+    assert "no such folder" in run_error(capsys, ["evaluate", f"hf:{tmp_path / 'none'}", "--data", spec])
+
+
+def test_commands_that_need_labels_refuse_text_instead_of_a_placeholder_accuracy(bert, capsys, run_error, tmp_path):
+    folder, spec, _ = bert
+    for argv in (["prune", f"hf:{folder}", "--data", spec, "--sparsity", "0.5", "--out", tmp_path / "p.safetensors"],
+                 ["quantize", f"hf:{folder}", "--data", spec, "--out", tmp_path / "q.safetensors"]):
+        line = run_error(capsys, argv)
+        assert "no labels" in line and "--reference" in line
+    assert not (tmp_path / "p.safetensors").exists() and not (tmp_path / "q.safetensors").exists()
+    assert "text model" in run_error(capsys, ["export", f"hf:{folder}", "--onnx", tmp_path / "b.onnx"])
