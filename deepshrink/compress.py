@@ -243,7 +243,8 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
 
 
 def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_spec: str | None = None,
-                  arch: str | None = None, trust_code: bool = False, teacher: str | None = None):
+                  arch: str | None = None, trust_code: bool = False, teacher: str | None = None,
+                  model_kwargs: dict | None = None):
     """Load ``src``, run :func:`compress`, write ``out`` (.dsz) and its report beside it.
     ``teacher``: a model file to distil from during both fine-tunings.
 
@@ -254,7 +255,7 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
     cfg.check()
     if not Path(out).parent.is_dir():  # fail before minutes of fine-tuning, not after
         raise ConfigError(f"{out}: the output folder {Path(out).parent} does not exist")
-    model, info = load_model(src, arch=arch, trust_code=trust_code)
+    model, info = load_model(src, arch=arch, kwargs=model_kwargs, trust_code=trust_code)
     spec = data_mod.spec_from_file(data_spec, info.data, src, trust_code)
     data = data_mod.load(spec, info.mean, info.std)
     teacher_model = load_teacher(teacher, data, trust_code=trust_code) if teacher else None

@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 from deepshrink.codec import load_compressed, save_compressed  # noqa: E402
 from deepshrink.errors import ConfigError, FormatError, ModelError  # noqa: E402
 from deepshrink.hf import DEFAULT_SEQ_LEN, HFModel, build_hf  # noqa: E402
-from deepshrink.io import ModelInfo, load_model, read_info, save_model  # noqa: E402
+from deepshrink.io import load_model, read_info, save_model  # noqa: E402
 from deepshrink.modelfile import example_input, input_kind, model_from_state  # noqa: E402
 from hf_files import bert_folder  # noqa: E402
 

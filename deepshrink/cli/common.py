@@ -25,12 +25,17 @@ __all__ = ["add_model_file_args", "model_file_options", "parse_kwargs", "parse_s
            "add_target_args", "target_globs"]
 
 
-def add_model_file_args(p: argparse.ArgumentParser) -> None:
-    """``--model``, ``--trust-code``, and for text models ``--seq-len`` and ``--tokenizer``. A model
-    file argument may also be ``hf:DIR``, a local Hugging Face model folder (offline, no remote code)."""
+def add_model_file_args(p: argparse.ArgumentParser, kwargs: bool = True) -> None:
+    """``--model``, ``--kwargs`` (its constructor's arguments; not where a command's own ``--kwargs``
+    means something else), ``--trust-code``, and for text models ``--seq-len`` and ``--tokenizer``. A
+    model file argument may also be ``hf:DIR``, a local Hugging Face model folder (offline, no remote
+    code)."""
     p.add_argument("--model", dest="arch", metavar="NAME",
                    help="architecture for a plain .pt/.pth/.safetensors state dict (zoo name, module:callable, or "
                         "hf:DIR: a Hugging Face folder's config); a model argument may itself be hf:DIR")
+    if kwargs:
+        p.add_argument("--kwargs", dest="model_kwargs", metavar="JSON",
+                       help="JSON arguments of --model's architecture, e.g. '{\"input_size\": 28}'")
     p.add_argument("--trust-code", action="store_true",
                    help="allow the file's module:callable architecture to be imported")
     p.add_argument("--seq-len", dest="seq_len", type=int, metavar="N",
@@ -44,6 +49,10 @@ def model_file_options(args) -> dict:
     """``arch`` and ``trust_code`` for a pipeline call, from :func:`add_model_file_args`' options, and
     ``seq_len``/``tokenizer`` when given (checked here, before any file is read)."""
     opts = {"arch": getattr(args, "arch", None), "trust_code": getattr(args, "trust_code", False)}
+    if getattr(args, "model_kwargs", None):
+        if opts["arch"] is None:
+            raise ConfigError("--kwargs gives the arguments of --model's architecture: name it with --model")
+        opts["model_kwargs"] = parse_kwargs(args.model_kwargs)
     if getattr(args, "seq_len", None) is not None:
         opts["seq_len"] = check_seq_len(args.seq_len, "--seq-len")
     if getattr(args, "tokenizer", None) is not None:

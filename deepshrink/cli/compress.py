@@ -8,7 +8,8 @@ from ..compress import CompressConfig, compress_file
 from ..errors import ConfigError
 from ..pipelines.compress_report import report_paths
 from .common import (FINITE, FRACTION, NON_NEGATIVE, POSITIVE, add_augment_arg, add_model_file_args, add_target_args,
-                     add_val_size_arg, augment_choice, check_output_path, check_val_size_arg, target_globs)
+                     add_val_size_arg, augment_choice, check_output_path, check_val_size_arg, model_file_options,
+                     target_globs)
 
 __all__ = ["register", "cmd_compress"]
 
@@ -70,8 +71,9 @@ def cmd_compress(args) -> int:
                          kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha, prune_lr=args.lr,
                          attempts=args.attempts, seed=args.seed, progress=not args.no_progress,
                          **target_globs(args))
-    result, report, md = compress_file(args.file, args.out, cfg, args.data, getattr(args, "arch", None),
-                                       getattr(args, "trust_code", False), teacher=args.teacher)
+    opts = model_file_options(args)
+    result, report, md = compress_file(args.file, args.out, cfg, args.data, opts["arch"], opts["trust_code"],
+                                       teacher=args.teacher, model_kwargs=opts.get("model_kwargs"))
     print()
     print(report.to_markdown())
     print()

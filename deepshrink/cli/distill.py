@@ -42,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--data", help="data spec (default: the one the teacher was trained on)")
     p.add_argument("--seed", type=int, default=StudentTraining.seed)
     p.add_argument("--no-progress", action="store_true")
-    add_model_file_args(p)
+    add_model_file_args(p, kwargs=False)
     p.set_defaults(func=cmd_distill)
 
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 
 from ..pipelines.profile import LATENCY_REPEATS, profile_file
-from .common import add_model_file_args, parse_shape
+from .common import parse_kwargs, add_model_file_args, parse_shape
 
 __all__ = ["register"]
 
@@ -27,7 +27,8 @@ def register(sub) -> None:
 def cmd_profile(args) -> int:
     shape = parse_shape(args.input_shape) if args.input_shape else None  # bounded: refused before it is allocated
     run = profile_file(args.file, arch=args.arch, input_shape=shape, latency=args.latency, threads=args.threads,
-                       trust_code=args.trust_code, seq_len=args.seq_len)
+                       trust_code=args.trust_code, seq_len=args.seq_len,
+                       model_kwargs=parse_kwargs(args.model_kwargs) if args.model_kwargs else None)
     if args.json:
         out = run.profile.to_dict()
         out["model"] = run.label

@@ -33,11 +33,11 @@ class EvaluateRun:
 
 def evaluate_file(src: str | os.PathLike, *, data: str | None = None, arch: str | None = None,
                   trust_code: bool = False, reference: str | os.PathLike | None = None,
-                  seq_len: int | None = None, tokenizer: str | os.PathLike | None = None) -> EvaluateRun:
+                  seq_len: int | None = None, tokenizer: str | os.PathLike | None = None, model_kwargs: dict | None = None) -> EvaluateRun:
     """Evaluate ``src`` on the test split of its data: accuracy when the data is labelled, and,
     with ``reference`` (a model file or ``hf:DIR``: the model before compression), fidelity to it.
     ``arch``/``trust_code`` apply to both models; ``seq_len``/``tokenizer`` to text models."""
-    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer,
+    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs,
                                           need_labels=False)
     if not ds.labelled and reference is None:
         raise ConfigError(f"{ds.name} has no labels, so an accuracy would mean nothing; measure agreement with "

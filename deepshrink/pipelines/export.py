@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..data import Split
 from ..errors import ConfigError
 from ..io import load_model, read_info
-from ..modelfile import input_kind
+from ..modelfile import example_input, input_kind
 from ..quant import OrtSession, QuantConfig, export_onnx, export_qdq, is_quantized_file, load_quantized, quantize_ptq
 from .inputs import data_for
 from .quantize import calibration_images
@@ -38,7 +38,7 @@ class ExportRun:
 
 def export_file(src: str | os.PathLike, onnx: str | os.PathLike, cfg: ExportConfig | None = None, *,
                 data: str | None = None, arch: str | None = None, trust_code: bool = False,
-                seq_len: int | None = None, tokenizer: str | None = None) -> ExportRun:
+                seq_len: int | None = None, tokenizer: str | None = None, model_kwargs: dict | None = None) -> ExportRun:
     """Export the model in ``src`` to ``onnx``; data (for ``int8`` and ``check``): ``data``, else
     the data set the file records."""
     cfg = cfg or ExportConfig()
@@ -49,18 +49,27 @@ def export_file(src: str | os.PathLike, onnx: str | os.PathLike, cfg: ExportConf
         export_qdq(gm, onnx, info.input_shape)
         kind = "int8 QDQ (the file's own grids)"
     else:
-        model, info = load_model(src, arch=arch, trust_code=trust_code, seq_len=seq_len, tokenizer=tokenizer)
-        if input_kind(info) == "tokens":
-            raise ConfigError(f"{src}: ONNX export takes models of images; a text model (token ids) is not "
-                              "exported yet")
+        model, info = load_model(src, arch=arch, kwargs=model_kwargs, trust_code=trust_code, seq_len=seq_len,
+                                 tokenizer=tokenizer)
+        tokens = input_kind(info) == "tokens"
+        if tokens and cfg.check:
+            raise ConfigError(f"{src}: --check measures accuracy on labelled images; compare a text model's "
+                              "outputs with deepshrink evaluate --reference")
+        if not tokens and (cfg.int8 or cfg.check or data is not None or info.mean is None):
+            data_for(info, data, src, trust_code)      # a plain state dict takes its input shape from the data
         if cfg.int8:
+            if tokens:
+                raise ConfigError(f"{src}: the int8 QDQ export takes models of images; a text model's int8 "
+                                  "ONNX comes from ONNX Runtime's dynamic quantization of its fp32 export")
             ds = data_for(info, data, src, trust_code)
             gm = quantize_ptq(model, calibration_images(ds, cfg.calib), QuantConfig(per_channel=True))
             export_qdq(gm, onnx, info.input_shape)
             kind = f"int8 QDQ (calibrated on {min(cfg.calib, len(ds.train))} images)"
         else:
-            export_onnx(model, onnx, info.input_shape)
-            kind = "fp32"
+            stats = {} if info.mean is None else {"mean": info.mean, "std": info.std}
+            export_onnx(model, onnx, example_input(info, (1, *info.input_shape)) if tokens else info.input_shape,
+                        metadata=stats)
+            kind = "fp32 (token ids in)" if tokens else "fp32"
     run = ExportRun(kind, os.fspath(onnx))
     if cfg.check:
         ds = data_for(info, data, src, trust_code)

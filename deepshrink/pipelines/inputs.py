@@ -30,6 +30,11 @@ def data_for(info: ModelInfo, spec: str | None, where: str = "the model file", t
         return _text_for(info, spec or info.data, where)
     spec = data_mod.spec_from_file(spec, info.data, where, trust_code)
     ds = data_mod.load(spec, mean=info.mean, std=info.std)
+    if info.mean is None and info.std is None and not info.history:
+        # a record that never saw data (a plain state dict): the data says the input it takes, and
+        # files written from the model remember it
+        info.input_shape, info.mean, info.std = list(ds.input_shape), list(ds.mean), list(ds.std)
+        info.data = info.data or spec
     if list(ds.input_shape) != list(info.input_shape):
         raise DataError(f"{spec}: images are {list(ds.input_shape)}, the model expects {list(info.input_shape)}")
     return ds
@@ -58,13 +63,14 @@ def _text_for(info: ModelInfo, spec: str | None, where: str) -> Dataset:
 def open_model_and_data(src: str | os.PathLike, data: str | None = None, arch: str | None = None,
                         trust_code: bool = False, *, seq_len: int | None = None,
                         tokenizer: str | os.PathLike | None = None,
-                        need_labels: bool = True) -> tuple[nn.Module, ModelInfo, Dataset]:
+                        need_labels: bool = True, model_kwargs: dict | None = None) -> tuple[nn.Module, ModelInfo, Dataset]:
     """``(model, info, data set)`` of a model file or ``hf:DIR``; ``arch`` names the architecture of
     a plain state dict (naming a callable trusts it); ``seq_len``/``tokenizer``: text models only
     (see :func:`deepshrink.io.load_model`). ``need_labels`` (the default, for a pipeline that
     fine-tunes or reports accuracy): unlabelled data (text) is one DataError, never a number
     measured against placeholder labels; a pipeline that handles unlabelled data passes False."""
-    model, info = load_model(src, arch=arch, trust_code=trust_code, seq_len=seq_len, tokenizer=tokenizer)
+    model, info = load_model(src, arch=arch, kwargs=model_kwargs, trust_code=trust_code, seq_len=seq_len,
+                             tokenizer=tokenizer)
     ds = data_for(info, data, str(src), trust_code)
     if need_labels and not ds.labelled:
         raise DataError(f"{ds.name}: text has no labels, and this command fine-tunes or reports accuracy, which "

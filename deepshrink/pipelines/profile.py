@@ -49,16 +49,16 @@ def check_input_elements(shape, what: str) -> None:
 
 def profile_file(src: str | os.PathLike | None = None, *, arch: str | None = None,
                  input_shape: tuple[int, ...] | None = None, latency: bool = False, threads: int | None = None,
-                 trust_code: bool = False, seq_len: int | None = None) -> ProfileRun:
+                 trust_code: bool = False, seq_len: int | None = None, model_kwargs: dict | None = None) -> ProfileRun:
     """Profile the model in ``src`` (``arch``: the architecture of a plain state dict), or the zoo
     model or Hugging Face folder (``hf:DIR``) ``arch`` without a file. ``input_shape``: default batch
     1 of the model's input shape; a text model takes int64 token ids (``seq_len`` of them)."""
     info = None
     if src or is_hf_spec(arch):
-        model, info = load_model(src or arch, arch=arch if src else None, trust_code=trust_code, seq_len=seq_len)
+        model, info = load_model(src or arch, arch=arch if src else None, kwargs=model_kwargs, trust_code=trust_code, seq_len=seq_len)
         default_shape, label = (1, *info.input_shape), os.fspath(src or arch)
     elif arch:
-        model = models.build(arch)
+        model = models.build(arch, **(model_kwargs or {}))
         default_shape, label = ZOO_INPUT, arch
     else:
         raise ConfigError("profile needs a model file or --model NAME")

@@ -68,7 +68,7 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
                finetune: Finetune | None = None, auto: ScanConfig | None = None,
                teacher: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
                data: str | None = None, arch: str | None = None, trust_code: bool = False,
-               seq_len: int | None = None, tokenizer: str | None = None) -> PruneRun:
+               seq_len: int | None = None, tokenizer: str | None = None, model_kwargs: dict | None = None) -> PruneRun:
     """Prune the model in ``src`` to ``cfg.sparsity``, fine-tune it and write it to ``out``.
 
     ``cfg``'s lr, weight_decay and augment are replaced by :func:`.defaults.finetune_settings`
@@ -85,7 +85,7 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
     if cfg.distill and teacher:
         raise ConfigError("give distill (the unpruned model as teacher) or a teacher file, not both")
     check_settings(cfg.kd_temperature, cfg.kd_alpha, "kl")
-    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer)
+    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs)
     prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails now, not after a scan
     scan = None
     if auto is not None:

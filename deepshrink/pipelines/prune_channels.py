@@ -38,11 +38,11 @@ class ChannelRun:
 def prune_channels_file(src: str | os.PathLike, out: str | os.PathLike, cfg: ChannelConfig, *,
                         finetune: Finetune | None = None, data: str | None = None, arch: str | None = None,
                         trust_code: bool = False, seq_len: int | None = None,
-                        tokenizer: str | None = None) -> ChannelRun:
+                        tokenizer: str | None = None, model_kwargs: dict | None = None) -> ChannelRun:
     """Remove channels from the model in ``src`` (``cfg.ratio`` or ``cfg.macs_target``), fine-tune,
     and write the smaller model to ``out``. ``cfg``'s lr, weight_decay, augment and label_smoothing
     are replaced by :func:`.defaults.finetune_settings` (the model's own, or ``finetune``'s)."""
-    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer)
+    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs)
     tune = finetune_settings("prune_channels", info, finetune)
     cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment,
                   label_smoothing=tune.label_smoothing)

@@ -146,12 +146,12 @@ def _kmeans(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: fl
 
 def quantize_file(src: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeConfig | None = None, *,
                   finetune: Finetune | None = None, data: str | None = None, arch: str | None = None,
-                  trust_code: bool = False, seq_len: int | None = None, tokenizer: str | None = None) -> QuantizeRun:
+                  trust_code: bool = False, seq_len: int | None = None, tokenizer: str | None = None, model_kwargs: dict | None = None) -> QuantizeRun:
     """Quantize the model in ``src`` (``cfg.method``) and write it to ``out``; the accuracies are on
     the test split of ``data`` (default: the data set the file records)."""
     cfg = cfg or QuantizeConfig()
     cfg.check()
-    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer)
+    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs)
     before = evaluate(model, ds.test)
     run = _kmeans if cfg.method == "kmeans" else _linear
     return run(model, info, ds, cfg, before, out, finetune)

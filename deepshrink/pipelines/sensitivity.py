@@ -75,10 +75,10 @@ def run_scan(model: nn.Module, ds: Dataset, cfg: ScanConfig, out_dir: str | os.P
 def sensitivity_file(src: str | os.PathLike, out_dir: str | os.PathLike, cfg: ScanConfig | None = None, *,
                      data: str | None = None, arch: str | None = None,
                      trust_code: bool = False, seq_len: int | None = None,
-                     tokenizer: str | None = None) -> SensitivityResult:
+                     tokenizer: str | None = None, model_kwargs: dict | None = None) -> SensitivityResult:
     """Scan the model in ``src`` on ``data`` (default: the data set the file records) into ``out_dir``."""
     cfg = cfg or ScanConfig()
     cfg.check()
-    model, _, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer)
+    model, _, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs)
     scan = run_scan(model, ds, cfg, out_dir)
     return SensitivityResult(scan, *scan_files(out_dir))

@@ -94,4 +94,20 @@ def test_commands_that_need_labels_refuse_text_instead_of_a_placeholder_accuracy
         line = run_error(capsys, argv)
         assert "no labels" in line and "--reference" in line
     assert not (tmp_path / "p.safetensors").exists() and not (tmp_path / "q.safetensors").exists()
-    assert "text model" in run_error(capsys, ["export", f"hf:{folder}", "--onnx", tmp_path / "b.onnx"])
+    assert "--reference" in run_error(capsys, ["export", f"hf:{folder}", "--check", "8", "--onnx", tmp_path / "b.onnx"])
+
+
+def test_export_of_a_text_model_takes_token_ids(bert, capsys, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    folder, _, _ = bert
+    out = tmp_path / "b.onnx"
+    assert main(["export", f"hf:{folder}", "--seq-len", "16", "--onnx", str(out)]) == 0
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].type == "tensor(int64)"
+    ids = np.array([[2, 5, 6, 7, 3] + [0] * 11], dtype=np.int64)
+    model, _ = load_model(f"hf:{folder}", seq_len=16)
+    want = model(torch.from_numpy(ids)).detach().numpy()
+    got = sess.run(None, {sess.get_inputs()[0].name: ids})[0]
+    assert np.abs(got - want).max() < 1e-4
