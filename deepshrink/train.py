@@ -213,7 +213,8 @@ def fit(
     loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     params: Iterable[torch.nn.Parameter] | None = None,
 ) -> FitResult:
-    """Train ``model`` in place on ``data.train``; evaluate on ``data.test``.
+    """Train ``model`` in place on ``data.train``; evaluate on ``data.test`` (labelled data only:
+    on unlabelled data, such as text, no accuracy is measured and ``FitResult.accuracy`` is None).
 
     ``loss_fn(model, logits, x, y)`` replaces the default cross-entropy (distillation,
     penalties). ``params`` restricts what the optimizer updates (default: all parameters).
@@ -362,6 +363,7 @@ def _epoch_record(run: _Run, epoch: int, loss_sum: float, seen: int) -> dict:
     cfg = run.cfg
     is_last = epoch + 1 == cfg.epochs
     do_eval = is_last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+    do_eval = do_eval and run.data.labelled   # unlabelled data (text): no accuracy against placeholder labels
     return {
         "epoch": epoch + 1,
         "loss": loss_sum / max(1, seen),
@@ -386,7 +388,7 @@ def _finish(run: _Run) -> FitResult:
     result.seconds = time.perf_counter() - run.t0
     if result.history and result.history[-1].get("accuracy") is not None:
         result.accuracy = result.history[-1]["accuracy"]
-    else:
+    elif run.data.labelled:
         result.accuracy = evaluate(run.model, run.data.test)
     return result
 

@@ -97,9 +97,17 @@ def cmd_prune(args) -> int:
     if dense:
         print("left dense (no pruning target; --include adds one): " + ", ".join(dense[:8])
               + (f", ... ({len(dense)} in all)" if len(dense) > 8 else ""))
-    print(f"total sparsity {result.sparsity * 100:.2f}% (over the pruned weights)  "
-          f"test accuracy {result.accuracy_before * 100:.2f}% -> "
-          f"{result.accuracy_after * 100:.2f}%  ({(result.accuracy_after - result.accuracy_before) * 100:+.2f} pp)")
+    if run.fidelity is not None:   # unlabelled data: fidelity to the unpruned model, no accuracy
+        pruned, after = run.fidelity["pruned"], run.fidelity["after"]
+        print(f"total sparsity {result.sparsity * 100:.2f}% (over the pruned weights)")
+        print(f"cosine to the original: mean {pruned.cosine_mean:.4f}, min {pruned.cosine_min:.4f} (test split, "
+              "pruned, before fine-tuning)")
+        print(f"cosine to the original: mean {after.cosine_mean:.4f}, min {after.cosine_min:.4f} (test split)"
+              + (f"  top-1 agreement {after.agreement * 100:.2f}%" if after.agreement is not None else ""))
+    else:
+        print(f"total sparsity {result.sparsity * 100:.2f}% (over the pruned weights)  "
+              f"test accuracy {result.accuracy_before * 100:.2f}% -> "
+              f"{result.accuracy_after * 100:.2f}%  ({(result.accuracy_after - result.accuracy_before) * 100:+.2f} pp)")
     if result.dead_removed:
         print("dead units removed: " + ", ".join(f"{k} {v}" for k, v in result.dead_removed.items()))
     print(f"-> {args.out}" + (f" (plots in {run.plots})" if run.plots else ""))

@@ -52,6 +52,15 @@ def cmd_quantize(args) -> int:
     run = quantize_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr, augment=augment_choice(args)),
                         data=args.data, **model_file_options(args))
     before, after = run.accuracy_before, run.accuracy_after
+    if run.fidelity is not None:   # unlabelled data (text): fidelity to the original, no accuracy
+        mid, fid = run.fidelity["kmeans"], run.fidelity["after"]
+        print(f"k-means {cfg.bits}-bit conv, {cfg.linear_bits}-bit fc")
+        print(f"cosine to the original: mean {mid.cosine_mean:.4f}, min {mid.cosine_min:.4f} (test split, "
+              "before centroid fine-tuning)")
+        if cfg.qat_epochs:
+            print(f"cosine to the original: mean {fid.cosine_mean:.4f}, min {fid.cosine_min:.4f} (test split)")
+        print(f"-> {args.out}")
+        return 0
     if cfg.method == "kmeans":
         print(f"k-means {cfg.bits}-bit conv, {cfg.linear_bits}-bit fc: test accuracy {before * 100:.2f}% -> "
               f"{run.accuracy_kmeans * 100:.2f}%"

@@ -8,11 +8,18 @@ count, go furthest), scanned on a validation split carved from the training spli
 are then held out of the fine-tuning too, so the choice never sees an image it was tuned on or the
 test split. With ``teacher`` (a model file) or ``cfg.distill`` (the unpruned model) the
 fine-tuning distils from a teacher's soft targets (Hinton et al. 2015).
+
+Unlabelled data (``text:FILE``) has no accuracy to fine-tune for or to report: the fine-tuning
+distils from the unpruned model (:func:`deepshrink.distill.fidelity_loss.cached_fidelity_loss`:
+cosine of the embeddings, or KL of the logits), and the run reports its fidelity to the unpruned
+model on the test split (:func:`deepshrink.fidelity.fidelity`), right after a one-shot pruning to
+the same targets (a copy, what pruning alone does) and after the fine-tuning.
 """
 
 from __future__ import annotations
 
 import os
+import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,12 +27,15 @@ from torch import nn
 
 from ..data import Dataset, with_validation
 from ..distill import cached_teacher_loss
+from ..distill.fidelity_loss import cached_fidelity_loss
 from ..distill.losses import check_settings
 from ..errors import ConfigError
+from ..fidelity import Fidelity, fidelity
 from ..io import ModelInfo, load_teacher, save_model
 from ..plots import plot_weight_histograms
 from ..prune import DEFAULT_GRID, PruneConfig, choose_sparsities, layer_sparsities, prune_and_finetune
 from ..prune.finetune import PruneResult
+from ..prune.fine import prune_
 from ..targets import prunable_weights
 from ..train import evaluate
 from .defaults import Finetune, finetune_settings
@@ -46,6 +56,7 @@ class PruneRun:
     layers: dict[str, float]            # sparsity per layer
     scan: dict | None = None            # the scan ``auto`` chose from
     plots: Path | None = None           # the folder holding the weight histograms
+    fidelity: dict[str, Fidelity] | None = None  # unlabelled data: {"pruned", "after"} against the unpruned model
 
 
 def auto_scan_dir(out: str | os.PathLike, plots: str | os.PathLike | None) -> Path:
@@ -64,6 +75,27 @@ def _teacher_loss(path, ds: Dataset, cfg: PruneConfig, arch: str | None, trust_c
     return loss_fn
 
 
+def _check_unlabelled(ds: Dataset, cfg: PruneConfig, auto, teacher) -> None:
+    """What unlabelled data cannot do: a scan scored by accuracy, a penalty added to cross-entropy,
+    a teacher file (the unpruned model is the teacher)."""
+    if auto is not None:
+        raise ConfigError(f"{ds.name}: text has no labels, and auto's sensitivity scan ranks layers by "
+                          "accuracy; give --sparsity without --auto")
+    if cfg.penalty:
+        raise ConfigError(f"{ds.name}: text has no labels; a weight penalty is added to cross-entropy, "
+                          "which needs them (fine-tuning on text distils from the unpruned model)")
+    if teacher:
+        raise ConfigError(f"{ds.name}: text has no labels; fine-tuning on text distils from the unpruned "
+                          "model itself, not from a teacher file")
+
+
+def _pruned_only(model: nn.Module, reference: nn.Module, ds: Dataset, cfg: PruneConfig) -> Fidelity:
+    """Fidelity of a one-shot pruned copy (the same targets, rule and seed), before any fine-tuning."""
+    pruned = copy.deepcopy(model)
+    prune_(pruned, cfg.sparsity, cfg.rule, cfg.scope, cfg.seed, include=cfg.include, exclude=cfg.exclude)
+    return fidelity(pruned, reference, ds.test.x)
+
+
 def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig | None = None, *,
                finetune: Finetune | None = None, auto: ScanConfig | None = None,
                teacher: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
@@ -75,7 +107,9 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
     (the model's own training, or ``finetune``'s choices). ``auto``: per-layer sparsities from a
     scan with these settings on the validation split (written into ``plots``, else
     ``sensitivity/`` beside ``out``), whose images the fine-tuning then leaves out; ``plots``: a
-    folder for the weight histograms. The accuracies reported are on the test split.
+    folder for the weight histograms. The accuracies reported are on the test split; on
+    unlabelled data (text) the fine-tuning distils from the unpruned model and the run reports
+    fidelity to it instead (``PruneRun.fidelity``; ``result``'s accuracies are None).
     """
     cfg = cfg or PruneConfig()
     if auto is not None:
@@ -85,7 +119,10 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
     if cfg.distill and teacher:
         raise ConfigError("give distill (the unpruned model as teacher) or a teacher file, not both")
     check_settings(cfg.kd_temperature, cfg.kd_alpha, "kl")
-    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs)
+    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs,
+                                         need_labels=False)
+    if not ds.labelled:
+        _check_unlabelled(ds, cfg, auto, teacher)
     prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails now, not after a scan
     scan = None
     if auto is not None:
@@ -98,15 +135,37 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
         cfg = replace(cfg, sparsity=target)
     tune = finetune_settings("prune", info, finetune)
     cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment)
+    if not ds.labelled:
+        return _prune_unlabelled(model, info, ds, cfg, out, plots)
     loss_fn = _teacher_loss(teacher, ds, cfg, arch, trust_code) if teacher else None
     result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn)
     chosen_on = {"scan_on": scan["evaluated_on"], "val_images": scan["val_images"]} if scan is not None else {}
     info.record("prune", cfg, accuracy=result.accuracy_after, **({"teacher": str(teacher)} if teacher else {}),
                 **{k: v for k, v in result.to_dict().items() if k != "fits"}, accuracy_on="test", **chosen_on)
     save_model(model, out, info)
+    return PruneRun(model, info, result, layer_sparsities(model), scan, _plots(model, plots))
+
+
+def _plots(model: nn.Module, plots) -> Path | None:
     folder = Path(plots) if plots else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         plot_weight_histograms(model, folder / PLOT_FILES[0])
         plot_weight_histograms(model, folder / PLOT_FILES[1], nonzero_only=True)
-    return PruneRun(model, info, result, layer_sparsities(model), scan, folder)
+    return folder
+
+
+def _prune_unlabelled(model: nn.Module, info: ModelInfo, ds: Dataset, cfg: PruneConfig, out, plots) -> PruneRun:
+    """Prune and fine-tune against the unpruned model; fidelity to it on the test split, no accuracy."""
+    loss_fn = cached_fidelity_loss(model, ds.train, cfg.augment)   # a frozen copy, unpruned
+    reference = loss_fn.targets.teacher
+    pruned = _pruned_only(model, reference, ds, cfg)
+    result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn)
+    after = fidelity(model, reference, ds.test.x)
+    result = replace(result, accuracy_before=None, accuracy_pruned=None, accuracy_after=None)
+    info.record("prune", cfg, sparsity=result.sparsity, layers=result.layers, dead_removed=result.dead_removed,
+                dropout=result.dropout, fidelity_pruned=pruned.to_dict(), fidelity=after.to_dict(),
+                fidelity_to="the unpruned model", fidelity_on="test", finetune_loss=f"fidelity ({loss_fn.kind})")
+    save_model(model, out, info)
+    return PruneRun(model, info, result, layer_sparsities(model), None, _plots(model, plots),
+                    {"pruned": pruned, "after": after})

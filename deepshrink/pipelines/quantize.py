@@ -9,6 +9,10 @@
 Fractional ``qat_epochs`` train one epoch on that first fraction of the training split. The
 fine-tuning LR, weight decay and augmentation follow :func:`.defaults.finetune_settings`
 (methods ``qat`` and ``kmeans``) unless :class:`.defaults.Finetune` overrides them.
+
+Unlabelled data (``text:FILE``): ``kmeans`` only; its centroid fine-tuning distils from the
+original model (:func:`deepshrink.distill.fidelity_loss.cached_fidelity_loss`), and the run reports
+fidelity to the original on the test split (:func:`deepshrink.fidelity.fidelity`) instead of accuracy.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import torch
 from torch import nn
 
 from ..data import Dataset, Split
-from ..errors import ConfigError
+from ..distill.fidelity_loss import cached_fidelity_loss
+from ..distill.run import freeze_teacher
+from ..errors import ConfigError, DataError
+from ..fidelity import Fidelity, fidelity
 from ..io import ModelInfo, save_model
 from ..quant import (KMeansConfig, QuantConfig, centroid_finetune, kmeans_quantize_, qat_finetune, quantize_ptq,
                      save_quantized)
@@ -79,10 +86,11 @@ class QuantizeConfig:
 class QuantizeRun:
     model: nn.Module                    # the fake-quantized graph (linear) or the shared-weight model
     info: ModelInfo                     # what was written
-    accuracy_before: float
-    accuracy_after: float
+    accuracy_before: float | None       # None on unlabelled data (text)
+    accuracy_after: float | None
     accuracy_kmeans: float | None = None  # k-means: right after sharing, before fine-tuning
     calib: int = 0                      # linear: calibration images used
+    fidelity: dict[str, Fidelity] | None = None  # unlabelled data: {"kmeans", "after"} against the original
 
 
 def calibration_images(ds: Dataset, n: int) -> torch.Tensor:
@@ -99,7 +107,8 @@ def first_fraction(ds: Dataset, epochs: float) -> tuple[Dataset, int]:
     if epochs >= 1:
         return ds, int(round(epochs))
     n = max(1, int(len(ds.train) * epochs))
-    return Dataset(ds.name, Split(ds.train.x[:n], ds.train.y[:n]), ds.test, ds.mean, ds.std, ds.num_classes), 1
+    return Dataset(ds.name, Split(ds.train.x[:n], ds.train.y[:n]), ds.test, ds.mean, ds.std, ds.num_classes,
+                   labelled=ds.labelled), 1
 
 
 def _linear(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: float, out,
@@ -144,6 +153,31 @@ def _kmeans(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: fl
     return QuantizeRun(model, info, before, after, accuracy_kmeans=mid)
 
 
+def _kmeans_unlabelled(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, out,
+                       finetune: Finetune | None) -> QuantizeRun:
+    """k-means on text: centroids fine-tuned against the original; fidelity to it, no accuracy."""
+    kcfg = cfg.kmeans_config()
+    reference = freeze_teacher(model)
+    bits = kmeans_quantize_(model, kcfg)
+    mid = fidelity(model, reference, ds.test.x)
+    after, fields = mid, {"method": "kmeans", "bits": bits}
+    if cfg.qat_epochs:
+        data, epochs = first_fraction(ds, cfg.qat_epochs)
+        tune = finetune_settings("kmeans", info, finetune)
+        tcfg = TrainConfig(epochs=epochs, lr=tune.lr, optimizer="adam", weight_decay=tune.weight_decay,
+                           augment=tune.augment, warmup_epochs=0.0, eval_every=0, seed=cfg.seed,
+                           progress=cfg.progress)
+        loss_fn = cached_fidelity_loss(reference, data.train, tcfg.augment)
+        centroid_finetune(model, data, tcfg, loss_fn=loss_fn)
+        after = fidelity(model, reference, ds.test.x)
+        fields["finetune"] = asdict(tcfg)
+        fields["finetune_loss"] = f"fidelity ({loss_fn.kind})"
+    info.record("quantize", kcfg, **fields, fidelity_kmeans=mid.to_dict(), fidelity=after.to_dict(),
+                fidelity_to="the original model", fidelity_on="test")
+    save_model(model, out, info)
+    return QuantizeRun(model, info, None, None, fidelity={"kmeans": mid, "after": after})
+
+
 def quantize_file(src: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeConfig | None = None, *,
                   finetune: Finetune | None = None, data: str | None = None, arch: str | None = None,
                   trust_code: bool = False, seq_len: int | None = None, tokenizer: str | None = None, model_kwargs: dict | None = None) -> QuantizeRun:
@@ -151,7 +185,14 @@ def quantize_file(src: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeC
     the test split of ``data`` (default: the data set the file records)."""
     cfg = cfg or QuantizeConfig()
     cfg.check()
-    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs)
+    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer,
+                                          model_kwargs=model_kwargs, need_labels=False)
+    if not ds.labelled:
+        if cfg.method != "kmeans":
+            raise DataError(f"{ds.name}: text has no labels, and linear quantization reports accuracy; use "
+                            "--method kmeans (its fine-tuning distils from the original), or measure a quantized "
+                            "model by its agreement with the original: deepshrink evaluate FILE --reference ORIGINAL")
+        return _kmeans_unlabelled(model, info, ds, cfg, out, finetune)
     before = evaluate(model, ds.test)
     run = _kmeans if cfg.method == "kmeans" else _linear
     return run(model, info, ds, cfg, before, out, finetune)

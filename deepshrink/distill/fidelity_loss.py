@@ -1,0 +1,84 @@
+"""Fine-tuning without labels: distil from the original model (Hinton et al. 2015; for sentence
+embeddings, Reimers & Gurevych 2020, who train a student embedding to match a teacher's).
+
+Text data carries no labels, so a compressed model is fine-tuned to reproduce its original, the
+same fidelity :mod:`deepshrink.fidelity` measures. With ``s`` the student's output row and ``t``
+the frozen original's on the same input:
+
+* ``embedding`` (a bare encoder's pooled output, (N, H)):
+  ``mean_i (1 - cos(s_i, t_i)) + mse_weight * mean_ij (s_ij - t_ij)^2``; the cosine term is what
+  the fidelity report scores, the optional MSE term also keeps the vectors' lengths.
+* ``logits`` ((N, C), or (N, L, V) per token): Hinton's soft term alone (alpha = 1, no label term),
+  ``T^2 * mean_rows KL(softmax(t / T) || softmax(s / T))``.
+
+The original's outputs are a pure function of the token ids (text is never augmented), so
+:func:`cached_fidelity_loss` computes them once for the training split and finds each batch's
+rows by content (:mod:`.cache`), exactly as :func:`.run.cached_teacher_loss` does for logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Split
+from ..errors import ConfigError
+from ..fidelity import OUTPUT_KINDS, output_kind
+from .cache import LogitCache, TeacherTargets, build_logit_cache
+from .run import freeze_teacher
+
+__all__ = ["fidelity_distance", "fidelity_loss", "cached_fidelity_loss"]
+
+
+def fidelity_distance(kind: str, student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0,
+                      mse_weight: float = 0.0) -> torch.Tensor:
+    """The batch-mean distance of the student's outputs from the original's (see the module docstring)."""
+    if kind not in OUTPUT_KINDS:
+        raise ConfigError(f"output kind {kind!r}: choose {' or '.join(OUTPUT_KINDS)}")
+    if not temperature > 0 or not mse_weight >= 0:
+        raise ConfigError(f"need temperature > 0 and mse_weight >= 0 (got {temperature}, {mse_weight})")
+    if student.shape != teacher.shape:
+        raise ConfigError(f"the model gives outputs of {list(student.shape)}, the original {list(teacher.shape)}")
+    s, t = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])   # (rows, D)
+    if kind == "embedding":
+        loss = (1 - F.cosine_similarity(s, t, dim=1)).mean()
+        return loss + mse_weight * F.mse_loss(s, t) if mse_weight else loss
+    soft = F.kl_div(F.log_softmax(s / temperature, dim=1), F.log_softmax(t / temperature, dim=1),
+                    reduction="batchmean", log_target=True)
+    return temperature * temperature * soft
+
+
+def fidelity_loss(teacher: nn.Module | None, kind: str | None = None, *, temperature: float = 1.0,
+                  mse_weight: float = 0.0, cache: LogitCache | None = None, copy_teacher: bool = True):
+    """A ``fit`` loss ``(model, outputs, x, y)`` that ignores ``y`` and pulls the model's outputs
+    towards a frozen (copied) ``teacher``'s: the unlabelled counterpart of :func:`.run.teacher_loss`.
+
+    ``kind``: ``"embedding"`` or ``"logits"`` (default: the teacher's :func:`deepshrink.fidelity.output_kind`);
+    ``cache``: the teacher's outputs for a split (other inputs go through the teacher).
+    ``loss_fn.targets`` counts cache hits and misses.
+    """
+    if teacher is None and cache is None:
+        raise ConfigError("fidelity_loss needs the original model or a cache of its outputs")
+    kind = kind or (output_kind(teacher) if teacher is not None else "logits")
+    fidelity_distance(kind, torch.zeros(1, 2), torch.ones(1, 2), temperature=temperature,
+                      mse_weight=mse_weight)   # settings checked now, not at the first batch
+    frozen = freeze_teacher(teacher, copy_teacher) if teacher is not None else None
+    targets = TeacherTargets(frozen, cache)
+
+    def loss_fn(model, outputs, x, y):
+        return fidelity_distance(kind, outputs, targets(x), temperature=temperature, mse_weight=mse_weight)
+
+    loss_fn.targets, loss_fn.kind = targets, kind
+    return loss_fn
+
+
+def cached_fidelity_loss(teacher: nn.Module, train: Split, augment: bool = False, kind: str | None = None, *,
+                         temperature: float = 1.0, mse_weight: float = 0.0):
+    """:func:`fidelity_loss` from a frozen copy of ``teacher``, its outputs for ``train`` computed
+    once unless training augments (augmented inputs are never cached)."""
+    kind = kind or output_kind(teacher)
+    frozen = freeze_teacher(teacher)
+    cache = None if augment else build_logit_cache(frozen, train)
+    return fidelity_loss(frozen, kind, temperature=temperature, mse_weight=mse_weight, cache=cache,
+                         copy_teacher=False)

@@ -1,0 +1,87 @@
+"""``deepshrink prune`` on a Hugging Face encoder with unlabelled ``text:FILE`` data: fine-tuning
+distils from the unpruned model, and the run reports fidelity to it, never an accuracy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from deepshrink.cli import main  # noqa: E402
+from deepshrink.fidelity import fidelity  # noqa: E402
+from deepshrink.io import load_model  # noqa: E402
+from deepshrink.pipelines.prune import prune_file  # noqa: E402
+from deepshrink.prune import PruneConfig  # noqa: E402
+from hf_files import bert_folder, write_sentences  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prunetext")
+    return root, write_sentences(root / "s.txt", n=60)
+
+
+def test_prune_runs_writes_a_file_that_reloads_and_records_fidelity(text, capsys):
+    root, spec = text
+    folder = bert_folder(root / "bert")
+    out = root / "p.safetensors"
+    capsys.readouterr()
+    assert main(["prune", f"hf:{folder}", "--data", spec, "--sparsity", "0.5", "--finetune-epochs", "1",
+                 "--seq-len", "16", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "cosine to the original: mean" in printed and "(test split)" in printed
+    assert "accuracy" not in printed
+    model, info = load_model(out)
+    entry = info.history[-1]
+    assert entry["op"] == "prune" and "accuracy" not in entry and info.accuracy is None
+    assert entry["fidelity_on"] == "test" and entry["fidelity"]["kind"] == "embedding"
+    assert 0 < entry["fidelity"]["cosine_min"] <= entry["fidelity"]["cosine_mean"] <= 1
+    assert entry["sparsity"] == pytest.approx(0.5, abs=0.01)
+    original, _ = load_model(f"hf:{folder}", seq_len=16)
+    ids = torch.randint(1, 22, (4, 16), generator=torch.Generator().manual_seed(0))
+    fid = fidelity(model, original, ids)             # the file reloads and runs
+    assert 0 < fid.cosine_mean <= 1
+
+
+def test_fine_tuning_recovers_fidelity_lost_to_pruning(text, tmp_path):
+    root, spec = text
+    folder = bert_folder(tmp_path / "wide", initializer_range=0.2)   # weights large enough that pruning shows
+    cfg = PruneConfig(sparsity=0.8, schedule="oneshot", epochs=3, progress=False, verbose=False)
+    run = prune_file(f"hf:{folder}", tmp_path / "p.safetensors", cfg, data=spec, seq_len=16)
+    pruned, after = run.fidelity["pruned"], run.fidelity["after"]
+    assert pruned.cosine_mean < 0.9                    # pruning alone measurably moves the embeddings
+    assert after.cosine_mean > pruned.cosine_mean + 0.01
+    assert run.result.accuracy_before is None and run.result.accuracy_after is None
+    entry = run.info.history[-1]
+    assert entry["fidelity_pruned"]["cosine_mean"] == pruned.cosine_mean
+    assert entry["fidelity"]["cosine_mean"] == after.cosine_mean
+
+
+def test_what_text_cannot_do_is_refused_in_one_line(text, capsys, run_error, tmp_path):
+    root, spec = text
+    folder = bert_folder(tmp_path / "b")
+    out = tmp_path / "p.safetensors"
+    base = ["prune", f"hf:{folder}", "--data", spec, "--sparsity", "0.5", "--out", out, "--seq-len", "16"]
+    assert "--auto" in run_error(capsys, base + ["--auto"])
+    assert "penalty" in run_error(capsys, base + ["--penalty", "l1"])
+    assert "teacher" in run_error(capsys, base + ["--teacher", f"hf:{folder}"])
+    assert not out.exists()
+
+
+def test_kmeans_quantize_on_text_fine_tunes_its_centroids_against_the_original(text, capsys, tmp_path):
+    root, spec = text
+    folder = bert_folder(tmp_path / "wide", initializer_range=0.2)
+    out = tmp_path / "q.safetensors"
+    capsys.readouterr()
+    assert main(["quantize", f"hf:{folder}", "--data", spec, "--method", "kmeans", "--bits", "2", "--qat-epochs",
+                 "3", "--seq-len", "16", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "cosine to the original: mean" in printed and "accuracy" not in printed
+    _, info = load_model(out)
+    entry = info.history[-1]
+    assert entry["op"] == "quantize" and "accuracy" not in entry and entry["fidelity_on"] == "test"
+    assert entry["fidelity_kmeans"]["cosine_mean"] < 0.9                      # 2-bit sharing shows
+    assert entry["fidelity"]["cosine_mean"] >= entry["fidelity_kmeans"]["cosine_mean"]
