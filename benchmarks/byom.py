@@ -40,7 +40,6 @@ from _results import ROOT, command_from_args, previous, write_result
 
 from deepshrink.codec import dumps, read_compressed_info
 from deepshrink.data import load as load_data
-from deepshrink.fidelity import fidelity
 from deepshrink.hf import load_tokenizer
 from deepshrink.io import load_model, save_model
 from deepshrink.profile import compare_latency
