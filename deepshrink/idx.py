@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .limits import env_bytes
 
 __all__ = ["MAX_IDX_BYTES", "MAX_IDX_BYTES_ENV", "max_idx_bytes", "read_idx"]
 
@@ -42,17 +43,7 @@ MAX_IDX_BYTES_ENV = "DEEPSHRINK_MAX_IDX_BYTES"
 def max_idx_bytes() -> int:
     """The most decoded bytes one IDX file may declare: ``$DEEPSHRINK_MAX_IDX_BYTES`` if set,
     else ``MAX_IDX_BYTES``. Read at each call, never at import."""
-    raw = os.environ.get(MAX_IDX_BYTES_ENV)
-    if raw is None:
-        return MAX_IDX_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise DataError(f"environment variable {MAX_IDX_BYTES_ENV} must be a positive whole number of "
-                        f"bytes, got {raw!r}")
-    return value
+    return env_bytes(MAX_IDX_BYTES_ENV, MAX_IDX_BYTES)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .errors import DataError
+from .limits import env_bytes
 
 __all__ = ["TEXT_PREFIX", "MAX_TEXT_BYTES", "MAX_TEXT_LINES", "TEST_FRACTION", "SPLIT_SEED", "is_text_spec",
            "max_text_bytes", "read_lines", "split_indices"]
@@ -41,17 +42,7 @@ def is_text_spec(spec: str) -> bool:
 
 def max_text_bytes() -> int:
     """``$DEEPSHRINK_MAX_TEXT_BYTES`` if set (a positive whole number), else ``MAX_TEXT_BYTES``."""
-    raw = os.environ.get(MAX_TEXT_BYTES_ENV)
-    if raw is None:
-        return MAX_TEXT_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise DataError(f"environment variable {MAX_TEXT_BYTES_ENV} must be a positive whole number of bytes, "
-                        f"got {raw!r}")
-    return value
+    return env_bytes(MAX_TEXT_BYTES_ENV, MAX_TEXT_BYTES)
 
 
 def read_lines(path: str | os.PathLike, max_lines: int = MAX_TEXT_LINES) -> list[str]:
