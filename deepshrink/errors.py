@@ -11,6 +11,7 @@ __all__ = [
     "ModelError",
     "ConfigError",
     "TrainingError",
+    "first_line",
 ]
 
 
@@ -36,3 +37,9 @@ class ConfigError(DeepShrinkError):
 
 class TrainingError(DeepShrinkError):
     """Training diverged (a non-finite loss); the message names the step and the LR."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a foreign exception's message (its class name when it has none), for
+    wrapping it into one of ours without the many lines torch and transformers often print."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConfigError, DataError, ModelError
+from .errors import ConfigError, DataError, ModelError, first_line
 
 __all__ = ["HF_PREFIX", "DEFAULT_SEQ_LEN", "MAX_SEQ_LEN", "MAX_HF_ELEMENTS", "HFModel", "is_hf_spec",
            "require_transformers", "hf_class", "check_hf_config", "build_hf", "folder_record", "open_folder",
@@ -132,7 +132,7 @@ def build_hf(name: str, kwargs: dict, where: str) -> HFModel:
         try:
             return cls(cls.config_class.from_dict(dict(kwargs["config"])))
         except Exception as exc:  # the config's own refusal: ValueError, TypeError, AttributeError ...
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ModelError(f"{where}: cannot build {HF_PREFIX}{name} from its config "
                              f"({type(exc).__name__}: {first})") from None
 
@@ -196,7 +196,7 @@ def folder_record(spec: str, seq_len: int | None = None, tokenizer: str | None =
     try:
         config = cls.config_class.from_pretrained(folder, local_files_only=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelError(f"{spec}: cannot read its config ({type(exc).__name__}: {first})") from None
     return _record(spec, folder, cls, config, seq_len, tokenizer)
 
@@ -216,7 +216,7 @@ def open_folder(spec: str, seq_len: int | None = None, tokenizer: str | None = N
                                             use_safetensors=True, output_loading_info=True,
                                             **{_dtype_kwarg(transformers): torch.float32})
     except Exception as exc:  # missing weights file, corrupt tensors, shape mismatches ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelError(f"{spec}: cannot load {cls.__name__} ({type(exc).__name__}: {first})") from None
     finally:
         if bars:
@@ -255,7 +255,7 @@ def load_tokenizer(folder: str | Path):
     try:
         tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise DataError(f"{folder}: cannot load a tokenizer ({type(exc).__name__}: {first})") from None
     if tok.pad_token_id is None:
         raise DataError(f"{folder}: the tokenizer has no pad token, so texts cannot be padded to one length")

@@ -30,7 +30,7 @@ from torch import nn
 from . import models
 from .atomic import atomic_write_bytes
 from .channel_plan import PLAN_KEY, ChannelPlan, apply_plan
-from .errors import DeepShrinkError, FormatError, ModelError
+from .errors import DeepShrinkError, FormatError, ModelError, first_line
 from .hf import HF_PREFIX, build_hf, is_hf_spec
 from .layers import sync_layer_sizes
 from .metadata import INPUT_KINDS, check_record
@@ -192,7 +192,7 @@ def _construct(factory, info: ModelInfo, where: str) -> nn.Module:
     except DeepShrinkError:
         raise
     except Exception as exc:  # the constructor's own refusal of bad kwargs: TypeError, ValueError, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelError(f"{where}: cannot build {info.arch!r} with kwargs {info.kwargs} "
                          f"({type(exc).__name__}: {first})") from None
     if not isinstance(model, nn.Module):
@@ -261,7 +261,7 @@ def _check_forward(model: nn.Module, info: ModelInfo, where: str) -> None:
     except DeepShrinkError:
         raise
     except Exception as exc:  # shape mismatches surface as RuntimeError, ValueError, IndexError ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelError(f"{where}: the stored tensor shapes do not fit together in {info.arch!r} "
                          f"({type(exc).__name__}: {first})") from None
     finally:

@@ -16,7 +16,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .errors import ModelError
+from .errors import ModelError, first_line
 
 __all__ = ["trace", "trace_with_shapes"]
 
@@ -41,11 +41,6 @@ class _Tracer(fx.Tracer):
             self.stack.pop()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def trace(model: nn.Module, consequence: str = "") -> fx.GraphModule:
     """``model`` as an fx ``GraphModule`` (named after its class, as ``fx.symbolic_trace`` does).
 
@@ -60,7 +55,7 @@ def trace(model: nn.Module, consequence: str = "") -> fx.GraphModule:
         after = f", at node '{nodes[-1].name}'" if nodes else ""
         tail = f"; {consequence}" if consequence else ""
         raise ModelError(f"cannot trace {type(model).__name__} with torch.fx {where}{after} "
-                         f"(data-dependent control flow?): {_first_line(exc)}{tail}") from None
+                         f"(data-dependent control flow?): {first_line(exc)}{tail}") from None
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
@@ -80,7 +75,7 @@ def trace_with_shapes(model: nn.Module, example_input, consequence: str = "") ->
         cause = exc.__cause__ or exc  # ShapeProp wraps the module's own error in a RuntimeError
         shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
         raise ModelError(f"the example input {shapes} does not fit "
-                         f"{type(model).__name__} ({type(cause).__name__}: {_first_line(cause)})") from None
+                         f"{type(model).__name__} ({type(cause).__name__}: {first_line(cause)})") from None
     finally:
         for m, was in modes:
             m.training = was

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_open
 from .data import Dataset, Split, iterate_batches, num_batches
-from .errors import ConfigError, FormatError, TrainingError
+from .errors import ConfigError, FormatError, TrainingError, first_line
 
 __all__ = [
     "TrainConfig",
@@ -184,7 +184,7 @@ def _load_state(path: str, ident: dict) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # never fall back to unsafe loading; torch's message spans many lines
         what = ("it holds objects other than tensors; loading never executes code"
-                if "weights_only" in str(exc) else (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                if "weights_only" in str(exc) else first_line(exc))
         raise FormatError(f"{path}: unreadable training-state file ({what})") from None
     if not isinstance(state, dict) or state.get("ident") != ident:
         raise ConfigError(
