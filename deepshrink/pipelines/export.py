@@ -44,6 +44,7 @@ def export_file(src: str | os.PathLike, onnx: str | os.PathLike, cfg: ExportConf
     cfg = cfg or ExportConfig()
     src = os.fspath(src)
     info = read_info(src) if src.endswith(".safetensors") else None
+    ds = None                                           # the data set, loaded once when needed
     if info is not None and is_quantized_file(info):
         gm, info = load_quantized(src, trust_code=trust_code)
         export_qdq(gm, onnx, info.input_shape)
@@ -56,12 +57,11 @@ def export_file(src: str | os.PathLike, onnx: str | os.PathLike, cfg: ExportConf
             raise ConfigError(f"{src}: --check measures accuracy on labelled images; compare a text model's "
                               "outputs with deepshrink evaluate --reference")
         if not tokens and (cfg.int8 or cfg.check or data is not None or info.mean is None):
-            data_for(info, data, src, trust_code)      # a plain state dict takes its input shape from the data
+            ds = data_for(info, data, src, trust_code)  # a plain state dict takes its input shape from the data
         if cfg.int8:
             if tokens:
                 raise ConfigError(f"{src}: the int8 QDQ export takes models of images; a text model's int8 "
                                   "ONNX comes from ONNX Runtime's dynamic quantization of its fp32 export")
-            ds = data_for(info, data, src, trust_code)
             gm = quantize_ptq(model, calibration_images(ds, cfg.calib), QuantConfig(per_channel=True))
             export_qdq(gm, onnx, info.input_shape)
             kind = f"int8 QDQ (calibrated on {min(cfg.calib, len(ds.train))} images)"
@@ -72,7 +72,7 @@ def export_file(src: str | os.PathLike, onnx: str | os.PathLike, cfg: ExportConf
             kind = "fp32 (token ids in)" if tokens else "fp32"
     run = ExportRun(kind, os.fspath(onnx))
     if cfg.check:
-        ds = data_for(info, data, src, trust_code)
+        ds = ds or data_for(info, data, src, trust_code)
         run.checked = min(cfg.check, len(ds.test))
         run.accuracy = OrtSession(onnx).evaluate(Split(ds.test.x[:run.checked], ds.test.y[:run.checked]))
     return run
