@@ -65,7 +65,12 @@ class HFModel(nn.Module):
     """A transformers model called with token ids, returning one tensor.
 
     ``output_kind`` is ``"logits"`` for a model with a head (``(N, C)`` or ``(N, L, V)``) and
-    ``"embedding"`` for a bare encoder (``(N, H)``, mean-pooled over the non-pad tokens)."""
+    ``"embedding"`` for a bare encoder (``(N, H)``, mean-pooled over the non-pad tokens).
+
+    For a bare encoder the columns after the last real token of the batch are cut off before the
+    call: they are padding in every row, masked out of attention and of the pooling, so the
+    embedding is the same (up to float rounding) while a batch of short sentences padded to 128
+    costs what its longest sentence costs. Traced and exported graphs keep the full length."""
 
     def __init__(self, model: nn.Module, pad_id: int = 0):
         super().__init__()
@@ -75,6 +80,9 @@ class HFModel(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids != self.pad_id).long()                           # (N, L): 1 on real tokens
+        if self.output_kind == "embedding" and not _tracing():
+            used = int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 1
+            ids, mask = ids[:, :used], mask[:, :used]                # (N, used): trailing padding dropped
         out = self.model(input_ids=ids, attention_mask=mask, return_dict=True)
         logits = getattr(out, "logits", None)
         if logits is not None:
@@ -84,6 +92,12 @@ class HFModel(nn.Module):
             raise ModelError(f"{type(self.model).__name__}: its output has neither logits nor last_hidden_state")
         weights = mask.unsqueeze(-1).to(hidden.dtype)                # (N, L, 1)
         return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)   # (N, H)
+
+
+def _tracing() -> bool:
+    """Whether the call is being traced or exported (shapes must not depend on the data then)."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+                or torch.fx._symbolic_trace.is_fx_symbolic_tracing())
 
 
 def hf_class(name: str, where: str) -> type:

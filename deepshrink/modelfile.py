@@ -149,10 +149,14 @@ def input_kind(info: ModelInfo) -> str:
 
 
 def example_input(info: ModelInfo, shape: tuple[int, ...] | list[int] | None = None) -> torch.Tensor:
-    """Zeros the model accepts: ``shape`` (default batch 1 of ``info.input_shape``), float32 for
-    images, int64 token ids (id 0) for text models."""
+    """An input the model accepts: ``shape`` (default batch 1 of ``info.input_shape``); zeros
+    (float32) for images; for text models int64 token ids that fill the whole sequence (id 0, or
+    id 1 where 0 is the recorded pad id, so that no position is padding)."""
     shape = tuple(shape) if shape is not None else (1, *info.input_shape)
-    return torch.zeros(shape, dtype=torch.int64 if input_kind(info) == "tokens" else torch.float32)
+    if input_kind(info) != "tokens":
+        return torch.zeros(shape, dtype=torch.float32)
+    pad = info.kwargs.get("pad_id") if isinstance(info.kwargs, dict) else None
+    return torch.full(shape, 1 if pad == 0 else 0, dtype=torch.int64)
 
 
 def build_arch(info: ModelInfo, trust_code: bool, where: str) -> nn.Module:
