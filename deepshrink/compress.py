@@ -10,6 +10,11 @@
 5. encoding (sparse relative indices + entropy coding) into a ``.dsz`` file by
    :mod:`deepshrink.codec`, read back and checked bit for bit.
 
+On unlabelled data (text) "accuracy" reads as fidelity to the dense model
+(:func:`deepshrink.scoring.scorer_for`: the mean cosine of the embeddings, or the top-1 agreement
+of the logits) and both fine-tunings distil from the dense model
+(:func:`deepshrink.distill.fidelity_loss.cached_fidelity_loss`).
+
 If the validation accuracy after step 4 has dropped by more than ``max_drop`` percentage points,
 the pipeline starts again from the dense model at a lower target (``backoff``), up to
 ``attempts`` times, and reports every attempt. Every choice (the scan, the budget, the retries)
@@ -29,21 +34,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import data as data_mod
 from .codec import compression_report, load_compressed, save_compressed
 from .data import Dataset, check_val_size, for_selection, val_label, with_validation
 from .distill import cached_teacher_loss
+from .distill.fidelity_loss import cached_fidelity_loss
 from .distill.losses import check_settings
 from .errors import ConfigError, FormatError
-from .io import load_model, load_teacher
+from .io import load_teacher
 from .masks import layer_sparsities, sparsity
 from .names import MASK_SUFFIX
 from .pipelines.compress_report import write_report
 from .pipelines.defaults import Finetune, finetune_settings
+from .pipelines.inputs import open_model_and_data
 from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
 from .targets import prunable_weights
 from .quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
-from .train import TrainConfig, evaluate
+from .scoring import Scorer, scorer_for
+from .train import TrainConfig
 
 __all__ = ["CompressConfig", "CompressResult", "Attempt", "compress", "compress_file", "SCAN_GRID"]
 
@@ -127,6 +134,7 @@ class CompressResult:
     test_on: str                        # which images the test accuracies come from
     seconds: float
     max_drop: float = 0.5
+    metric: str = "accuracy"            # what the "accuracies" are: accuracy, or fidelity to the dense model
 
     @property
     def val_accuracy_after(self) -> float:
@@ -142,7 +150,8 @@ class CompressResult:
                 "accuracy_on": self.test_on, "val_accuracy_before": self.val_accuracy_before,
                 "val_accuracy_after": self.val_accuracy_after, "val_on": self.val_on, "budget_on": "validation",
                 "attempts": [asdict(a) for a in self.attempts], "bits": self.bits, "layers": self.layers,
-                "scan_on": self.scan_on, "seconds": self.seconds, "within_budget": self.within_budget}
+                "scan_on": self.scan_on, "seconds": self.seconds, "within_budget": self.within_budget,
+                "metric": self.metric}
 
 
 def _say(cfg: CompressConfig, text: str) -> None:
@@ -172,47 +181,61 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
     data = with_validation(data, cfg.val_size)
     select = for_selection(data)        # train: the images left; "test": the validation split
     dense = copy.deepcopy(model).eval()
-    before = evaluate(dense, data.test)     # reported only
-    val_before = evaluate(dense, data.val)  # the budget's reference
-    scan, scan_on = _scan(dense, data, cfg)
+    score = scorer_for(data, None if data.labelled else dense)
+    before = score(dense, data.test)     # reported only
+    val_before = score(dense, data.val)  # the budget's reference
+    scan, scan_on = _scan(dense, data, cfg, score)
     tune = finetune_settings("prune", trained, Finetune(lr=cfg.prune_lr, weight_decay=cfg.weight_decay,
                                                         augment=cfg.augment))
-    if teacher is None and cfg.distill:
-        teacher = dense
-    loss_fn = None if teacher is None else cached_teacher_loss(teacher, data.train, tune.augment,
-                                                               cfg.kd_temperature, cfg.kd_alpha)
+    loss_fn = _finetune_loss(dense, data, cfg, tune, teacher)
     attempts: list[Attempt] = []
     target = cfg.sparsity
     for i in range(cfg.attempts):
-        work, bits, att = _attempt(dense, select, cfg, tune, scan, target, loss_fn, i)
+        work, bits, att = _attempt(dense, select, cfg, tune, scan, target, loss_fn, i, score)
         attempts.append(att)
-        _say(cfg, f"  validation accuracy {val_before * 100:.2f}% -> pruned {att.val_accuracy_pruned * 100:.2f}% "
+        _say(cfg, f"  validation {score.name} {val_before * 100:.2f}% -> pruned {att.val_accuracy_pruned * 100:.2f}% "
              f"-> quantized {att.val_accuracy_quantized * 100:.2f}% ({-att.drop_pp(val_before):+.2f} pp; "
              f"budget -{cfg.max_drop} pp)")
         target = round(target - cfg.backoff, 6)
         if att.drop_pp(val_before) <= cfg.max_drop or target <= 0:
             break
-    after = evaluate(work, data.test)   # the test split, once, for the reported figure
-    test_on = f"the test split ({len(data.test)} images)"
-    _say(cfg, f"  test accuracy {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp; "
+    after = score(work, data.test)   # the test split, once, for the reported figure
+    test_on = f"the test split ({len(data.test)} {'images' if data.labelled else 'samples'})"
+    _say(cfg, f"  test {score.name} {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp; "
          f"reported only: every choice was made on {val_label(data)})")
     return CompressResult(work, before, after, val_before, attempts, scan, bits, layer_sparsities(work), scan_on,
-                          val_label(data), test_on, time.perf_counter() - t0, cfg.max_drop)
+                          val_label(data), test_on, time.perf_counter() - t0, cfg.max_drop, score.name)
 
 
-def _scan(dense: nn.Module, data: Dataset, cfg: CompressConfig) -> tuple[dict | None, str]:
+def _finetune_loss(dense: nn.Module, data: Dataset, cfg: CompressConfig, tune, teacher: nn.Module | None):
+    """KD from ``teacher`` (or the dense model with ``cfg.distill``); on unlabelled data, distillation
+    from the dense model's outputs, the only target there is; else None (cross-entropy)."""
+    if teacher is None and cfg.distill:
+        teacher = dense
+    if teacher is not None:
+        return cached_teacher_loss(teacher, data.train, tune.augment, cfg.kd_temperature, cfg.kd_alpha)
+    if not data.labelled:
+        _say(cfg, f"[distil] caching the dense model's outputs on {len(data.train)} training samples "
+             "(no labels: both fine-tunings pull the outputs towards the dense model's)")
+        return cached_fidelity_loss(dense, data.train, tune.augment)
+    return None
+
+
+def _scan(dense: nn.Module, data: Dataset, cfg: CompressConfig, score: Scorer) -> tuple[dict | None, str]:
     """The sensitivity scan that allocates sparsity per layer, on the validation split (None with
     ``allocation="global"``)."""
     if cfg.allocation != "sensitivity":
         return None, "-"
     scan_on = val_label(data)
-    _say(cfg, f"[scan] sensitivity of each layer on {scan_on}")
-    return sensitivity_scan(dense, lambda m: evaluate(m, data.val), SCAN_GRID, progress=cfg.progress,
-                            include=cfg.include, exclude=cfg.exclude), scan_on
+    _say(cfg, f"[scan] sensitivity of each layer on {scan_on}, scored by {score.name}")
+    scan = sensitivity_scan(dense, lambda m: score(m, data.val), SCAN_GRID, progress=cfg.progress,
+                            include=cfg.include, exclude=cfg.exclude)
+    scan["metric"] = score.name
+    return scan, scan_on
 
 
 def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan: dict | None, target: float,
-             loss_fn, i: int) -> tuple[nn.Module, dict, Attempt]:
+             loss_fn, i: int, score: Scorer) -> tuple[nn.Module, dict, Attempt]:
     """One try at ``target`` sparsity: AGP pruning with fine-tuning, k-means sharing, centroid
     fine-tuning; returns (the compressed copy, its bits per layer, the attempt's record).
     ``select`` is :func:`~deepshrink.data.for_selection`'s view: the fine-tunings train on its
@@ -226,17 +249,16 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
         sparsity=layer_targets, scope="layer" if scan is not None else "global", schedule="agp",
         epochs=cfg.prune_epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment, seed=cfg.seed,
         include=cfg.include, exclude=cfg.exclude, progress=cfg.progress, verbose=cfg.verbose),
-        loss_fn=loss_fn).accuracy_after
+        loss_fn=loss_fn, score=score).accuracy_after
     bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits)))
     _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc), "
          f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
     if cfg.centroid_epochs > 0:
-        acc_q = centroid_finetune(work, select, TrainConfig(
+        centroid_finetune(work, select, TrainConfig(
             epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
             augment=tune.augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
-            loss_fn=loss_fn).accuracy
-    else:
-        acc_q = evaluate(work, select.test)
+            loss_fn=loss_fn)
+    acc_q = score(work, select.test)
     att = Attempt(target, layer_targets if isinstance(layer_targets, dict) else {},
                   acc_pruned, acc_q, sparsity(work), time.perf_counter() - ta)
     return work, bits, att
@@ -244,7 +266,7 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
 
 def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_spec: str | None = None,
                   arch: str | None = None, trust_code: bool = False, teacher: str | None = None,
-                  model_kwargs: dict | None = None):
+                  model_kwargs: dict | None = None, seq_len: int | None = None, tokenizer: str | None = None):
     """Load ``src``, run :func:`compress`, write ``out`` (.dsz) and its report beside it.
     ``teacher``: a model file to distil from during both fine-tunings.
 
@@ -253,11 +275,14 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
     """
     cfg = cfg or CompressConfig()
     cfg.check()
-    if not Path(out).parent.is_dir():  # fail before minutes of fine-tuning, not after
-        raise ConfigError(f"{out}: the output folder {Path(out).parent} does not exist")
-    model, info = load_model(src, arch=arch, kwargs=model_kwargs, trust_code=trust_code)
-    spec = data_mod.spec_from_file(data_spec, info.data, src, trust_code)
-    data = data_mod.load(spec, info.mean, info.std)
+    try:  # a missing output folder is created, as by every command; a failure comes before the fine-tuning
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot create the output folder {Path(out).parent} "
+                          f"({exc.strerror or exc})") from None
+    model, info, data = open_model_and_data(src, data_spec, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer,
+                                            need_labels=False, model_kwargs=model_kwargs)
+    spec = info.data if data_spec is None else data_spec
     teacher_model = load_teacher(teacher, data, trust_code=trust_code) if teacher else None
     result = compress(model, data, cfg, info.train_config(), teacher=teacher_model)
     info.record("compress", cfg, accuracy=result.accuracy_after, **({"teacher": str(teacher)} if teacher else {}),

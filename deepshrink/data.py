@@ -171,7 +171,8 @@ def val_label(ds: Dataset) -> str:
     """Which images a validation accuracy comes from, for printed lines and reports."""
     if ds.val is None:
         raise ConfigError(f"{ds.name}: no validation split; carve one with with_validation first")
-    return f"the validation split ({len(ds.val)} images held out of the training split)"
+    what = "images" if ds.labelled else "samples"
+    return f"the validation split ({len(ds.val)} {what} held out of the training split)"
 
 
 def _find(folder: Path, stem: str) -> Path:

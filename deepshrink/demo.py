@@ -66,8 +66,9 @@ def run(out_dir: Path, retrain: bool, sparsity: float, prune_epochs: int, max_dr
     print()
     print(f"  dense  : {profile_model(dense, x).summary()}")
     print(f"  .dsz   : {profile_model(decoded, x).summary()}")
-    print(f"  files  : {ckpt.stat().st_size:,} bytes (fp32 .safetensors) -> {dsz.stat().st_size:,} bytes (.dsz), "
-          f"{ckpt.stat().st_size / dsz.stat().st_size:.1f}x smaller")
+    print(f"  files  : {ckpt.stat().st_size:,} bytes (fp32 .safetensors) -> {dsz.stat().st_size:,} bytes (.dsz): "
+          f"{ckpt.stat().st_size / dsz.stat().st_size:.1f}x smaller vs the fp32 file, "
+          f"{report.ratio:.1f}x vs the fp32 parameters alone ({report.dense_bytes:,} bytes, the table's figure)")
     print(f"  test accuracy on {len(ds.test):,} Fashion-MNIST images: {acc_dense * 100:.2f}% -> "
           f"{acc_decoded * 100:.2f}% ({(acc_decoded - acc_dense) * 100:+.2f} pp; budget -{max_drop} pp)")
     print(f"  outputs: {dsz}, report {md} (with plots); {time.perf_counter() - t0:.0f} s in all")

@@ -39,6 +39,7 @@ __all__ = ["HF_PREFIX", "DEFAULT_SEQ_LEN", "MAX_SEQ_LEN", "MAX_HF_ELEMENTS", "HF
 
 HF_PREFIX = "hf:"
 DEFAULT_SEQ_LEN = 128            # tokens per text sample (padded or truncated)
+LENGTH_CHUNK = 32                # rows of similar length an encoder runs together (HFModel)
 MAX_SEQ_LEN = 1 << 16
 MAX_HF_ELEMENTS = 1 << 31        # parameters + buffers of a transformer built from a file's config
 MAX_CONFIG_BYTES = 1 << 20       # config.json
@@ -67,10 +68,12 @@ class HFModel(nn.Module):
     ``output_kind`` is ``"logits"`` for a model with a head (``(N, C)`` or ``(N, L, V)``) and
     ``"embedding"`` for a bare encoder (``(N, H)``, mean-pooled over the non-pad tokens).
 
-    For a bare encoder the columns after the last real token of the batch are cut off before the
-    call: they are padding in every row, masked out of attention and of the pooling, so the
-    embedding is the same (up to float rounding) while a batch of short sentences padded to 128
-    costs what its longest sentence costs. Traced and exported graphs keep the full length."""
+    A bare encoder's batch is cut to what it holds: rows are grouped by length (``LENGTH_CHUNK`` at a
+    time, the shortest together) and each group loses the columns after its last real token. Those
+    columns are padding in every row of the group, masked out of attention and of the pooling, so
+    each embedding is the same (up to float rounding) while short sentences padded to 128 cost what
+    they hold. Traced and exported graphs keep the full length (their shapes must not depend on
+    the data)."""
 
     def __init__(self, model: nn.Module, pad_id: int = 0):
         super().__init__()
@@ -79,10 +82,24 @@ class HFModel(nn.Module):
         self.output_kind = "embedding" if getattr(model, "base_model", None) is model else "logits"
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.output_kind == "embedding" and ids.dim() == 2 and not _tracing():
+            return self._embed_by_length(ids)
+        return self._call(ids)
+
+    def _embed_by_length(self, ids: torch.Tensor) -> torch.Tensor:
+        """The pooled embeddings ``(N, H)`` of ``ids`` ``(N, L)``, computed group by group."""
+        n, length = ids.shape
+        positions = torch.arange(1, length + 1, device=ids.device)
+        ends = ((ids != self.pad_id) * positions).amax(1) if length else ids.new_zeros(n)  # (N,) one past the last real token
+        if n <= LENGTH_CHUNK:
+            return self._call(ids[:, :max(1, int(ends.max()) if n else 1)])
+        order = ends.argsort(stable=True)                                            # (N,) shortest first
+        parts = [self._call(ids[rows, :max(1, int(ends[rows].max()))]) for rows in order.split(LENGTH_CHUNK)]
+        out = torch.cat(parts)                                                       # (N, H) in sorted order
+        return out[order.argsort(stable=True)]                                       # back in input order
+
+    def _call(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids != self.pad_id).long()                           # (N, L): 1 on real tokens
-        if self.output_kind == "embedding" and not _tracing():
-            used = int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 1
-            ids, mask = ids[:, :used], mask[:, :used]                # (N, used): trailing padding dropped
         out = self.model(input_ids=ids, attention_mask=mask, return_dict=True)
         logits = getattr(out, "logits", None)
         if logits is not None:

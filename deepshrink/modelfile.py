@@ -33,10 +33,11 @@ from .channel_plan import PLAN_KEY, ChannelPlan, apply_plan
 from .errors import DeepShrinkError, FormatError, ModelError, first_line
 from .hf import HF_PREFIX, build_hf, is_hf_spec
 from .layers import sync_layer_sizes
+from .masks import hold_masks
 from .metadata import INPUT_KINDS, check_record
 from .names import EXTRA_BUFFER_SUFFIXES, META_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION, base_of
 
-__all__ = ["ModelInfo", "FORMAT_NAME", "save_model", "read_bytes", "read_safetensors", "build_arch",
+__all__ = ["ModelInfo", "FORMAT_NAME", "save_model", "save_state", "read_bytes", "read_safetensors", "build_arch",
            "resize_to_state", "model_from_state", "input_kind", "example_input", "EXTRA_BUFFER_SUFFIXES",
            "INPUT_KINDS"]
 
@@ -97,14 +98,19 @@ class ModelInfo:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def _contiguous_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or strided storage: give it compact private copies
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, info: ModelInfo) -> None:
     """Write ``model`` and ``info`` to ``path`` atomically."""
-    blob = st_save(_contiguous_state(model), metadata={META_KEY: info.to_json()})
+    save_state(model.state_dict(), path, info)
+
+
+def save_state(state: dict[str, torch.Tensor], path: str | os.PathLike, info: ModelInfo) -> None:
+    """Write the tensors ``state`` (e.g. a quantized model's integer codes) and ``info`` to ``path`` atomically."""
+    blob = st_save(_contiguous_state(state), metadata={META_KEY: info.to_json()})
     atomic_write_bytes(path, blob)
 
 
@@ -127,7 +133,8 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         raise FormatError(f"{path}: too short for a safetensors file ({len(blob)} bytes)")
     n = int.from_bytes(blob[:8], "little")
     if n > min(len(blob) - 8, MAX_HEADER):
-        raise FormatError(f"{path}: header length {n} exceeds the {len(blob) - 8} bytes present")
+        raise FormatError(_foreign(path, blob)
+                          or f"{path}: header length {n} exceeds the {len(blob) - 8} bytes present")
     try:
         header = json.loads(blob[8:8 + n])
         tensors = st_load(blob)
@@ -136,6 +143,18 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else {}
     text = meta.get(META_KEY)
     return tensors, (ModelInfo.from_json(text, str(path)) if text else None)
+
+
+def _foreign(path, blob: bytes) -> str | None:
+    """What a file that is not safetensors at all is, in words (None: maybe a damaged one)."""
+    onnx_start = blob[:1] == b"\x08" and 0 < blob[1] < 32 and blob[2] in b"\x12\x1a\x3a"   # ModelProto fields 1, 2|3|7
+    if str(path).lower().endswith(".onnx") or onnx_start:
+        return (f"{path}: is an ONNX file, which deepshrink commands cannot load; run it with onnxruntime, "
+                "or pass the .safetensors model it was exported from")
+    if blob[8:9] != b"{":
+        return (f"{path}: is not a model file deepshrink reads (.safetensors, .dsz, or a .pt/.pth/.bin state dict"
+                + ("; a zip archive, as torch.save writes: name it .pt" if blob[:4] == b"PK\x03\x04" else "") + ")")
+    return None
 
 
 MAX_ARCH_ELEMENTS = 1 << 28   # parameters + buffers of a zoo architecture built from a file's kwargs
@@ -252,6 +271,7 @@ def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code
         raise ModelError(f"{where}: {str(exc).splitlines()[-1].strip()}") from None
     if resized:
         _check_forward(model, info, where)
+    hold_masks(model)  # pruned weights stay zero under any optimizer (deepshrink/masks.py)
     return model
 
 

@@ -129,27 +129,34 @@ def _has_conv(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Logits for ``x`` (N, ...) in eval mode; restores the model's mode afterwards."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, progress: bool = False,
+            desc: str = "evaluating") -> torch.Tensor:
+    """Logits for ``x`` (N, ...) in eval mode; restores the model's mode afterwards.
+    ``progress``: a bar on stderr, counting images, labelled ``desc``."""
     was_training = model.training
     model.eval()
     cl = _has_conv(model) and x.dim() == 4
     outs = []
+    bar = tqdm(total=len(x), desc=desc, unit="img", disable=not progress, leave=False, file=sys.stderr,
+               delay=1.0)   # only a pass that takes a while shows one
     for lo in range(0, len(x), batch_size):
         xb = x[lo:lo + batch_size]
         if cl:
             xb = xb.contiguous(memory_format=torch.channels_last)
         outs.append(model(xb))
+        bar.update(len(xb))
+    bar.close()
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def evaluate(model: nn.Module, data: Split | Dataset, batch_size: int = 1000) -> float:
-    """Top-1 accuracy in [0, 1] on a split (a Dataset means its test split)."""
+def evaluate(model: nn.Module, data: Split | Dataset, batch_size: int = 1000, progress: bool = False,
+             desc: str = "test accuracy") -> float:
+    """Top-1 accuracy in [0, 1] on a split (a Dataset means its test split); ``progress``: a bar."""
     split = data.test if isinstance(data, Dataset) else data
     if len(split) == 0:
         return float("nan")
-    logits = predict(model, split.x, batch_size)
+    logits = predict(model, split.x, batch_size, progress, desc)
     return (logits.argmax(1) == split.y).float().mean().item()
 
 

@@ -3,7 +3,8 @@
 import pytest
 
 from deepshrink import demo
-from deepshrink.codec import load_compressed
+from deepshrink.codec import compression_report, load_compressed
+from deepshrink.pipelines.compress_report import TABLE_LEGEND
 from deepshrink.quant import quantized_layers
 from deepshrink.prune import sparsity
 
@@ -20,6 +21,13 @@ def test_demo_compresses_the_baseline(tmp_path, monkeypatch, capsys, idx_dir_wri
     assert "[1/3] the trained LeNet-5 baseline" in text and "Rate(P+Q+H)" in text and "x smaller" in text
     for name in ("lenet5.dsz", "lenet5.report.md", "lenet5.weights.png", "lenet5.bits.png"):
         assert (out / name).is_file(), name
+    # two ratios, each named by what it compares with: the fp32 file, and the fp32 parameters (the table's)
+    report = compression_report(out / "lenet5.dsz")
+    [files] = [line for line in text.splitlines() if line.strip().startswith("files")]
+    by_file = demo.BASELINE.stat().st_size / (out / "lenet5.dsz").stat().st_size
+    assert f"{by_file:.1f}x smaller vs the fp32 file" in files
+    assert f"{report.ratio:.1f}x vs the fp32 parameters alone" in files
+    assert " ".join(TABLE_LEGEND) in (out / "lenet5.report.md").read_text()    # the columns explained
     model = load_compressed(out / "lenet5.dsz")
     assert sparsity(model) == pytest.approx(0.95, abs=1e-3)
     assert set(quantized_layers(model)) == {"conv1", "conv2", "fc1", "fc2"}

@@ -228,3 +228,26 @@ def test_a_config_with_absurdly_many_layers_is_refused_before_building(folder):
     _, info = load_model(f"hf:{folder}")
     with pytest.raises(ModelError, match="num_hidden_layers = 1000000"):
         build_hf("BertModel", {"config": dict(info.kwargs["config"], num_hidden_layers=10 ** 6)}, "here")
+
+
+def test_encoder_batches_are_cut_to_their_sentences_lengths_without_changing_embeddings(folder):
+    """Rows grouped by length and each group's trailing padding dropped: the same embeddings, in
+    input order, as one call per sentence and as the full padded batch; traced graphs keep the
+    full length."""
+    model, _ = load_model(f"hf:{folder}", seq_len=16)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 22, (70, 16), generator=gen)           # more rows than one length group
+    lengths = torch.randint(1, 17, (70,), generator=gen)
+    for i, n in enumerate(lengths.tolist()):
+        ids[i, n:] = 0                                             # pad id 0
+    with torch.no_grad():
+        out = model(ids)
+        one_by_one = torch.cat([model._call(ids[i:i + 1]) for i in range(len(ids))])
+        full = model._call(ids)
+        short = ids[:3].clone()
+        short[:, 4:] = 0                                           # the traced example holds 4 tokens a row
+        traced = torch.jit.trace(model, short)
+        replayed = traced(ids[:6])                                 # longer sentences through the same graph
+    torch.testing.assert_close(out, one_by_one, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(replayed, full[:6], atol=1e-5, rtol=1e-5)

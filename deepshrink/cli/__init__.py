@@ -5,18 +5,24 @@ parser and sets ``func`` (args -> exit code): it parses, calls one library funct
 (:mod:`deepshrink.pipelines`, :func:`deepshrink.compress.compress_file`) and prints. Errors from :mod:`deepshrink.errors` print as
 ``deepshrink: error: ...`` and exit 2, with no traceback; so do checked option values (raised
 while parsing) and an OS error that slips past the commands' own checks (a folder removed
-meanwhile, a full disk).
+meanwhile, a full disk). A reader that stops early (``deepshrink profile --json | head -1``) ends
+the command quietly, as SIGPIPE ends other tools: exit 141, no traceback.
+
+Every command shares one flag vocabulary and shows each default in its ``--help``
+(:mod:`deepshrink.cli.parser`); old spellings still parse, unlisted.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import sys
 
 from ..errors import DeepShrinkError
 from . import (compress, decompress, distill, evaluate, export, models, profile, prune, prune_channels, quantize,
                sensitivity, train)
+from .parser import Parser
 
 __all__ = ["main", "build_parser", "version"]
 
@@ -35,7 +41,7 @@ def version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="deepshrink",
         description="Make trained PyTorch models smaller and faster: measure, prune, quantize, encode.",
     )
@@ -51,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)  # checked numbers (cli.common.float_option) raise ConfigError here
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except DeepShrinkError as exc:
         print(f"deepshrink: error: {exc}", file=sys.stderr)
         return 2
@@ -63,6 +73,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deepshrink: interrupted", file=sys.stderr)
         return 130
+
+
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``| head``): point stdout at /dev/null so that the
+    interpreter's final flush cannot raise again, and exit as SIGPIPE would, without a traceback."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by an object without a descriptor
+        return SIGPIPE_EXIT
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    return SIGPIPE_EXIT
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,28 +1,37 @@
 """Argument helpers shared by the commands: model-file options, JSON kwargs, checked numbers,
-output paths (both refused before any file is read or any work is done), the validation split
-of every command that makes a choice (``--val-size``) and the augmentation of every command that
-fine-tunes (``--augment on|off``)."""
+output paths (both refused before any file is read or any work is done; a missing folder is
+created by every command), the validation split of every command that makes a choice
+(``--val-size``), the augmentation and LR of every command that fine-tunes (``--augment on|off``,
+``--lr``), ``--json`` output, and the import of a ``module:callable`` typed on the command line."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import math
 import os
 import stat
+import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
-from ..data import MAX_VAL_IMAGES, VAL_FRACTION, check_val_size
-from ..errors import ConfigError
-from ..hf import DEFAULT_SEQ_LEN, check_seq_len
+from ..data import MAX_VAL_IMAGES, VAL_FRACTION, check_val_size, is_code_spec
+from ..errors import ConfigError, DataError, DeepShrinkError, ModelError
+from ..hf import DEFAULT_SEQ_LEN, check_seq_len, is_hf_spec
+from ..pipelines import defaults
 from ..pipelines.profile import check_input_elements
 from ..pipelines.sensitivity import scan_files
+from .parser import add_option
 
 __all__ = ["add_model_file_args", "model_file_options", "parse_kwargs", "parse_shape", "float_option", "FINITE",
            "POSITIVE", "NON_NEGATIVE", "FRACTION", "FRACTION_BELOW_ONE", "check_output_path", "check_output_dir",
            "add_val_size_arg", "check_val_size_arg", "add_augment_arg", "augment_choice", "check_scan_outputs",
-           "add_target_args", "target_globs"]
+           "add_target_args", "target_globs", "add_out_arg", "add_lr_arg", "add_seed_arg", "add_progress_arg",
+           "add_json_arg", "json_output", "print_json", "output_facts", "import_from_cwd", "import_typed_code",
+           "LR_DEFAULTS"]
 
 
 def add_model_file_args(p: argparse.ArgumentParser, kwargs: bool = True) -> None:
@@ -32,10 +41,13 @@ def add_model_file_args(p: argparse.ArgumentParser, kwargs: bool = True) -> None
     code)."""
     p.add_argument("--model", dest="arch", metavar="NAME",
                    help="architecture for a plain .pt/.pth/.safetensors state dict (zoo name, module:callable, or "
-                        "hf:DIR: a Hugging Face folder's config); a model argument may itself be hf:DIR")
+                        "hf:DIR: a Hugging Face folder's config); a model argument may itself be hf:DIR; a "
+                        "module:callable named here may live in the current folder (default: the one the file "
+                        "records)")
     if kwargs:
         p.add_argument("--kwargs", dest="model_kwargs", metavar="JSON",
-                       help="JSON arguments of --model's architecture, e.g. '{\"input_size\": 28}'")
+                       help="JSON arguments of --model's architecture, e.g. '{\"input_size\": 28}' (default: "
+                            "none: the file's, else the constructor's defaults)")
     p.add_argument("--trust-code", action="store_true",
                    help="allow the file's module:callable architecture to be imported")
     p.add_argument("--seq-len", dest="seq_len", type=int, metavar="N",
@@ -47,8 +59,11 @@ def add_model_file_args(p: argparse.ArgumentParser, kwargs: bool = True) -> None
 
 def model_file_options(args) -> dict:
     """``arch`` and ``trust_code`` for a pipeline call, from :func:`add_model_file_args`' options, and
-    ``seq_len``/``tokenizer`` when given (checked here, before any file is read)."""
+    ``seq_len``/``tokenizer`` when given (checked here, before any file is read). A ``module:callable``
+    typed in ``--model`` or ``--data`` is imported here, from the current folder too
+    (:func:`import_from_cwd`)."""
     opts = {"arch": getattr(args, "arch", None), "trust_code": getattr(args, "trust_code", False)}
+    import_typed_code(args)
     if getattr(args, "model_kwargs", None):
         if opts["arch"] is None:
             raise ConfigError("--kwargs gives the arguments of --model's architecture: name it with --model")
@@ -147,8 +162,8 @@ def _stat(p: Path, path: str):
 
 
 def _check_parents(p: Path, path: str) -> None:
-    """The nearest existing folder above ``p`` must be a folder we can create files in (a parent
-    that does not exist yet is left to the command: most create it, some refuse)."""
+    """The nearest existing folder above ``p`` must be a folder we can create files in (the
+    folders that do not exist yet are created by the command, every command alike)."""
     for parent in p.absolute().parents:
         st = _stat(parent, path)
         if st is None:
@@ -224,12 +239,10 @@ def add_val_size_arg(p, what: str, aliases: tuple[str, ...] = (), removed: tuple
     """``--val-size N``: the validation split on which ``what`` (e.g. "the scan is measured").
     ``aliases``: its old names, hidden; ``removed``: old options that chose another split, refused
     with a line saying why."""
-    p.add_argument("--val-size", dest="val_size", type=int, metavar="N",
-                   help=f"validation images carved from the training split (seeded) on which {what}; they are "
-                        "held out of the fine-tuning, and the test split only gives the reported accuracy "
-                        f"(default: {VAL_FRACTION:.0%}% of the training split, at most {MAX_VAL_IMAGES:,})")
-    for alias in aliases:
-        p.add_argument(alias, dest="val_size", type=int, help=argparse.SUPPRESS)
+    add_option(p, "--val-size", aliases=aliases, dest="val_size", type=int, metavar="N",
+               help=f"validation images carved from the training split (seeded) on which {what}; they are "
+                    "held out of the fine-tuning, and the test split only gives the reported accuracy "
+                    f"(default: {VAL_FRACTION:.0%}% of the training split, at most {MAX_VAL_IMAGES:,})")
     for old in removed:
         p.add_argument(old, action=_Removed, help=argparse.SUPPRESS)
 
@@ -269,9 +282,119 @@ def add_target_args(p) -> None:
                         "pruned except the output layer's (the last Linear/Conv in module order)")
     p.add_argument("--exclude", action="append", metavar="GLOB",
                    help="leave the matching weights dense (repeatable; wins over --include), "
-                        "e.g. 'encoder.layer.0.*'")
+                        "e.g. 'encoder.layer.0.*' (default: none)")
 
 
 def target_globs(args) -> dict:
     """``include`` and ``exclude`` as tuples, from :func:`add_target_args`' options."""
     return {"include": tuple(args.include or ()), "exclude": tuple(args.exclude or ())}
+
+
+# ----------------------------------------------------------------------------- one vocabulary
+
+def add_out_arg(p, what: str, aliases: tuple[str, ...] = (), dest: str = "out") -> None:
+    """``--out FILE`` (required), the output file of every command that writes one; ``aliases``:
+    its old spellings, hidden (``--onnx``)."""
+    add_option(p, "--out", aliases=aliases, dest=dest, required=True, metavar="FILE",
+               help=f"output file: {what}; a missing folder is created")
+
+
+# where each method's fine-tuning LR comes from when --lr is not given (deepshrink/pipelines/defaults.py)
+LR_DEFAULTS = {
+    "prune": f"from the model's recorded training: its training LR ({defaults.PRUNE_LR:g} when none is recorded)",
+    "prune_channels": ("from the model's recorded training: a tenth of its training LR "
+                       f"({defaults.CHANNEL_BASE_LR / defaults.CHANNEL_LR_DIVISOR:g} when none is recorded)"),
+    "quantize": (f"{defaults.QAT_LR:g} for QAT, {defaults.KMEANS_LR:g} for k-means centroids (AdamW), whatever the "
+                 "model's recorded training"),
+    "distill": "the student's recipe (a zoo name) or the student file's recorded training",
+    "train": "the model's recipe (deepshrink models --recipes)",
+}
+
+
+def add_lr_arg(p, method: str, what: str = "the fine-tuning") -> None:
+    """``--lr``: in every command the learning rate actually used (never a base that is scaled);
+    the help says where its default comes from (:data:`LR_DEFAULTS`)."""
+    p.add_argument("--lr", action=POSITIVE, metavar="LR",
+                   help=f"learning rate of {what}, used as given (default: {LR_DEFAULTS[method]})")
+
+
+def add_seed_arg(p, default: int) -> None:
+    p.add_argument("--seed", type=int, default=default, help="random seed (default: %(default)s)")
+
+
+def add_progress_arg(p) -> None:
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars (shown by default)")
+
+
+# ----------------------------------------------------------------------------- --json
+
+def add_json_arg(p, what: str = "the output file and the key results") -> None:
+    """``--json``: one JSON object on stdout (see :func:`json_output`)."""
+    p.add_argument("--json", action="store_true",
+                   help=f"print one JSON object ({what}) on stdout; progress messages go to stderr")
+
+
+@contextlib.contextmanager
+def json_output(enabled: bool) -> Iterator[None]:
+    """With ``--json`` (``enabled``), whatever the library prints while it works goes to stderr, so
+    that stdout holds the JSON object alone (:func:`print_json` after the block)."""
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _json_default(obj):
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "item"):  # a numpy or torch scalar
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def print_json(obj) -> None:
+    """``obj`` as one line of JSON on stdout (paths as strings)."""
+    print(json.dumps(obj, default=_json_default), flush=True)
+
+
+def output_facts(path: str | os.PathLike) -> dict:
+    """``out`` and ``size_bytes`` (the written file's real size) for a command's JSON object."""
+    return {"out": os.fspath(path), "size_bytes": os.path.getsize(path)}
+
+
+# ----------------------------------------------------------------------------- code named on the command line
+
+def import_from_cwd(spec: str, flag: str, error: type[DeepShrinkError] = ConfigError) -> None:
+    """Import the module of the ``module:callable`` ``spec`` the user typed in ``flag``, with the
+    current folder first on ``sys.path`` for this import only (as ``python -m`` would), so that
+    ``--model mynet:build`` finds ``./mynet.py`` without ``PYTHONPATH=.``; once imported, the
+    library's own lookup finds it in ``sys.modules``. A callable named only inside a file (its
+    metadata) never gets this: the library imports it later, from ``sys.path`` as it is, and only
+    with ``--trust-code``. An import error is one ``error`` naming the flag."""
+    module = spec.partition(":")[0]
+    if not module or module in sys.modules:
+        return
+    cwd = os.getcwd()
+    sys.path.insert(0, cwd)
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise error(f"{flag} {spec!r}: cannot import {module!r} ({exc}); looked in the current folder "
+                    f"{cwd} and on the Python path") from None
+    finally:
+        if cwd in sys.path:
+            sys.path.remove(cwd)  # the first occurrence: ours (unless the import put one before it)
+
+
+def import_typed_code(args) -> None:
+    """:func:`import_from_cwd` for a ``module:callable`` typed in ``--model`` (``args.arch``) or
+    ``--data``; zoo names, ``hf:DIR`` and the data files (``npz:``, ``idx:``, ``text:``) import nothing."""
+    arch = getattr(args, "arch", None)
+    if arch and ":" in arch and not is_hf_spec(arch):
+        import_from_cwd(arch, "--model", ModelError)
+    data = getattr(args, "data", None)
+    if data and is_code_spec(data):
+        import_from_cwd(data, "--data", DataError)

@@ -7,9 +7,11 @@ from pathlib import Path
 from ..compress import CompressConfig, compress_file
 from ..errors import ConfigError
 from ..pipelines.compress_report import report_paths
-from .common import (FINITE, FRACTION, NON_NEGATIVE, POSITIVE, add_augment_arg, add_model_file_args, add_target_args,
-                     add_val_size_arg, augment_choice, check_output_path, check_val_size_arg, model_file_options,
-                     target_globs)
+from .common import (FINITE, FRACTION, NON_NEGATIVE, POSITIVE, add_augment_arg, add_json_arg, add_lr_arg,
+                     add_model_file_args, add_out_arg, add_progress_arg, add_seed_arg, add_target_args,
+                     add_val_size_arg, augment_choice, check_output_path, check_val_size_arg, json_output,
+                     model_file_options, output_facts, print_json, target_globs)
+from .parser import add_option
 
 __all__ = ["register", "cmd_compress"]
 
@@ -23,7 +25,7 @@ def register(sub) -> None:
                                    "carved from the training data and held out of the fine-tuning; the test split "
                                    "only gives the reported accuracy.")
     p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
-    p.add_argument("--out", required=True, help="output .dsz file")
+    add_out_arg(p, "the .dsz file (its report and plots are written beside it)")
     p.add_argument("--max-drop", action=NON_NEGATIVE, default=CompressConfig.max_drop, metavar="PP",
                    help="largest validation-accuracy drop allowed, in percentage points (default %(default)s)")
     p.add_argument("--data", help="data spec (default: the one recorded in the model file)")
@@ -31,10 +33,11 @@ def register(sub) -> None:
                    help="first total sparsity target (default %(default)s)")
     p.add_argument("--allocation", choices=("sensitivity", "global"), default=CompressConfig.allocation,
                    help="per-layer sparsities from a sensitivity scan, or one global threshold (default %(default)s)")
-    p.add_argument("--prune-epochs", type=int, default=CompressConfig.prune_epochs,
-                   help="AGP fine-tuning epochs (default %(default)s)")
-    p.add_argument("--conv-bits", type=int, default=CompressConfig.conv_bits,
-                   help="k-means bits for conv layers (default %(default)s)")
+    add_option(p, "--finetune-epochs", aliases=("--prune-epochs",), dest="finetune_epochs", type=int,
+               default=CompressConfig.prune_epochs, metavar="N",
+               help="pruning fine-tuning epochs, over which AGP raises the sparsity (default %(default)s)")
+    add_option(p, "--bits", aliases=("--conv-bits",), dest="bits", type=int, default=CompressConfig.conv_bits,
+               help="k-means bits of the conv layers (default %(default)s)")
     p.add_argument("--fc-bits", type=int, default=CompressConfig.fc_bits,
                    help="k-means bits for linear layers (default %(default)s)")
     p.add_argument("--centroid-epochs", type=int, default=CompressConfig.centroid_epochs,
@@ -42,17 +45,19 @@ def register(sub) -> None:
     p.add_argument("--attempts", type=int, default=CompressConfig.attempts,
                    help="tries, each 2 points of sparsity lower, while over the accuracy budget (default %(default)s)")
     p.add_argument("--distill", action="store_true", help="the dense model as teacher while fine-tuning")
-    p.add_argument("--teacher", metavar="FILE", help="another model as teacher while fine-tuning (e.g. a larger baseline)")
+    p.add_argument("--teacher", metavar="FILE",
+                   help="another model as teacher while fine-tuning (e.g. a larger baseline; default: none)")
     p.add_argument("--kd-temperature", action=POSITIVE, default=CompressConfig.kd_temperature,
                    help="KD temperature (default %(default)s)")
     p.add_argument("--kd-alpha", action=FRACTION, default=CompressConfig.kd_alpha,
                    help="weight of the KD term (default %(default)s)")
-    p.add_argument("--lr", action=FINITE, help="pruning fine-tuning LR (default: the model's training LR)")
+    add_lr_arg(p, "prune", f"the pruning fine-tuning (the centroids fine-tune at {CompressConfig.centroid_lr:g})")
     add_target_args(p)
     add_augment_arg(p)
     add_val_size_arg(p, "the scan, the accuracy budget and the retries are judged", aliases=("--scan-size",))
-    p.add_argument("--seed", type=int, default=CompressConfig.seed)
-    p.add_argument("--no-progress", action="store_true")
+    add_seed_arg(p, CompressConfig.seed)
+    add_progress_arg(p)
+    add_json_arg(p)
     add_model_file_args(p)
     p.set_defaults(func=cmd_compress)
 
@@ -66,23 +71,31 @@ def cmd_compress(args) -> int:
     check_val_size_arg(args)
     cfg = CompressConfig(max_drop=args.max_drop, sparsity=args.sparsity, allocation=args.allocation,
                          val_size=args.val_size, augment=augment_choice(args),
-                         prune_epochs=args.prune_epochs, conv_bits=args.conv_bits,
+                         prune_epochs=args.finetune_epochs, conv_bits=args.bits,
                          fc_bits=args.fc_bits, centroid_epochs=args.centroid_epochs, distill=args.distill,
                          kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha, prune_lr=args.lr,
                          attempts=args.attempts, seed=args.seed, progress=not args.no_progress,
                          **target_globs(args))
     opts = model_file_options(args)
-    result, report, md = compress_file(args.file, args.out, cfg, args.data, opts["arch"], opts["trust_code"],
-                                       teacher=args.teacher, model_kwargs=opts.get("model_kwargs"))
+    with json_output(args.json):
+        result, report, md = compress_file(args.file, args.out, cfg, args.data, opts["arch"], opts["trust_code"],
+                                           teacher=args.teacher, model_kwargs=opts.get("model_kwargs"),
+                                           seq_len=opts.get("seq_len"), tokenizer=opts.get("tokenizer"))
+    if args.json:
+        facts = {k: v for k, v in result.to_dict().items() if k not in ("attempts", "bits", "layers", "seconds")}
+        print_json({"command": "compress", **output_facts(args.out), "file": args.file, "report": str(md),
+                    "ratio": report.ratio, "sparsity": report.total.sparsity, "attempts": len(result.attempts),
+                    **facts, "seconds": result.seconds})
+        return 0 if result.within_budget else 1
     print()
     print(report.to_markdown())
     print()
     before, after = result.accuracy_before, result.accuracy_after
     val_before, val_after = result.val_accuracy_before, result.val_accuracy_after
-    print(f"validation accuracy {val_before * 100:.2f}% -> {val_after * 100:.2f}% "
+    print(f"validation {result.metric} {val_before * 100:.2f}% -> {val_after * 100:.2f}% "
           f"({(val_after - val_before) * 100:+.2f} pp; budget -{cfg.max_drop} pp: "
           f"{'within' if result.within_budget else 'OVER BUDGET'}) on {result.val_on}")
-    print(f"test accuracy {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp) "
+    print(f"test {result.metric} {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp) "
           f"on {result.test_on}, reported only")
     print(report.summary())
     print(f"-> {args.out} (report: {md})")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from ..pipelines.decompress import decompress_file
-from .common import check_output_path
+from .common import add_out_arg, check_output_path, print_json
 
 __all__ = ["register"]
 
@@ -13,9 +11,9 @@ __all__ = ["register"]
 def register(sub) -> None:
     p = sub.add_parser("decompress", help="decode a .dsz file into a .safetensors model file")
     p.add_argument("file", help="the .dsz file")
-    p.add_argument("--out", required=True, help="output .safetensors file")
+    add_out_arg(p, "the decoded model (.safetensors)")
     p.add_argument("--report", action="store_true", help="also print the per-layer compression table")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the compression table) instead of text")
     p.add_argument("--trust-code", action="store_true",
                    help="allow the file's module:callable architecture to be imported")
     p.set_defaults(func=cmd_decompress)
@@ -25,7 +23,7 @@ def cmd_decompress(args) -> int:
     check_output_path(args.out)
     report = decompress_file(args.file, args.out, trust_code=args.trust_code).report
     if args.json:
-        print(json.dumps({"file": args.file, "out": args.out, **report.to_dict()}))
+        print_json({"file": args.file, "out": args.out, **report.to_dict()})
         return 0
     print(f"{args.file} -> {args.out}: {report.summary()}")
     if args.report:

@@ -3,10 +3,8 @@ fidelity to the original model (cosine of outputs; top-1 agreement and KL of log
 
 from __future__ import annotations
 
-import json
-
 from ..pipelines.evaluate import evaluate_file
-from .common import add_model_file_args, model_file_options
+from .common import add_model_file_args, model_file_options, print_json
 
 __all__ = ["register"]
 
@@ -18,8 +16,8 @@ def register(sub) -> None:
     p.add_argument("--reference", metavar="ORIGINAL",
                    help="the model before compression (a model file or hf:DIR): measure agreement with it on the "
                         "test split (mean/min cosine of outputs; top-1 agreement and mean KL of logits); needed "
-                        "for unlabelled data such as text:FILE")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+                        "for unlabelled data such as text:FILE (default: none, the accuracy only)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the accuracy, the fidelity)")
     add_model_file_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -39,7 +37,7 @@ def cmd_evaluate(args) -> int:
         if run.fidelity is not None:
             out["reference"] = run.reference
             out["fidelity"] = run.fidelity.to_dict()
-        print(json.dumps(out))
+        print_json(out)
         return 0
     samples = f"{run.images} {'images' if run.labelled else 'samples'}"
     if run.accuracy is not None:

@@ -10,35 +10,42 @@ from ..pipelines.prune import AUTO_GRID, PLOT_FILES, auto_scan_dir, prune_file
 from ..pipelines.sensitivity import ScanConfig
 from ..prune import RULES, SCHEDULES, PruneConfig
 from ..targets import candidate_weights
-from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_augment_arg, add_model_file_args,
-                     add_target_args, add_val_size_arg, augment_choice, check_output_dir, check_output_path,
-                     check_scan_outputs, check_val_size_arg, model_file_options, target_globs)
+from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_augment_arg, add_json_arg, add_lr_arg,
+                     add_model_file_args, add_out_arg, add_progress_arg, add_seed_arg, add_target_args,
+                     add_val_size_arg, augment_choice, check_output_dir, check_output_path, check_scan_outputs,
+                     check_val_size_arg, json_output, model_file_options, output_facts, print_json, target_globs)
 
 __all__ = ["register"]
 
 
 def register(sub) -> None:
     p = sub.add_parser("prune", help="fine-grained pruning with fine-tuning; masks kept in the file")
-    p.add_argument("file")
-    p.add_argument("--out", required=True)
+    p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
+    add_out_arg(p, "the pruned model (.safetensors, masks kept)")
     p.add_argument("--sparsity", action=FRACTION_BELOW_ONE, required=True, help="target fraction of zeros, e.g. 0.92")
-    p.add_argument("--rule", choices=RULES, default=PruneConfig.rule, help="default: %(default)s")
-    p.add_argument("--scope", choices=["layer", "global"], default=PruneConfig.scope, help="default: %(default)s")
-    p.add_argument("--schedule", choices=SCHEDULES, default=PruneConfig.schedule, help="default: %(default)s")
+    p.add_argument("--rule", choices=RULES, default=PruneConfig.rule,
+                   help="which weights go: the smallest by this rule (default: %(default)s)")
+    p.add_argument("--scope", choices=["layer", "global"], default=PruneConfig.scope,
+                   help="layer: the sparsity in every layer; global: one threshold across layers "
+                        "(default: %(default)s)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=PruneConfig.schedule,
+                   help="how the sparsity is reached over the fine-tuning (default: %(default)s)")
     add_target_args(p)
     p.add_argument("--auto", action="store_true",
                    help="per-layer sparsities from a sensitivity scan (weighted by parameter count) on the "
                         "validation split (--val-size), whose images the fine-tuning then leaves out")
-    p.add_argument("--finetune-epochs", type=int, default=PruneConfig.epochs, help="default: %(default)s")
-    p.add_argument("--lr", action=POSITIVE, help="fine-tuning LR (default: the model's training LR)")
-    p.add_argument("--weight-decay", action=NON_NEGATIVE, help="default: the model's training weight decay")
-    p.add_argument("--penalty", choices=["l1", "l2"], help="weight penalty during fine-tuning")
+    p.add_argument("--finetune-epochs", type=int, default=PruneConfig.epochs, metavar="N",
+                   help="fine-tuning epochs (default: %(default)s)")
+    add_lr_arg(p, "prune")
+    p.add_argument("--weight-decay", action=NON_NEGATIVE,
+                   help="fine-tuning weight decay (default: the model's recorded training weight decay)")
+    p.add_argument("--penalty", choices=["l1", "l2"], help="weight penalty during fine-tuning (default: none)")
     p.add_argument("--penalty-lambda", action=NON_NEGATIVE, default=PruneConfig.penalty_lambda,
-                   help="default: %(default)s")
+                   help="strength of --penalty (default: %(default)s)")
     p.add_argument("--distill", action="store_true",
                    help="fine-tune against the unpruned model's soft targets (KD)")
     p.add_argument("--teacher", metavar="FILE",
-                   help="fine-tune against this model's soft targets instead (e.g. a larger baseline)")
+                   help="fine-tune against this model's soft targets instead (e.g. a larger baseline; default: none)")
     p.add_argument("--kd-temperature", action=POSITIVE, default=PruneConfig.kd_temperature,
                    help="KD temperature (default %(default)s)")
     p.add_argument("--kd-alpha", action=FRACTION, default=PruneConfig.kd_alpha,
@@ -46,10 +53,13 @@ def register(sub) -> None:
     p.add_argument("--adjust-dropout", action="store_true",
                    help="Han's dropout adjustment D_r = D_o sqrt(C_r/C_o) for the pruned layers")
     p.add_argument("--remove-dead", action="store_true", help="drop hidden units left with no input/output")
-    p.add_argument("--plots", help="folder for weight histograms (and the scan's curves with --auto)")
+    p.add_argument("--plots", metavar="DIR",
+                   help="folder for weight histograms (and the scan's curves with --auto; default: no histograms, "
+                        "--auto's scan in sensitivity/ beside --out)")
     p.add_argument("--data", help="data spec (default: the one the model was trained on)")
-    p.add_argument("--seed", type=int, default=PruneConfig.seed)
-    p.add_argument("--no-progress", action="store_true")
+    add_seed_arg(p, PruneConfig.seed)
+    add_progress_arg(p)
+    add_json_arg(p)
     add_augment_arg(p)
     add_val_size_arg(p, "--auto's scan is measured", aliases=("--eval-size",), removed=("--eval",))
     add_model_file_args(p)
@@ -86,10 +96,15 @@ def cmd_prune(args) -> int:
                       progress=progress, **target_globs(args))
     auto = ScanConfig(sparsities=AUTO_GRID, rule=args.rule, val_size=args.val_size,
                       progress=progress) if args.auto else None
-    run = prune_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr, weight_decay=args.weight_decay,
-                                                                 augment=augment_choice(args)),
-                     auto=auto, teacher=args.teacher, plots=args.plots, data=args.data, **model_file_options(args))
+    opts = model_file_options(args)
+    with json_output(args.json):
+        run = prune_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr, weight_decay=args.weight_decay,
+                                                                     augment=augment_choice(args)),
+                         auto=auto, teacher=args.teacher, plots=args.plots, data=args.data, **opts)
     result = run.result
+    if args.json:
+        print_json(_json(args, run))
+        return 0
     print(f"{'layer':<24}{'sparsity':>10}")
     for name, s in run.layers.items():
         print(f"{name:<24}{s * 100:>9.2f}%")
@@ -112,3 +127,20 @@ def cmd_prune(args) -> int:
         print("dead units removed: " + ", ".join(f"{k} {v}" for k, v in result.dead_removed.items()))
     print(f"-> {args.out}" + (f" (plots in {run.plots})" if run.plots else ""))
     return 0
+
+
+def _json(args, run) -> dict:
+    """The ``--json`` object: the output file, the sparsity reached, and the accuracy before and after
+    (on unlabelled data the fidelity to the unpruned model instead)."""
+    result = run.result
+    out = {"command": "prune", **output_facts(args.out), "file": args.file, "sparsity": result.sparsity,
+           "layers": run.layers}
+    if run.fidelity is not None:
+        out["fidelity"] = {k: v.to_dict() for k, v in run.fidelity.items()}
+    else:
+        out["accuracy_before"], out["accuracy_after"] = result.accuracy_before, result.accuracy_after
+    if result.dead_removed:
+        out["dead_removed"] = result.dead_removed
+    if run.plots:
+        out["plots"] = str(run.plots)
+    return out

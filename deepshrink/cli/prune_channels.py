@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..pipelines.defaults import Finetune
-from ..pipelines.prune_channels import FINETUNE_EPOCHS, prune_channels_file
+from ..pipelines.prune_channels import prune_channels_file
 from ..prune import CRITERIA, SCOPES, ChannelConfig
-from .common import (FINITE, NON_NEGATIVE, POSITIVE, add_augment_arg, add_model_file_args, augment_choice,
-                     check_output_path, model_file_options)
+from .common import (FINITE, NON_NEGATIVE, add_augment_arg, add_json_arg, add_lr_arg, add_model_file_args, add_out_arg,
+                     add_progress_arg, add_seed_arg, augment_choice, check_output_path, json_output,
+                     model_file_options, output_facts, print_json)
 
 __all__ = ["register"]
 
 
 def register(sub) -> None:
     p = sub.add_parser("prune-channels", help="remove whole channels/filters (a smaller dense model), fine-tune")
-    p.add_argument("file")
-    p.add_argument("--out", required=True)
+    p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
+    add_out_arg(p, "the smaller model (.safetensors, the channel plan kept)")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", action=FINITE, help="fraction of each layer's channels removed, e.g. 0.3")
     how.add_argument("--macs-target", action=FINITE, help="fraction of the MACs kept, e.g. 0.5 halves them")
@@ -30,14 +31,20 @@ def register(sub) -> None:
                         "default: %(default)s)")
     p.add_argument("--rounds", type=int, default=ChannelConfig.rounds,
                    help="prune in this many steps, fine-tuning between (default: %(default)s)")
-    p.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS,
-                   help="total fine-tuning epochs (default: %(default)s)")
-    p.add_argument("--lr", action=POSITIVE, help="fine-tuning LR (default: a tenth of the model's training LR)")
-    p.add_argument("--weight-decay", action=NON_NEGATIVE, help="default: the model's training weight decay")
+    p.add_argument("--finetune-epochs", type=int, default=ChannelConfig.epochs, metavar="N",
+                   help="total fine-tuning epochs, spread over the rounds (fewer than --rounds: a share of the "
+                        "training images after each cut; default: %(default)s)")
+    p.add_argument("--max-drop", action=NON_NEGATIVE, default=ChannelConfig.max_drop, metavar="PP",
+                   help="warn when the test accuracy falls by more than this, in percentage points "
+                        "(default %(default)s)")
+    add_lr_arg(p, "prune_channels")
+    p.add_argument("--weight-decay", action=NON_NEGATIVE,
+                   help="fine-tuning weight decay (default: the model's recorded training weight decay)")
     add_augment_arg(p)
     p.add_argument("--data", help="data spec (default: the one the model was trained on)")
-    p.add_argument("--seed", type=int, default=ChannelConfig.seed)
-    p.add_argument("--no-progress", action="store_true")
+    add_seed_arg(p, ChannelConfig.seed)
+    add_progress_arg(p)
+    add_json_arg(p)
     add_model_file_args(p)
     p.set_defaults(func=cmd_prune_channels)
 
@@ -48,11 +55,17 @@ def cmd_prune_channels(args) -> int:
         raise ConfigError(f"--round-to must be >= 1, got {args.round_to}")
     cfg = ChannelConfig(ratio=args.ratio, macs_target=args.macs_target, criterion=args.criterion,
                         scope=args.scope, rounds=args.rounds, epochs=args.finetune_epochs, round_to=args.round_to,
-                        seed=args.seed, progress=not args.no_progress)
+                        seed=args.seed, max_drop=args.max_drop,
+                        progress=not args.no_progress)
     finetune = Finetune(lr=args.lr, weight_decay=args.weight_decay, augment=augment_choice(args))
-    run = prune_channels_file(args.file, args.out, cfg, finetune=finetune,
-                              data=args.data, **model_file_options(args))
+    opts = model_file_options(args)
+    with json_output(args.json):
+        run = prune_channels_file(args.file, args.out, cfg, finetune=finetune, data=args.data, **opts)
     result = run.result
+    if args.json:
+        print_json({"command": "prune-channels", **output_facts(args.out), "file": args.file,
+                    **{k: v for k, v in result.to_dict().items() if k not in ("prune_seconds", "fits")}})
+        return 0
     for rec in result.rounds:
         print(f"round {rec['round']}: MACs {rec['macs']:,}  test accuracy after the cut "
               f"{rec['accuracy_pruned'] * 100:.2f}%"

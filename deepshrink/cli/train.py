@@ -2,36 +2,47 @@
 
 from __future__ import annotations
 
-import argparse
-
 from .. import models
+from ..data import is_code_spec
+from ..errors import DataError, ModelError
 from ..models.recipes import recipe
 from ..pipelines.train import train_file
-from .common import FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_augment_arg, check_output_path, parse_kwargs
+from ..train import TrainConfig
+from .common import (FRACTION_BELOW_ONE, NON_NEGATIVE, add_augment_arg, add_json_arg, add_lr_arg, add_out_arg,
+                     add_progress_arg, add_seed_arg, check_output_path, import_from_cwd, json_output, output_facts,
+                     parse_kwargs, print_json)
+from .parser import add_switch_alias
 
 __all__ = ["register"]
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a zoo model and save it as .safetensors")
-    p.add_argument("--model", required=True, help=f"zoo name ({', '.join(models.names())}) or module:callable")
-    p.add_argument("--kwargs", help="JSON object of model arguments, e.g. '{\"dropout\": 0.1}'")
-    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist | idx:DIR | npz:FILE | module:callable")
-    p.add_argument("--out", required=True, help="output .safetensors file")
-    # no defaults below: each one is the model's recipe (deepshrink/models/recipes.py) unless given
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", action=POSITIVE)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--weight-decay", action=NON_NEGATIVE)
-    p.add_argument("--label-smoothing", action=FRACTION_BELOW_ONE)
-    p.add_argument("--warmup-epochs", action=NON_NEGATIVE)
+    p.add_argument("--model", required=True,
+                   help=f"zoo name ({', '.join(models.names())}) or module:callable (may live in the current folder)")
+    p.add_argument("--kwargs", help="JSON object of model arguments, e.g. '{\"dropout\": 0.1}' (default: none)")
+    p.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist | idx:DIR | npz:FILE | module:callable (default: %(default)s)")
+    add_out_arg(p, "the trained model (.safetensors)")
+    # no numbers below: each default is the model's recipe (deepshrink/models/recipes.py) unless given
+    recipe_default = "default: the model's recipe, listed by deepshrink models --recipes"
+    p.add_argument("--epochs", type=int, metavar="N", help=f"training epochs ({recipe_default})")
+    add_lr_arg(p, "train", "the training (peak, after warmup)")
+    p.add_argument("--batch-size", type=int, metavar="N", help=f"images per step ({recipe_default})")
+    p.add_argument("--optimizer", choices=["sgd", "adam"],
+                   help=f"sgd (Nesterov momentum) or adam (AdamW) ({recipe_default})")
+    p.add_argument("--weight-decay", action=NON_NEGATIVE, help=f"weight decay ({recipe_default})")
+    p.add_argument("--label-smoothing", action=FRACTION_BELOW_ONE, help=f"label smoothing ({recipe_default})")
+    p.add_argument("--warmup-epochs", action=NON_NEGATIVE, help=f"linear LR warmup, in epochs ({recipe_default})")
     add_augment_arg(p, "the model's recipe")
-    p.add_argument("--no-augment", dest="augment", action="store_const", const="off", help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", help="training-state file: resumed from if present, updated each epoch")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="also save every N optimizer steps")
-    p.add_argument("--no-progress", action="store_true")
+    add_switch_alias(p, "--no-augment", dest="augment", const="off", means=("--augment", "off"))
+    add_seed_arg(p, TrainConfig.seed)
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="training-state file: resumed from if present, updated each epoch (default: none)")
+    p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every, metavar="N",
+                   help="also save every N optimizer steps (default: %(default)s, only at the end of each epoch)")
+    add_progress_arg(p)
+    add_json_arg(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -39,13 +50,23 @@ def cmd_train(args) -> int:
     check_output_path(args.out)  # before the data is read, not after the training
     check_output_path(args.checkpoint, "--checkpoint")
     extra = parse_kwargs(args.kwargs)  # bad input fails before the data is read
+    if ":" in args.model:  # the user's own module:callable, maybe in the current folder
+        import_from_cwd(args.model, "--model", ModelError)
+    if is_code_spec(args.data):
+        import_from_cwd(args.data, "--data", DataError)
     cfg = recipe(args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                  optimizer=args.optimizer, weight_decay=args.weight_decay,
                  label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
                  augment=None if args.augment is None else args.augment == "on", seed=args.seed,
                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                  progress=not args.no_progress)
-    run = train_file(args.model, args.out, cfg, data=args.data, kwargs=extra)
-    if run.rank == 0:
-        print(f"test accuracy {run.result.accuracy * 100:.2f}%  ({run.result.seconds:.0f} s)  -> {args.out}")
+    with json_output(args.json):
+        run = train_file(args.model, args.out, cfg, data=args.data, kwargs=extra)
+    if run.rank != 0:
+        return 0
+    if args.json:
+        print_json({"command": "train", **output_facts(args.out), "model": args.model, "data": args.data,
+                    "accuracy": run.result.accuracy, "epochs": cfg.epochs, "seconds": run.result.seconds})
+        return 0
+    print(f"test accuracy {run.result.accuracy * 100:.2f}%  ({run.result.seconds:.0f} s)  -> {args.out}")
     return 0

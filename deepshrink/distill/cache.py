@@ -103,9 +103,9 @@ class TeacherTargets:
         return logits
 
 
-def build_logit_cache(teacher: nn.Module, split: Split, batch_size: int = 1000) -> LogitCache:
-    """One eval-mode pass of the teacher over ``split``."""
-    return LogitCache(split, predict(teacher, split.x, batch_size))
+def build_logit_cache(teacher: nn.Module, split: Split, batch_size: int = 1000, progress: bool = False) -> LogitCache:
+    """One eval-mode pass of the teacher over ``split`` (``progress``: a bar on stderr)."""
+    return LogitCache(split, predict(teacher, split.x, batch_size, progress, desc="teacher logits"))
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -125,12 +125,21 @@ def teacher_loss(teacher: nn.Module | None, temperature: float = 4.0, alpha: flo
 
 
 def cached_teacher_loss(teacher: nn.Module, train: Split, augment: bool, temperature: float = 4.0,
-                        alpha: float = 0.9, loss: str = "kl"):
+                        alpha: float = 0.9, loss: str = "kl", *, progress: bool = False, verbose: bool = False):
     """:func:`teacher_loss` from a frozen copy of ``teacher``, with its logits for the ``train``
-    split computed once when training does not augment (augmented images are never cached)."""
+    split computed once when training does not augment (augmented images are never cached;
+    ``verbose``: say so first, ``progress``: a bar while they are computed)."""
     frozen = freeze_teacher(teacher)
-    cache = None if augment else build_logit_cache(frozen, train)
+    if not augment and verbose:
+        print(_caching_line(len(train)), flush=True)
+    cache = None if augment else build_logit_cache(frozen, train, progress=progress)
     return teacher_loss(frozen, temperature, alpha, loss, cache=cache, copy_teacher=False)
+
+
+def _caching_line(n: int) -> str:
+    """What caching the teacher's logits is about to do, in words."""
+    return (f"caching the teacher's logits on {n:,} training images (one pass of the teacher; "
+            "without augmentation every epoch reuses them) ...")
 
 
 def _feature_loss(frozen: nn.Module, wrapper: FeatureStudent, cfg: DistillConfig):
@@ -171,8 +180,10 @@ def distill(teacher: nn.Module, student: nn.Module, data: Dataset, config: Disti
         if tcfg.augment:
             cache = None  # augmented images are never in the cache
         elif cache is None and cfg.cache:
+            if tcfg.verbose:
+                print(_caching_line(len(data.train)), flush=True)
             t0 = time.perf_counter()
-            cache = build_logit_cache(frozen, data.train)
+            cache = build_logit_cache(frozen, data.train, progress=tcfg.progress)
             cache_seconds = time.perf_counter() - t0
         loss_fn = teacher_loss(frozen, cfg.temperature, cfg.alpha, cfg.loss, cache=cache, copy_teacher=False)
         model, targets = student, loss_fn.targets

@@ -89,7 +89,8 @@ def _train_config(trained: dict, training: StudentTraining, finetune: Finetune |
     over = {"epochs": training.epochs, "batch_size": training.batch_size, "warmup_epochs": training.warmup_epochs}
     tcfg = TrainConfig(**{**base, "lr": tune.lr, "weight_decay": tune.weight_decay, "augment": tune.augment,
                           "label_smoothing": tune.label_smoothing, **{k: v for k, v in over.items() if v is not None},
-                          "seed": training.seed, "eval_every": 0, "progress": training.progress})
+                          "seed": training.seed, "eval_every": 0, "progress": training.progress,
+                          "verbose": training.verbose})
     tcfg.check()
     return tcfg
 
@@ -113,12 +114,16 @@ def distill_file(teacher: str | os.PathLike, student: str, out: str | os.PathLik
                         f"the student {list(info.input_shape)}")
     teacher_model = with_input_stats(teacher_model, ds.mean, ds.std, tinfo.mean, tinfo.std)
     tcfg = _train_config(trained, training, finetune)
-    t_acc = evaluate(teacher_model, ds.test)
+    if training.verbose:
+        print(f"teacher {teacher}: measuring its accuracy on the {len(ds.test):,} test images ...", flush=True)
+    t_acc = evaluate(teacher_model, ds.test, progress=training.progress, desc="teacher test accuracy")
     if training.verbose:
         print(f"teacher {teacher}: {t_acc * 100:.2f}% on the test split; student {student}: "
-              f"{sum(p.numel() for p in model.parameters()):,} params, {tcfg.epochs} epochs, loss {cfg.loss}"
-              + (f" (T={cfg.temperature})" if cfg.loss == "kl" else "") + f", alpha {cfg.alpha}"
-              + ("; teacher logits cached" if cfg.cache and not tcfg.augment and not cfg.features else
+              f"{sum(p.numel() for p in model.parameters()):,} params, "
+              f"{tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''} "
+              f"({'SGD' if tcfg.optimizer == 'sgd' else 'AdamW'}, lr {tcfg.lr:g}, on {len(ds.train):,} images), "
+              f"loss {cfg.loss}" + (f" (T={cfg.temperature})" if cfg.loss == "kl" else "") + f", alpha {cfg.alpha}"
+              + ("; teacher logits cached first" if cfg.cache and not tcfg.augment and not cfg.features else
                  "; teacher run on every batch"), flush=True)
     t0 = time.perf_counter()
     res = distill(teacher_model, model, ds, cfg, tcfg)

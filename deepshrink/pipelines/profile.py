@@ -2,6 +2,13 @@
 (params, MACs, memory accesses, bits; optionally CPU latency) of a model file or zoo model, and
 the totals of every zoo model.
 
+Two sizes, labelled apart: the model's (``totals["bytes"]``: the parameters, dense, each weight
+at its bit width) and the file's bytes on disk (``file_bytes``), which differ by the file's
+header, integer or entropy coding, indices and masks (a .dsz file is far smaller than its model,
+a decompressed copy of it far larger). A latency is labelled with the arithmetic it timed
+(:func:`deepshrink.quant.arithmetic.arithmetic`): a fake-quantized model times fp32 simulation
+of integer arithmetic, not integer kernels.
+
 An example input larger than :data:`MAX_INPUT_ELEMENTS` is refused before it is allocated.
 """
 
@@ -15,12 +22,14 @@ import torch
 
 from .. import models
 from ..errors import ConfigError
-from ..hf import is_hf_spec
+from ..hf import HF_PREFIX, is_hf_spec
 from ..io import load_model
 from ..modelfile import example_input
 from ..profile import measure_latency, profile_model
 from ..profile.latency import LatencyStats
 from ..profile.profiler import Profile
+from ..profile.size import disk_bytes
+from ..quant.arithmetic import arithmetic
 
 __all__ = ["ProfileRun", "profile_file", "profile_zoo", "check_input_elements", "MAX_INPUT_ELEMENTS",
            "ZOO_INPUT", "LATENCY_WARMUP", "LATENCY_REPEATS"]
@@ -37,6 +46,9 @@ class ProfileRun:
     shape: tuple[int, ...]              # the example input
     profile: Profile
     latency: LatencyStats | None = None
+    file_bytes: int | None = None       # the file (or model folder) on disk; None for a zoo model
+    compute: str = "fp32"               # the arithmetic the model runs (and a latency times), in words
+    simulated: bool = False             # integer arithmetic simulated in fp32 (fake quantization)
 
 
 def check_input_elements(shape, what: str) -> None:
@@ -53,10 +65,11 @@ def profile_file(src: str | os.PathLike | None = None, *, arch: str | None = Non
     """Profile the model in ``src`` (``arch``: the architecture of a plain state dict), or the zoo
     model or Hugging Face folder (``hf:DIR``) ``arch`` without a file. ``input_shape``: default batch
     1 of the model's input shape; a text model takes int64 token ids (``seq_len`` of them)."""
-    info = None
+    info, where = None, None
     if src or is_hf_spec(arch):
         model, info = load_model(src or arch, arch=arch if src else None, kwargs=model_kwargs, trust_code=trust_code, seq_len=seq_len)
         default_shape, label = (1, *info.input_shape), os.fspath(src or arch)
+        where = label[len(HF_PREFIX):] if is_hf_spec(label) else label
     elif arch:
         model = models.build(arch, **(model_kwargs or {}))
         default_shape, label = ZOO_INPUT, arch
@@ -76,7 +89,9 @@ def profile_file(src: str | os.PathLike | None = None, *, arch: str | None = Non
     lat = None
     if latency:
         lat = measure_latency(model, x, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS, threads=threads)
-    return ProfileRun(label, tuple(input_shape), prof, lat)
+    how = arithmetic(model)
+    return ProfileRun(label, tuple(input_shape), prof, lat, disk_bytes(where) if where else None, how.label,
+                      how.simulated)
 
 
 def profile_zoo(input_shape: tuple[int, ...] = ZOO_INPUT) -> list[dict]:

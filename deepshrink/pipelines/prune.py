@@ -6,7 +6,7 @@ method ``prune``) unless :class:`.defaults.Finetune` overrides it. With ``auto``
 sparsities come from a sensitivity scan (the least sensitive layers, weighted by their parameter
 count, go furthest), scanned on a validation split carved from the training split; those images
 are then held out of the fine-tuning too, so the choice never sees an image it was tuned on or the
-test split. With ``teacher`` (a model file) or ``cfg.distill`` (the unpruned model) the
+test split (on text, by fidelity to the unpruned model). With ``teacher`` (a model file) or ``cfg.distill`` (the unpruned model) the
 fine-tuning distils from a teacher's soft targets (Hinton et al. 2015).
 
 Unlabelled data (``text:FILE``) has no accuracy to fine-tune for or to report: the fine-tuning
@@ -57,6 +57,7 @@ class PruneRun:
     scan: dict | None = None            # the scan ``auto`` chose from
     plots: Path | None = None           # the folder holding the weight histograms
     fidelity: dict[str, Fidelity] | None = None  # unlabelled data: {"pruned", "after"} against the unpruned model
+    scan_dir: Path | None = None        # auto: the folder holding sensitivity.json and sensitivity.png
 
 
 def auto_scan_dir(out: str | os.PathLike, plots: str | os.PathLike | None) -> Path:
@@ -68,19 +69,36 @@ def _teacher_loss(path, ds: Dataset, cfg: PruneConfig, arch: str | None, trust_c
     """KD from a teacher file (its logits for the training split cached when fine-tuning does not
     augment)."""
     teacher = load_teacher(path, ds, arch, trust_code)
-    loss_fn = cached_teacher_loss(teacher, ds.train, cfg.augment, cfg.kd_temperature, cfg.kd_alpha)
+    loss_fn = cached_teacher_loss(teacher, ds.train, cfg.augment, cfg.kd_temperature, cfg.kd_alpha,
+                                  progress=cfg.progress, verbose=cfg.verbose)
     if cfg.verbose:
-        print(f"teacher {path}: {evaluate(teacher, ds.test) * 100:.2f}% on the test images"
+        acc = evaluate(teacher, ds.test, progress=cfg.progress, desc="teacher test accuracy")
+        print(f"teacher {path}: {acc * 100:.2f}% on the test images"
               + ("; its training-set logits cached" if loss_fn.targets.cache is not None else ""), flush=True)
     return loss_fn
 
 
-def _check_unlabelled(ds: Dataset, cfg: PruneConfig, auto, teacher) -> None:
-    """What unlabelled data cannot do: a scan scored by accuracy, a penalty added to cross-entropy,
-    a teacher file (the unpruned model is the teacher)."""
-    if auto is not None:
-        raise ConfigError(f"{ds.name}: text has no labels, and auto's sensitivity scan ranks layers by "
-                          "accuracy; give --sparsity without --auto")
+def _plan_line(cfg: PruneConfig, teacher) -> str:
+    """What pruning and fine-tuning are about to do, in one line (said before they start)."""
+    what = (f"{cfg.sparsity:.1%} sparsity" if not isinstance(cfg.sparsity, dict) else
+            f"the per-layer sparsities of {len(cfg.sparsity)} weights")
+    if cfg.epochs == 0:
+        return f"pruning to {what} ({cfg.rule}, {cfg.scope} scope), no fine-tuning (0 epochs) ..."
+    how = {"agp": f"AGP raises the sparsity from 0 over the first {cfg.agp_fraction:.0%} of the steps, "
+                  "then the masks stay fixed",
+           "oneshot": "pruned at once, then the masks stay fixed",
+           "iterative": f"in {max(1, min(cfg.rounds, cfg.epochs))} rounds, the masks fixed between them"}
+    loss = (f"; distilling from {teacher}" if teacher else
+            "; distilling from the unpruned model" if cfg.distill else
+            f"; {cfg.penalty} penalty {cfg.penalty_lambda:g}" if cfg.penalty else "")
+    return (f"pruning to {what} ({cfg.rule}, {cfg.scope} scope) while fine-tuning {cfg.epochs} "
+            f"epoch{'s' if cfg.epochs != 1 else ''} ({how.get(cfg.schedule, cfg.schedule)}; SGD, lr {cfg.lr:g}, "
+            f"weight decay {cfg.weight_decay:g}, augment {'on' if cfg.augment else 'off'}{loss}) ...")
+
+
+def _check_unlabelled(ds: Dataset, cfg: PruneConfig, teacher) -> None:
+    """What unlabelled data cannot do: a penalty added to cross-entropy, a teacher file (the
+    unpruned model is the teacher). ``auto``'s scan scores fidelity to the unpruned model instead."""
     if cfg.penalty:
         raise ConfigError(f"{ds.name}: text has no labels; a weight penalty is added to cross-entropy, "
                           "which needs them (fine-tuning on text distils from the unpruned model)")
@@ -122,28 +140,36 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
     model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs,
                                          need_labels=False)
     if not ds.labelled:
-        _check_unlabelled(ds, cfg, auto, teacher)
+        _check_unlabelled(ds, cfg, teacher)
     prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails now, not after a scan
     scan = None
     if auto is not None:
         ds = with_validation(ds, auto.val_size)     # scanned on; held out of the fine-tuning below
         auto = replace(auto, include=cfg.include, exclude=cfg.exclude)  # scan exactly what will be pruned
-        scan = run_scan(model, ds, auto, auto_scan_dir(out, plots))
+        scan_dir = auto_scan_dir(out, plots)
+        if cfg.verbose:
+            print(f"auto: a sensitivity scan chooses the per-layer sparsities; its curves go to "
+                  f"{scan_dir / 'sensitivity.json'} and {scan_dir / 'sensitivity.png'}", flush=True)
+        scan = run_scan(model, ds, auto, scan_dir)
         target = choose_sparsities(scan, target_sparsity=cfg.sparsity)
         if cfg.verbose:
-            print("per-layer sparsities: " + ", ".join(f"{k} {v:.3f}" for k, v in target.items()))
+            print("per-layer sparsities: " + ", ".join(f"{k} {v:.3f}" for k, v in target.items())
+                  + f" (scan and plot in {scan_dir})", flush=True)
         cfg = replace(cfg, sparsity=target)
     tune = finetune_settings("prune", info, finetune)
     cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment)
     if not ds.labelled:
         return _prune_unlabelled(model, info, ds, cfg, out, plots)
     loss_fn = _teacher_loss(teacher, ds, cfg, arch, trust_code) if teacher else None
+    if cfg.verbose:
+        print(_plan_line(cfg, teacher), flush=True)
     result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn)
     chosen_on = {"scan_on": scan["evaluated_on"], "val_images": scan["val_images"]} if scan is not None else {}
     info.record("prune", cfg, accuracy=result.accuracy_after, **({"teacher": str(teacher)} if teacher else {}),
                 **{k: v for k, v in result.to_dict().items() if k != "fits"}, accuracy_on="test", **chosen_on)
     save_model(model, out, info)
-    return PruneRun(model, info, result, layer_sparsities(model), scan, _plots(model, plots))
+    return PruneRun(model, info, result, layer_sparsities(model), scan, _plots(model, plots),
+                    scan_dir=auto_scan_dir(out, plots) if scan is not None else None)
 
 
 def _plots(model: nn.Module, plots) -> Path | None:

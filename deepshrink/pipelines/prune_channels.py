@@ -5,12 +5,15 @@ BatchNorm scales, Liu et al. 2017), fine-tuned between rounds, the channel plan 
 Fine-tuning follows :func:`.defaults.finetune_settings` (method ``prune_channels``: a tenth of the
 model's training LR, its weight decay, augmentation and label smoothing) unless
 :class:`.defaults.Finetune` overrides it. A file pruned before keeps one plan: the old and the new
-composed, so loading re-applies both.
+composed, so loading re-applies both. A result whose test accuracy fell past ``cfg.max_drop`` is
+still written, with a warning on stderr and ``within_budget`` False in the result and the file's
+history.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, replace
 
 import torch
@@ -24,8 +27,8 @@ from .inputs import open_model_and_data
 
 __all__ = ["ChannelRun", "prune_channels_file", "FINETUNE_EPOCHS"]
 
-# The command's fine-tuning budget when none is given (ChannelConfig.epochs is 0: cut only).
-FINETUNE_EPOCHS = 3
+# The fine-tuning budget when none is given: the same for the command and Python callers.
+FINETUNE_EPOCHS = ChannelConfig.epochs
 
 
 @dataclass
@@ -55,4 +58,17 @@ def prune_channels_file(src: str | os.PathLike, out: str | os.PathLike, cfg: Cha
     info.record("prune_channels", cfg, accuracy=result.accuracy_after, **result.to_dict())
     model.to(memory_format=torch.contiguous_format)
     save_model(model, out, info)
+    if result.within_budget is False:
+        _warn_over_budget(out, result)
     return ChannelRun(info, result, plan)
+
+
+def _warn_over_budget(out, result: ChannelFinetuneResult) -> None:
+    """One line on stderr: the written model lost more accuracy than ``max_drop`` allows."""
+    drop = (result.accuracy_before - result.accuracy_after) * 100
+    untuned = [str(r["round"]) for r in result.rounds if "accuracy_tuned" not in r]
+    hint = (f"round(s) {', '.join(untuned)} had no fine-tuning; " if untuned else "") + \
+        "fine-tune longer (--finetune-epochs) or remove fewer channels"
+    print(f"deepshrink: warning: {out}: test accuracy {result.accuracy_before * 100:.2f}% -> "
+          f"{result.accuracy_after * 100:.2f}% (-{drop:.2f} pp), past the allowed drop of {result.max_drop} pp "
+          f"(--max-drop); {hint}", file=sys.stderr, flush=True)

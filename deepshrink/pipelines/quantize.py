@@ -6,6 +6,10 @@
 * ``kmeans``: weight sharing (Han, Mao & Dally 2016): each layer's weights clustered into
   2^bits shared values, optionally with centroid fine-tuning.
 
+The linear method measures the PTQ model before any QAT (``accuracy_ptq``), so a run reports
+original -> PTQ -> QAT; k-means reports original -> shared -> centroid-fine-tuned. With ``verbose``
+each phase that takes time says what it is about to do first, then shows a bar (``progress``).
+
 Fractional ``qat_epochs`` train one epoch on that first fraction of the training split. The
 fine-tuning LR, weight decay and augmentation follow :func:`.defaults.finetune_settings`
 (methods ``qat`` and ``kmeans``) unless :class:`.defaults.Finetune` overrides them.
@@ -44,13 +48,15 @@ METHODS = ("linear", "kmeans")
 @dataclass
 class QuantizeConfig:
     """Every default of ``deepshrink quantize``. ``bits`` are the weight bits (k-means: of the
-    conv layers); ``fc_bits`` those of the linear layers (None: ``bits``)."""
+    conv layers); ``fc_bits`` those of the linear layers (None: ``bits``; k-means: the paper's 5 of
+    :class:`~deepshrink.quant.KMeansConfig`, or ``bits`` when lower). Weights are quantized per
+    output channel by default, as :class:`~deepshrink.quant.QuantConfig` and ``export --int8`` do."""
 
     method: str = "linear"
     bits: int = QuantConfig.weight_bits
     fc_bits: int | None = None
     act_bits: int = QuantConfig.act_bits             # linear only
-    per_channel: bool = False                        # one weight scale per output channel (linear)
+    per_channel: bool = QuantConfig.per_channel      # one weight scale per output channel (linear)
     act_observer: str = QuantConfig.act_observer     # activation range observer (linear)
     weight_observer: str = QuantConfig.weight_observer
     calib: int = 512                                 # calibration images, the first of the training split
@@ -58,6 +64,7 @@ class QuantizeConfig:
     lsq: bool = False                                # QAT with learnt step sizes
     seed: int = 0
     progress: bool = True
+    verbose: bool = True                             # one line before each phase that takes time
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -69,7 +76,11 @@ class QuantizeConfig:
 
     @property
     def linear_bits(self) -> int:
-        return self.fc_bits if self.fc_bits is not None else self.bits
+        if self.fc_bits is not None:
+            return self.fc_bits
+        if self.method == "kmeans":  # KMeansConfig's (and compress's) fc default, never above ``bits``
+            return min(self.bits, KMeansConfig.fc_bits)
+        return self.bits
 
     def quant_config(self, model: nn.Module) -> QuantConfig:
         """The linear method's config for ``model``: its linear layers at ``fc_bits``."""
@@ -90,6 +101,7 @@ class QuantizeRun:
     accuracy_after: float | None
     accuracy_kmeans: float | None = None  # k-means: right after sharing, before fine-tuning
     calib: int = 0                      # linear: calibration images used
+    accuracy_ptq: float | None = None   # linear: right after PTQ (before QAT, when there is QAT)
     fidelity: dict[str, Fidelity] | None = None  # unlabelled data: {"kmeans", "after"} against the original
 
 
@@ -111,32 +123,56 @@ def first_fraction(ds: Dataset, epochs: float) -> tuple[Dataset, int]:
                    labelled=ds.labelled), 1
 
 
+def _say(cfg: QuantizeConfig, line: str) -> None:
+    if cfg.verbose:
+        print(line, flush=True)
+
+
+def _tuning(what: str, data: Dataset, epochs: int, tcfg: TrainConfig) -> str:
+    """The line announcing a fine-tuning phase: its length, data and optimizer."""
+    return (f"{what}: {epochs} epoch{'s' if epochs != 1 else ''} on {len(data.train):,} training images "
+            f"({'SGD' if tcfg.optimizer == 'sgd' else 'AdamW'}, lr {tcfg.lr:g}, "
+            f"augment {'on' if tcfg.augment else 'off'}) ...")
+
+
 def _linear(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: float, out,
             finetune: Finetune | None) -> QuantizeRun:
     qcfg = cfg.quant_config(model)
     calib = calibration_images(ds, cfg.calib)
     fields: dict = {"method": "linear", "calib": len(calib)}
+    _say(cfg, f"PTQ: {cfg.bits}-bit weights, {cfg.act_bits}-bit activations calibrated on {len(calib):,} "
+              "training images ...")
+    gm = quantize_ptq(model, calib, qcfg)
+    ptq = evaluate(gm, ds.test, progress=cfg.progress, desc="test accuracy, PTQ")
+    _say(cfg, f"PTQ test accuracy {ptq * 100:.2f}% (original {before * 100:.2f}%)")
+    after = ptq
     if cfg.qat_epochs:
         data, epochs = first_fraction(ds, cfg.qat_epochs)
         tune = finetune_settings("qat", info, finetune)
         tcfg = TrainConfig(epochs=epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment,
                            label_smoothing=tune.label_smoothing, warmup_epochs=0.0, eval_every=0, seed=cfg.seed,
-                           progress=cfg.progress)
-        gm, _ = qat_finetune(model, data, calib, qcfg, tcfg, lsq=cfg.lsq)
+                           progress=cfg.progress, verbose=cfg.verbose)
+        _say(cfg, _tuning("quantization-aware training" + (" with learnt step sizes (LSQ)" if cfg.lsq else ""),
+                          data, epochs, tcfg))
+        gm, _ = qat_finetune(model, data, calib, qcfg, tcfg, lsq=cfg.lsq)   # from the same PTQ start
         fields["qat"] = {"epochs": cfg.qat_epochs, "lsq": cfg.lsq, "train": asdict(tcfg)}
-    else:
-        gm = quantize_ptq(model, calib, qcfg)
-    after = evaluate(gm, ds.test)
-    info.record("quantize", qcfg, accuracy=after, **fields, accuracy_before=before, accuracy_after=after)
+        after = evaluate(gm, ds.test, progress=cfg.progress, desc="test accuracy, after QAT")
+    info.record("quantize", qcfg, accuracy=after, **fields, accuracy_before=before, accuracy_ptq=ptq,
+                accuracy_after=after)
     save_quantized(gm, out, info, qcfg, accuracy=after)
-    return QuantizeRun(gm, info, before, after, calib=len(calib))
+    return QuantizeRun(gm, info, before, after, calib=len(calib), accuracy_ptq=ptq)
 
 
 def _kmeans(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: float, out,
             finetune: Finetune | None) -> QuantizeRun:
     kcfg = cfg.kmeans_config()
+    kinds = [f"each {kind} layer's weights clustered into {2 ** b} shared values" for kind, b, t in
+             (("conv", kcfg.conv_bits, nn.Conv2d), ("linear", kcfg.fc_bits, nn.Linear))
+             if any(isinstance(m, t) for m in model.modules())]
+    _say(cfg, f"k-means sharing: {', '.join(kinds) or 'the weights clustered'} ...")
     bits = kmeans_quantize_(model, kcfg)
-    mid = evaluate(model, ds.test)
+    mid = evaluate(model, ds.test, progress=cfg.progress, desc="test accuracy, k-means shared")
+    _say(cfg, f"test accuracy after k-means sharing {mid * 100:.2f}% (original {before * 100:.2f}%)")
     fields: dict = {"method": "kmeans", "bits": bits}
     after = mid
     if cfg.qat_epochs:
@@ -144,7 +180,9 @@ def _kmeans(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: fl
         tune = finetune_settings("kmeans", info, finetune)
         tcfg = TrainConfig(epochs=epochs, lr=tune.lr, optimizer="adam", weight_decay=tune.weight_decay,
                            augment=tune.augment, label_smoothing=tune.label_smoothing, warmup_epochs=0.0,
-                           eval_every=0, seed=cfg.seed, progress=cfg.progress)
+                           eval_every=0, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose)
+        _say(cfg, _tuning("centroid fine-tuning (the shared values trained, each weight keeping its cluster)",
+                          data, epochs, tcfg))
         after = centroid_finetune(model, data, tcfg).accuracy
         fields["finetune"] = asdict(tcfg)
     info.record("quantize", kcfg, accuracy=after, **fields, accuracy_before=before, accuracy_kmeans=mid,
@@ -193,6 +231,7 @@ def quantize_file(src: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeC
                             "--method kmeans (its fine-tuning distils from the original), or measure a quantized "
                             "model by its agreement with the original: deepshrink evaluate FILE --reference ORIGINAL")
         return _kmeans_unlabelled(model, info, ds, cfg, out, finetune)
-    before = evaluate(model, ds.test)
+    (cfg.kmeans_config() if cfg.method == "kmeans" else cfg.quant_config(model)).check()  # before any evaluation
+    before = evaluate(model, ds.test, progress=cfg.progress, desc="test accuracy, original")
     run = _kmeans if cfg.method == "kmeans" else _linear
     return run(model, info, ds, cfg, before, out, finetune)

@@ -3,11 +3,15 @@ grid (Han et al. 2015), the curves written as ``sensitivity.json`` and ``sensiti
 
 The scan evaluates on the validation split carved from the training split
 (:func:`deepshrink.data.with_validation`: 10% of it, at most 5,000 images, unless ``val_size``
-says otherwise): the choices made from a scan never see the test split.
+says otherwise): the choices made from a scan never see the test split. On unlabelled data
+(text) each pruned copy is scored by its fidelity to the unpruned model
+(:func:`deepshrink.scoring.scorer_for`: the mean cosine of the embeddings, or the top-1 agreement
+of the logits) instead of accuracy; the scan records which in ``metric``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass
@@ -18,7 +22,7 @@ from torch import nn
 from ..atomic import atomic_write_text
 from ..data import Dataset, check_val_size, val_label, with_validation
 from ..prune import DEFAULT_GRID, plot_sensitivity, sensitivity_scan
-from ..train import evaluate
+from ..scoring import scorer_for
 from .inputs import open_model_and_data
 
 __all__ = ["ScanConfig", "SensitivityResult", "run_scan", "sensitivity_file", "scan_files"]
@@ -55,13 +59,16 @@ def scan_files(out_dir: str | os.PathLike) -> tuple[Path, Path]:
 
 def run_scan(model: nn.Module, ds: Dataset, cfg: ScanConfig, out_dir: str | os.PathLike) -> dict:
     """Scan ``model`` (restored after each layer) on ``ds``'s validation split (carved with
-    ``cfg.val_size`` unless ``ds`` has one) and write the JSON and the PNG into ``out_dir``."""
+    ``cfg.val_size`` unless ``ds`` has one) and write the JSON and the PNG into ``out_dir``.
+    Unlabelled data is scored by fidelity to a copy of ``model`` taken now."""
     ds = with_validation(ds, cfg.val_size)
     label = val_label(ds)
+    score = scorer_for(ds, None if ds.labelled else copy.deepcopy(model).eval())
     if cfg.verbose:
-        print(f"sensitivity scan on {label}", flush=True)
-    scan = sensitivity_scan(model, lambda m: evaluate(m, ds.val), cfg.sparsities, rule=cfg.rule,
+        print(f"sensitivity scan on {label}, scored by {score.name}", flush=True)
+    scan = sensitivity_scan(model, lambda m: score(m, ds.val), cfg.sparsities, rule=cfg.rule,
                             progress=cfg.progress, include=cfg.include, exclude=cfg.exclude)
+    scan["metric"] = score.name
     scan["evaluated_on"] = label
     scan["split"] = "validation"
     scan["val_images"] = len(ds.val)
@@ -79,6 +86,7 @@ def sensitivity_file(src: str | os.PathLike, out_dir: str | os.PathLike, cfg: Sc
     """Scan the model in ``src`` on ``data`` (default: the data set the file records) into ``out_dir``."""
     cfg = cfg or ScanConfig()
     cfg.check()
-    model, _, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs)
+    model, _, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer,
+                                       model_kwargs=model_kwargs, need_labels=False)
     scan = run_scan(model, ds, cfg, out_dir)
     return SensitivityResult(scan, *scan_files(out_dir))

@@ -6,6 +6,10 @@
   in the narrowest of 8/16/32 bits that holds ``cols - 1``, and ``rows + 1`` 32-bit row
   pointers; other parameters dense fp32;
 * compressed: the size of an encoded file, when one is given.
+
+:func:`disk_bytes` is what a file (or a model folder) really takes on disk, which none of the
+above is: a file adds its header and metadata, and may hold integer codes, entropy-coded streams
+or masks that a model's parameters do not show.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["ModelSize", "model_size", "csr_bytes"]
+__all__ = ["ModelSize", "model_size", "csr_bytes", "disk_bytes"]
 
 
 @dataclass
@@ -63,3 +67,19 @@ def model_size(model: nn.Module, bits: int = 8, compressed_path: str | os.PathLi
     csr = sum(csr_bytes(w) for w in weights) + other * 4
     comp = os.path.getsize(compressed_path) if compressed_path is not None else None
     return ModelSize(params, nonzero, params * 4, bits, dense_bits, csr, comp)
+
+
+def disk_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes of the file ``path`` on disk; of a folder (a Hugging Face model), the sum of the files
+    in it and its subfolders (symbolic links not followed); None when there is nothing there."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    if not os.path.isdir(path):
+        return None
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                total += os.path.getsize(full)
+    return total

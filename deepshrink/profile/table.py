@@ -12,7 +12,7 @@ from torch import nn
 
 from ..names import BITS_SUFFIX
 
-__all__ = ["LayerRow", "Profile", "weight_bits", "TOTAL_KEYS"]
+__all__ = ["LayerRow", "Profile", "weight_bits", "TOTAL_KEYS", "MODEL_BYTES_MEANS"]
 
 
 @dataclass
@@ -48,6 +48,9 @@ def weight_bits(module: nn.Module) -> int:
     return int(w.element_size() * 8) if isinstance(w, torch.Tensor) else 32
 
 
+# what ``totals["bytes"]`` is ("model size"): not a file's size, which adds headers, indices, masks
+MODEL_BYTES_MEANS = "the parameters, dense, each weight at its bit width"
+
 TOTAL_KEYS = ("params", "nonzero_params", "bits", "macs", "nonzero_macs", "multiplications",
               "additions", "memory_reads", "memory_writes", "min_memory_reads")
 
@@ -78,7 +81,8 @@ class Profile:
     def summary(self) -> str:
         t = self.totals
         return (f"params {t['params']:,} (nonzero {t['nonzero_params']:,}, sparsity {t['sparsity'] * 100:.1f}%)"
-                f"  MACs {t['macs']:,}  memory accesses {t['memory_accesses']:,}  size {t['bytes']:,} B")
+                f"  MACs {t['macs']:,}  memory accesses {t['memory_accesses']:,}"
+                f"  model size {t['bytes']:,} B ({MODEL_BYTES_MEANS})")
 
     def footer(self) -> str:
         """``not counted: aten.xyz x N, ...`` (most calls first), or "" when every op was counted."""

@@ -5,7 +5,7 @@ from .channel_finetune import ChannelConfig, prune_channels_and_finetune
 from .criteria import CRITERIA
 from .fine import RULES, prune_
 from .finetune import SCHEDULES, PruneConfig, prune_and_finetune
-from ..masks import get_masks, layer_sparsities, prunable_weights, sparsity, squash
+from ..masks import get_masks, layer_sparsities, prunable_weights, remove, sparsity, squash
 from .plan import ChannelPlan, apply_plan
 from .sensitivity import DEFAULT_GRID, choose_sparsities, plot_sensitivity, sensitivity_scan
 
@@ -14,6 +14,6 @@ from .sensitivity import DEFAULT_GRID, choose_sparsities, plot_sensitivity, sens
 __all__ = [
     "prune_", "PruneConfig", "prune_and_finetune", "sensitivity_scan", "choose_sparsities", "plot_sensitivity",
     "prune_channels", "prune_channels_and_finetune", "ChannelConfig", "ChannelPlan", "apply_plan", "sort_channels",
-    "squash", "sparsity", "layer_sparsities", "get_masks", "prunable_weights",
+    "squash", "remove", "sparsity", "layer_sparsities", "get_masks", "prunable_weights",
     "RULES", "SCHEDULES", "DEFAULT_GRID", "CRITERIA", "SCOPES",
 ]

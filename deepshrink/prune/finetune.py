@@ -12,11 +12,11 @@ All three spend the same fine-tuning budget (``epochs``), so they compare fairly
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 from torch import nn
 
-from ..data import Dataset, num_batches
+from ..data import Dataset, Split, num_batches
 from ..distill import teacher_loss
 from ..errors import ConfigError
 from ..train import FitResult, TrainConfig, evaluate, fit
@@ -93,14 +93,18 @@ def _round_target(s_f: float, r: int, rounds: int) -> float:
     return 1.0 - (1.0 - s_f) ** ((r + 1) / rounds)
 
 
-def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig, loss_fn=None) -> PruneResult:
+def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig, loss_fn=None,
+                       score: Callable[[nn.Module, Split], float] | None = None) -> PruneResult:
     """Prune ``model`` in place under ``cfg.schedule``; ``loss_fn`` (a ``fit`` loss, e.g. from
-    another teacher) replaces the loss ``cfg`` describes."""
+    another teacher) replaces the loss ``cfg`` describes. ``score(model, split)`` measures the
+    result's "accuracies" (default: top-1 accuracy; :func:`deepshrink.scoring.scorer_for` gives
+    fidelity to the dense model for unlabelled data)."""
+    score = score or evaluate
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     if cfg.epochs < 0:
         raise ConfigError(f"fine-tuning epochs must be >= 0, got {cfg.epochs}")
-    before = evaluate(model, data.test)
+    before = score(model, data.test)
     drop0 = {n: m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout)}
     loss_fn = loss_fn if loss_fn is not None else _loss(model, cfg)
     fits: list[FitResult] = []
@@ -128,12 +132,12 @@ def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig, loss_f
                       if isinstance(cfg.sparsity, Mapping) else _round_target(cfg.sparsity, r, rounds))
             prune_(model, target, cfg.rule, cfg.scope, cfg.seed, include=cfg.include, exclude=cfg.exclude)
             if pruned_acc is None:
-                pruned_acc = evaluate(model, data.test)
+                pruned_acc = score(model, data.test)
             if cfg.adjust_dropout:
                 adjust_dropout(model, drop0)
             if ep > 0:
                 fits.append(fit(model, data, _train_cfg(cfg, ep), callbacks=[MaskCallback()], loss_fn=loss_fn))
     dropout = adjust_dropout(model, drop0) if cfg.adjust_dropout else {}
     dead = remove_dead_neurons(model) if cfg.remove_dead else {}
-    return PruneResult(before, pruned_acc, evaluate(model, data.test), sparsity(model),
+    return PruneResult(before, pruned_acc, score(model, data.test), sparsity(model),
                        layer_sparsities(model), dead, dropout, fits)

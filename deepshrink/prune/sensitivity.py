@@ -132,7 +132,8 @@ def choose_sparsities(scan: dict, target_sparsity: float | None = None,
 
 
 def plot_sensitivity(scan: dict, path, max_drop: float | None = None, title: str = "Sensitivity scan") -> None:
-    """One curve per layer, accuracy vs sparsity, with the accuracy-budget line."""
+    """One curve per layer, accuracy vs sparsity, with the accuracy-budget line (the scan's
+    ``metric``, e.g. the mean cosine to the original on text, in place of accuracy when it names one)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -153,7 +154,7 @@ def plot_sensitivity(scan: dict, path, max_drop: float | None = None, title: str
             ax.axhline(budget * 100, color="red", lw=1, ls="--", label=f"budget (-{max_drop * 100:.1f} pp)")
         ax.set_title(f"{name} ({scan['layers'][name]['params']:,} params)", fontsize=9)
         ax.set_xlabel("sparsity")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel(f"{scan.get('metric', 'accuracy')} (%)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")

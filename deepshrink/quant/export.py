@@ -9,6 +9,9 @@ behind a per-channel DequantizeLinear, every bias an int32 initializer with scal
 ONNX Runtime recognises DQ -> Conv/Gemm/Add/pool -> Q and fuses it into QLinearConv, QGemm,
 QLinearAdd, QLinearGlobalAveragePool and int8 max-pooling (its QDQ transformers). It lives in
 ``deepshrink.quant`` because it is a view of the quantized graph, not of any float model.
+``normalize=(mean, std)`` puts the normalisation before the first quantizer (float Sub, Div), so
+the graph takes the images as loaded; the file's ``metadata_props`` record the input layout, the
+quantization and the caller's ``metadata``, as the fp32 export's do.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from torch import nn
 
 from ..atomic import atomic_write_bytes
 from ..errors import ModelError
-from .export_fp32 import OPSET, export_onnx, export_ort_dynamic_int8
+from .export_fp32 import (OPSET, _check_normalize, _example, _props, export_onnx, export_ort_dynamic_int8,
+                          input_value_props)
 from .fakequant import QuantLayer, SharedFakeQuant
 from .graph import fused_relu, node_kind, quantizer_of
 from .integer import Grid
@@ -140,14 +144,22 @@ class _Writer:
         g = Grid.of(self.mods[after[0].target])
         return g.zero_point == g.qmin
 
-    def write(self, input_shape) -> onnx.ModelProto:
+    def normalized_input(self, mean: list[float], std: list[float], rank: int) -> str:
+        """``(input - mean) / std`` per channel: the graph's first nodes."""
+        shape = (1, -1) + (1,) * (rank - 2)
+        m = self.const("input_mean", np.array(mean, np.float32).reshape(shape))
+        s = self.const("input_std", np.array(std, np.float32).reshape(shape))
+        return self.op("Div", [self.op("Sub", ["input", m], "input_sub"), s], "input_normalized")
+
+    def write(self, input_shape, normalize: tuple[list[float], list[float]] | None = None) -> onnx.ModelProto:
         import onnx
         from onnx import TensorProto, helper
         out_name = None
         for node in self.gm.graph.nodes:
             kind = node_kind(node, self.mods)
             if kind == "input":
-                self.names[node] = "input"
+                self.names[node] = "input" if normalize is None else \
+                    self.normalized_input(*normalize, rank=len(input_shape) + 1)
             elif kind == "output":
                 out_name = self.names[node.args[0]]
             elif kind == "fq":
@@ -185,10 +197,23 @@ class _Writer:
         return model
 
 
-def export_qdq(gm: fx.GraphModule, path: str | os.PathLike, input_shape) -> None:
-    """Write a frozen fake-quantized GraphModule as an int8 QDQ ONNX model."""
+def export_qdq(gm: fx.GraphModule, path: str | os.PathLike, input_shape, *, metadata: dict | None = None,
+               normalize: tuple | None = None) -> None:
+    """Write a frozen fake-quantized GraphModule as an int8 QDQ ONNX model; ``metadata`` goes to its
+    ``metadata_props``; ``normalize=(mean, std)`` makes the normalisation its first nodes."""
     if not isinstance(gm, fx.GraphModule):
         raise ModelError("ONNX QDQ export needs an fx-quantized model; a module-swapped model (method 'swap') "
                          "has no QDQ export")
-    model = _Writer(gm).write(list(input_shape))
+    input_shape = [int(d) for d in input_shape]
+    metadata = dict(metadata or {})
+    if normalize is not None:
+        normalize = _check_normalize(normalize, torch.zeros(1, *input_shape))
+        metadata.update(input_value_props(*normalize, baked=True))   # what the graph does wins
+    metadata.setdefault("quantization", "deepshrink int8 QDQ: the file's calibrated grids (uint8 activations, "
+                                        "int8 weights, int32 biases)")
+    model = _Writer(gm).write(input_shape, normalize)
+    onnx_props = _props(_example(input_shape)[1], "deepshrink QDQ writer", metadata)
+    del model.metadata_props[:]
+    for key, value in onnx_props.items():
+        model.metadata_props.add(key=key, value=value)
     atomic_write_bytes(path, model.SerializeToString())

@@ -64,10 +64,10 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
 
 def unpack_int4(data: torch.Tensor, k: int) -> torch.Tensor:
     """(..., ceil(K/2)) uint8 -> (..., K) int8 codes: the inverse of :func:`pack_int4`."""
-    lo = (data & 0xF).to(torch.int8)
-    hi = (data >> 4).to(torch.int8)
-    both = torch.stack([lo, hi], -1).reshape(*data.shape[:-1], -1)[..., :k]
-    return torch.where(both >= 8, both - 16, both)            # sign-extend the nibble
+    # sign-extend each nibble n in 0..15 as (n ^ 8) - 8 (0..7 stay, 8..15 become -8..-1), in int8
+    lo = ((data & 0xF).view(torch.int8) ^ 8) - 8
+    hi = ((data >> 4).view(torch.int8) ^ 8) - 8
+    return torch.stack([lo, hi], -1).reshape(*data.shape[:-1], -1)[..., :k]
 
 
 def row_codes(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

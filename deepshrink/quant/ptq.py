@@ -7,11 +7,13 @@ Linear/Conv/Embedding layers by integer twins (:mod:`.swap`: real int8/int4 weig
 per-row activations), which needs no tracing and no calibration; ``auto`` is fx where the
 model traces and swap where it does not (a Hugging Face transformer).
 Weights are observed once from the tensor itself; activations from the calibration batches.
-A quantized model is saved as its state (fx: folded weights, scales, zero points; swap: integer
-codes and scales, so the file really is 4x/8x smaller) plus the config in
-``ModelInfo.extra["quant"]`` (swap also: ``placement`` and ``layers`` {name: bits}); loading
-rebuilds the architecture, re-runs prepare or the swap on it and restores that state, so no
-code is ever unpickled.
+A quantized model is saved as its state (fx: the folded weights as integer codes with their
+scales and zero points, :mod:`.storage`, and the activation grids; swap: the twins' integer codes
+and scales; either way int8 codes one per byte, int4 two per byte, so the weights take 1/4 or
+1/8 of their fp32 bytes) plus the config in ``ModelInfo.extra["quant"]`` (swap also:
+``placement`` and ``layers`` {name: bits}); loading rebuilds the architecture, re-runs prepare or
+the swap on it and restores that state, so no code is ever unpickled. An fx file written with
+float weights (before the codes) loads too, to the same model.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import ConfigError, DeepShrinkError, FormatError, ModelError
-from ..modelfile import ModelInfo, model_from_state, read_safetensors, save_model
+from ..modelfile import ModelInfo, model_from_state, read_safetensors, save_state
 from ..tracing import trace
 from .graph import QuantConfig, fake_quants, prepare, quant_layers
 from .qmodules import QuantLinear
+from .storage import decode_weights, encode_weights
 from .swap import swap_quantize, swap_shells_, swapped_layers
 
 __all__ = ["set_mode", "calibrate", "freeze_observers", "quantize_ptq", "save_quantized", "load_quantized",
@@ -104,7 +107,8 @@ def quantize_ptq(model: nn.Module, calib_x=None, cfg: QuantConfig | None = None,
 
 def save_quantized(gm: nn.Module, path: str | os.PathLike, info: ModelInfo, cfg: QuantConfig,
                    accuracy: float | None = None, history: dict | None = None) -> None:
-    """Write the quantized model; ``info`` is the float model's, copied and extended."""
+    """Write the quantized model; ``info`` is the float model's, copied and extended. The weights
+    are written as integer codes (fx: :func:`.storage.encode_weights`; swap: the twins' own)."""
     extra = dict(info.extra)
     extra["quant"] = {"method": "linear", "config": cfg.to_dict()}
     swapped = swapped_layers(gm)
@@ -118,7 +122,7 @@ def save_quantized(gm: nn.Module, path: str | os.PathLike, info: ModelInfo, cfg:
     new = ModelInfo(**{**info.__dict__, "extra": extra,
                        "history": list(info.history) + ([history] if history else []),
                        "accuracy": accuracy if accuracy is not None else info.accuracy})
-    save_model(gm, path, new)
+    save_state(encode_weights(gm), path, new)    # fx layers' float weights as codes; swap twins hold codes
 
 
 def is_quantized_file(info: ModelInfo) -> bool:
@@ -165,6 +169,7 @@ def load_quantized(path: str | os.PathLike, trust_code: bool = False) -> tuple[n
                 layer.layer.bias = nn.Parameter(torch.zeros(layer.layer.weight.shape[0]))
         return gm
 
+    state = decode_weights(state, str(path))     # integer codes -> S (q - Z); an older file holds floats
     gm = model_from_state(info, state, trust_code, str(path), transform=insert_quantizers)
     set_mode(gm, observing=False, enabled=True)
     return gm.eval(), info

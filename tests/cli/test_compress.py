@@ -42,7 +42,8 @@ def test_cli_compress_decompress_evaluate(tmp_path, train_cli_model, capsys):
 def test_cli_errors_are_one_line(tmp_path, train_cli_model, run_error, capsys):
     _, spec, model_file = train_cli_model(tmp_path, "m.safetensors")
     assert "no such file" in run_error(capsys, ["compress", tmp_path / "missing.safetensors", "--out", tmp_path / "a.dsz"])
-    assert "does not exist" in run_error(capsys, ["compress", model_file, "--out", tmp_path / "no" / "a.dsz"])
+    (tmp_path / "afile").write_text("")
+    assert "afile is a file" in run_error(capsys, ["compress", model_file, "--out", tmp_path / "afile" / "a.dsz"])
     assert "1..8" in run_error(capsys, ["compress", model_file, "--out", tmp_path / "a.dsz", "--fc-bits", "12"])
     assert not (tmp_path / "a.dsz").exists()
 
@@ -67,6 +68,6 @@ def test_cli_teacher_errors_are_one_line(tmp_path, train_cli_model, run_error, c
     base = ["compress", model_file, "--out", tmp_path / "a.dsz", "--data", spec]
     assert "not both" in run_error(capsys, base + ["--distill", "--teacher", model_file])
     assert "alpha" in run_error(capsys, base + ["--teacher", model_file, "--kd-alpha", "2"])
-    assert "prune_lr" in run_error(capsys, base + ["--lr", "-1"])
+    assert "--lr '-1'" in run_error(capsys, base + ["--lr", "-1"])
     assert "missing.safetensors" in run_error(capsys, base + ["--teacher", tmp_path / "missing.safetensors"])
     assert not (tmp_path / "a.dsz").exists()

@@ -21,25 +21,26 @@ PARSED_AS = {  # command argv -> [(option dest, the dataclass default it must eq
         ("sparsities", ",".join(map(str, ScanConfig.sparsities)))],
     ("prune-channels", "m", "--out", "o", "--ratio", "0.5"): [
         ("criterion", ChannelConfig.criterion), ("scope", ChannelConfig.scope), ("round_to", ChannelConfig.round_to),
-        ("rounds", ChannelConfig.rounds), ("seed", ChannelConfig.seed)],
+        ("rounds", ChannelConfig.rounds), ("seed", ChannelConfig.seed), ("finetune_epochs", ChannelConfig.epochs)],
     ("compress", "m", "--out", "o"): [
         (name, getattr(CompressConfig, field)) for name, field in [
             ("max_drop", "max_drop"), ("sparsity", "sparsity"), ("allocation", "allocation"),
-            ("prune_epochs", "prune_epochs"), ("conv_bits", "conv_bits"), ("fc_bits", "fc_bits"),
+            ("finetune_epochs", "prune_epochs"), ("bits", "conv_bits"), ("fc_bits", "fc_bits"),
             ("centroid_epochs", "centroid_epochs"), ("attempts", "attempts"), ("kd_temperature", "kd_temperature"),
             ("kd_alpha", "kd_alpha"), ("val_size", "val_size"), ("augment", "augment"), ("seed", "seed")]],
     ("distill", "--teacher", "t", "--student", "s", "--out", "o"): [
-        ("loss", DistillConfig.loss), ("temperature", DistillConfig.temperature), ("alpha", DistillConfig.alpha),
+        ("loss", DistillConfig.loss), ("kd_temperature", DistillConfig.temperature), ("kd_alpha", DistillConfig.alpha),
         ("feature_loss", DistillConfig.feature_loss), ("feature_weight", DistillConfig.feature_weight),
         ("warmup_epochs", StudentTraining.warmup_epochs), ("seed", StudentTraining.seed)],
     ("quantize", "m", "--out", "o"): [
         ("method", QuantizeConfig.method), ("bits", QuantizeConfig.bits), ("fc_bits", QuantizeConfig.fc_bits),
         ("act_bits", QuantizeConfig.act_bits), ("per_channel", QuantizeConfig.per_channel),
         ("observer", QuantizeConfig.act_observer), ("weight_observer", QuantizeConfig.weight_observer),
-        ("calib", QuantizeConfig.calib), ("qat_epochs", QuantizeConfig.qat_epochs), ("lsq", QuantizeConfig.lsq),
+        ("calib", QuantizeConfig.calib), ("finetune_epochs", QuantizeConfig.qat_epochs), ("lsq", QuantizeConfig.lsq),
         ("seed", QuantizeConfig.seed)],
     ("export", "m", "--onnx", "o"): [
-        ("int8", ExportConfig.int8), ("calib", ExportConfig.calib), ("check", ExportConfig.check)],
+        ("int8", ExportConfig.int8), ("calib", ExportConfig.calib), ("check", ExportConfig.check),
+        ("ort_int8", ExportConfig.ort_int8), ("bake_preprocessing", ExportConfig.bake_preprocessing)],
 }
 
 

@@ -56,8 +56,9 @@ def test_distill_student_file_with_features(teacher, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra,needle", [
     (["--loss", "hinge"], "kl, l2, cosine"),
-    (["--temperature", "0"], "temperature > 0"),
-    (["--alpha", "1.5"], "alpha in [0, 1]"),
+    (["--temperature", "0"], "--temperature '0': must be a finite number > 0"),   # the old spellings, named
+    (["--alpha", "1.5"], "--alpha '1.5': must be a finite number in [0, 1]"),
+    (["--kd-alpha", "1.5"], "--kd-alpha '1.5'"),
     (["--feature-loss", "kl", "--features", "fc1:fc1"], "feature loss"),
     (["--features", "fc1"], "STUDENT_LAYER:TEACHER_LAYER"),
     (["--features", "conv9:fc1"], "no layer 'conv9'"),

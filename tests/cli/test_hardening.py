@@ -250,7 +250,7 @@ def test_good_numbers_still_parse():
                                       "--sparsity", "0.9", "--kd-alpha", "1", "--kd-temperature", "1e-3"])
     assert (args.max_drop, args.sparsity, args.kd_alpha, args.kd_temperature) == (0.0, 0.9, 1.0, 1e-3)
     args = build_parser().parse_args(["quantize", "m.safetensors", "--out", "q.safetensors", "--qat-epochs", "0.5"])
-    assert args.qat_epochs == 0.5 and isinstance(args.qat_epochs, float)
+    assert args.finetune_epochs == 0.5 and isinstance(args.finetune_epochs, float)  # --qat-epochs: an old name
     assert build_parser().parse_args(["compress", "m", "--out", "o"]).max_drop == 0.5  # defaults untouched
 
 

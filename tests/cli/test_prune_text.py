@@ -3,6 +3,8 @@ distils from the unpruned model, and the run reports fidelity to it, never an ac
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -65,10 +67,28 @@ def test_what_text_cannot_do_is_refused_in_one_line(text, capsys, run_error, tmp
     folder = bert_folder(tmp_path / "b")
     out = tmp_path / "p.safetensors"
     base = ["prune", f"hf:{folder}", "--data", spec, "--sparsity", "0.5", "--out", out, "--seq-len", "16"]
-    assert "--auto" in run_error(capsys, base + ["--auto"])
     assert "penalty" in run_error(capsys, base + ["--penalty", "l1"])
     assert "teacher" in run_error(capsys, base + ["--teacher", f"hf:{folder}"])
     assert not out.exists()
+
+
+def test_auto_on_text_scans_by_fidelity_on_the_validation_split(text, tmp_path, capsys):
+    root, spec = text
+    folder = bert_folder(tmp_path / "wide", initializer_range=0.2)
+    out, plots = tmp_path / "p.safetensors", tmp_path / "plots"
+    capsys.readouterr()
+    assert main(["prune", f"hf:{folder}", "--data", spec, "--sparsity", "0.5", "--auto", "--finetune-epochs", "1",
+                 "--seq-len", "16", "--out", str(out), "--plots", str(plots), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "scored by mean cosine to the original" in printed
+    scan = json.loads((plots / "sensitivity.json").read_text())
+    assert scan["metric"] == "mean cosine to the original" and scan["split"] == "validation"
+    assert scan["dense"] == pytest.approx(1.0)                 # the unpruned model against itself
+    curves = [c for layer in scan["layers"].values() for c in layer["accuracy"]]
+    assert all(0 <= c <= 1 + 1e-9 for c in curves) and min(curves) < 1 - 1e-4   # pruning moved something
+    _, info = load_model(out)
+    layers = info.history[-1]["layers"]
+    assert len(set(round(v, 2) for v in layers.values())) > 1   # per-layer sparsities, not one global figure
 
 
 def test_kmeans_quantize_on_text_fine_tunes_its_centroids_against_the_original(text, capsys, tmp_path):

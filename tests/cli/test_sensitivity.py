@@ -34,7 +34,7 @@ def test_sensitivity_command(trained, tmp_path, capsys):
     assert scan["split"] == "validation" and scan["val_images"] == 32
     assert is_png(out_dir / "sensitivity.png")
     text = capsys.readouterr().out
-    assert "dense accuracy" in text and "fc1.weight" in text
+    assert "accuracy (%) on the validation split" in text and "dense model:" in text and "fc1.weight" in text
 
 
 def test_sensitivity_error_missing_file(capsys, tmp_path, run_error):

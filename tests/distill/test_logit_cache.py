@@ -93,3 +93,30 @@ def test_file_round_trip_and_refusal_of_other_data(ds, tmp_path):
         load_logit_cache(tmp_path / "bad.safetensors", ds.train)
     with pytest.raises(FormatError):
         LogitCache(ds.train, cache.logits[:5])
+
+
+class _Bar:
+    """Stands in for tqdm: records what a bar was made for and how far it got."""
+
+    made: list = []
+
+    def __init__(self, total=None, desc=None, disable=False, **_):
+        self.total, self.desc, self.disable, self.n = total, desc, disable, 0
+        _Bar.made.append(self)
+
+    def update(self, n=1):
+        self.n += n
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_building_the_cache_shows_a_bar_over_every_image_unless_told_not_to(ds, monkeypatch, progress):
+    import deepshrink.train
+    monkeypatch.setattr(deepshrink.train, "tqdm", _Bar)
+    _Bar.made.clear()
+    cache = build_logit_cache(conv_teacher(), ds.train, batch_size=128, progress=progress)
+    assert len(cache.logits) == len(ds.train)
+    [bar] = _Bar.made
+    assert bar.desc == "teacher logits" and bar.total == bar.n == len(ds.train) and bar.disable is not progress

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import deepshrink.pipelines.sensitivity as sens
+import deepshrink.scoring as scoring
 from deepshrink.data import with_validation
 from deepshrink.errors import ConfigError
 from deepshrink.pipelines.sensitivity import ScanConfig, run_scan
@@ -30,7 +30,7 @@ def test_the_scan_evaluates_on_the_validation_split_only(make_dataset, monkeypat
     torch.manual_seed(0)
     ds = make_dataset(n_train=100, n_test=20)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
-    seen = _spy_evaluate(monkeypatch, sens)
+    seen = _spy_evaluate(monkeypatch, scoring)       # every accuracy a scan measures goes through the scorer
     scan = run_scan(model, ds, ScanConfig(sparsities=(0.5,), val_size=val_size, progress=False, verbose=False),
                     tmp_path)
     val = with_validation(ds, val_size).val              # seeded: the same images every time

@@ -9,7 +9,7 @@ from torch import nn
 from deepshrink import models
 from deepshrink.errors import ConfigError
 from deepshrink.profile import compare_latency, measure_latency, model_size
-from deepshrink.profile.size import csr_bytes
+from deepshrink.profile.size import csr_bytes, disk_bytes
 
 
 def _tiny():
@@ -118,3 +118,14 @@ def test_compressed_path(tmp_path):
     f = tmp_path / "model.bin"
     f.write_bytes(b"x" * 1234)
     assert model_size(_tiny(), compressed_path=f).compressed_bytes == 1234
+
+
+def test_disk_bytes_of_a_file_a_folder_and_nothing(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / "m" / "sub").mkdir()
+    (tmp_path / "m" / "sub" / "tokenizer.json").write_bytes(b"y" * 24)
+    (tmp_path / "m" / "link").symlink_to(tmp_path / "m" / "model.safetensors")     # not counted twice
+    assert disk_bytes(tmp_path / "m" / "model.safetensors") == 1000
+    assert disk_bytes(tmp_path / "m") == 1024
+    assert disk_bytes(tmp_path / "missing") is None

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deepshrink.data import Split
-from deepshrink.errors import ModelError
+from deepshrink.errors import ConfigError, ModelError
 from deepshrink.quant import IntegerModel, OrtSession, QuantConfig, export_onnx, export_qdq, quantize_ptq
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -67,3 +67,25 @@ def test_bad_onnx_file_is_a_model_error(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(ModelError):
         OrtSession(tmp_path / "bad.onnx")
+
+
+def test_qdq_records_metadata_and_bakes_the_normalisation(tiny_convnet, images, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    calib, x = images
+    gm = quantize_ptq(tiny_convnet, calib, QuantConfig())
+    export_qdq(gm, tmp_path / "q.onnx", [1, 8, 8], metadata={"source_model": "tiny"})
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
+    assert props["source_model"] == "tiny" and props["input_layout"] == "NCHW float32"
+    assert props["exporter"] == "deepshrink QDQ writer" and props["quantization"].startswith("deepshrink int8 QDQ")
+    mean, std = [0.25], [2.0]
+    export_qdq(gm, tmp_path / "baked.onnx", [1, 8, 8], normalize=(mean, std))
+    model = onnx.load(str(tmp_path / "baked.onnx"))
+    assert [n.op_type for n in model.graph.node[:2]] == ["Sub", "Div"]
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["preprocessing_baked"] == "true" and props["mean"] == "[0.25]" and props["std"] == "[2.0]"
+    raw = x * std[0] + mean[0]                          # the images before normalisation
+    q, g = IntegerModel(gm).run_codes(x)                # oracle: the integer engine on normalised images
+    ort_codes = np.round(OrtSession(tmp_path / "baked.onnx").run(raw) / g.scale) + g.zero_point
+    assert np.abs(q.numpy() - ort_codes).max() <= 1   # one step at a rounding boundary, as unbaked
+    with pytest.raises(ConfigError, match="2 means"):
+        export_qdq(gm, tmp_path / "bad.onnx", [1, 8, 8], normalize=([0.1, 0.2], [1.0, 1.0]))

@@ -74,6 +74,17 @@ def test_int4_packing_golden_bytes_and_round_trip():
         assert torch.equal(unpack_int4(pack_int4(c)[[3, 0]], k), c[[3, 0]])   # rows unpack alone
 
 
+def test_every_byte_unpacks_to_its_two_nibbles():
+    """Oracle: Python's two's complement of each nibble, low nibble first."""
+    def nib(n):
+        return n - 16 if n >= 8 else n
+    data = torch.arange(256, dtype=torch.uint8).reshape(2, 128)
+    want = [[v for b in row for v in (nib(b & 0xF), nib(b >> 4))] for row in data.tolist()]
+    got = unpack_int4(data, 256)
+    assert got.dtype == torch.int8 and got.tolist() == want
+    assert unpack_int4(data, 255).tolist() == [row[:255] for row in want]
+
+
 def test_row_codes_formula():
     x = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [3.0, 1.5, -0.75]])
     codes, scale = row_codes(x, 8)

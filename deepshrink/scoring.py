@@ -1,0 +1,51 @@
+"""The one number every choice is judged by: accuracy on labelled data, fidelity on unlabelled.
+
+A sensitivity scan, an accuracy budget and its retries compare a compressed model with its
+dense original on the validation split. With labels that number is top-1 accuracy. Text carries
+no labels (``Dataset.labelled`` is False), so the number is the model's agreement with the dense
+original on the same inputs (:mod:`deepshrink.fidelity`): the mean cosine of the outputs for a
+bare encoder's embeddings, the top-1 agreement for logits. Both lie in [0, 1] with the dense
+model at (or near) the top, so "percentage points below dense" means the same thing for both,
+and every pipeline reads one :class:`Scorer` instead of asking whether the data has labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from .data import Dataset, Split
+from .errors import ConfigError
+from .fidelity import fidelity, output_kind
+from .train import evaluate
+
+__all__ = ["Scorer", "scorer_for"]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """``fn(model, split)`` in [0, 1], higher is better; ``name`` says what it is in a sentence."""
+
+    name: str                                   # "accuracy", "mean cosine to the original", ...
+    short: str                                  # "accuracy", "cosine", "agreement" (for table columns)
+    fn: Callable[[nn.Module, Split], float]
+    labelled: bool
+
+    def __call__(self, model: nn.Module, split: Split) -> float:
+        return self.fn(model, split)
+
+
+def scorer_for(data: Dataset, reference: nn.Module | None = None) -> Scorer:
+    """Accuracy when ``data`` is labelled; else fidelity to ``reference`` (the dense original,
+    which the caller keeps unchanged): mean cosine for embeddings, top-1 agreement for logits."""
+    if data.labelled:
+        return Scorer("accuracy", "accuracy", lambda m, split: evaluate(m, split), True)
+    if reference is None:
+        raise ConfigError("unlabelled data is scored against a reference model; pass the dense original")
+    if output_kind(reference) == "embedding":
+        return Scorer("mean cosine to the original", "cosine",
+                      lambda m, split: fidelity(m, reference, split.x).cosine_mean, False)
+    return Scorer("top-1 agreement with the original", "agreement",
+                  lambda m, split: fidelity(m, reference, split.x, kind="logits").agreement, False)
