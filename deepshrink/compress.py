@@ -47,6 +47,7 @@ from .pipelines.compress_report import write_report
 from .pipelines.defaults import Finetune, finetune_settings
 from .pipelines.inputs import open_model_and_data
 from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
+from .prune.finetune import PRUNE_RULES, RECONSTRUCT, resolve_rule
 from .targets import prunable_weights
 from .quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
 from .scoring import Scorer, scorer_for
@@ -64,6 +65,7 @@ class CompressConfig:
     max_drop: float = 0.5
     sparsity: float = 0.92              # first target; lowered by ``backoff`` while over budget
     allocation: str = "sensitivity"     # "sensitivity" (per-layer, from the scan) or "global"
+    rule: str | None = None             # None: magnitude with AGP; reconstruct (one-shot) on unlabelled data
     include: tuple[str, ...] = ()       # name globs adding / removing pruned weights (deepshrink/targets.py;
     exclude: tuple[str, ...] = ()       # default: the Linear/Conv weights but the output layer's)
     val_size: int | None = None         # validation images carved from the training split and held out
@@ -73,6 +75,7 @@ class CompressConfig:
     weight_decay: float | None = None   # None: the model's
     conv_bits: int = 8
     fc_bits: int = 5
+    embedding_bits: int = 0             # nn.Embedding tables (0: left in fp32, the paper's setting)
     bits: dict[str, int] = field(default_factory=dict)
     centroid_epochs: int = 1
     centroid_lr: float = 1e-4           # AdamW; a centroid's gradient sums over its members
@@ -100,7 +103,9 @@ class CompressConfig:
         if self.prune_lr is not None and not self.prune_lr > 0:
             raise ConfigError(f"prune_lr must be > 0, got {self.prune_lr}")
         check_settings(self.kd_temperature, self.kd_alpha, "kl")
-        KMeansConfig(self.conv_bits, self.fc_bits, dict(self.bits)).check()
+        KMeansConfig(self.conv_bits, self.fc_bits, dict(self.bits), embedding_bits=self.embedding_bits).check()
+        if self.rule is not None and self.rule not in PRUNE_RULES:
+            raise ConfigError(f"unknown rule {self.rule!r}; choose one of {', '.join(PRUNE_RULES)}")
 
 
 @dataclass
@@ -186,7 +191,7 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
     val_before = score(dense, data.val)  # the budget's reference
     scan, scan_on = _scan(dense, data, cfg, score)
     tune = finetune_settings("prune", trained, Finetune(lr=cfg.prune_lr, weight_decay=cfg.weight_decay,
-                                                        augment=cfg.augment))
+                                                        augment=cfg.augment), unlabelled=not data.labelled)
     loss_fn = _finetune_loss(dense, data, cfg, tune, teacher)
     attempts: list[Attempt] = []
     target = cfg.sparsity
@@ -243,15 +248,24 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
     ta = time.perf_counter()
     work = copy.deepcopy(dense)
     layer_targets: float | dict = target if scan is None else choose_sparsities(scan, target_sparsity=target)
-    _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, AGP over {cfg.prune_epochs} epochs"
-         + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
-    acc_pruned = prune_and_finetune(work, select, PruneConfig(
-        sparsity=layer_targets, scope="layer" if scan is not None else "global", schedule="agp",
+    rule = cfg.rule or (RECONSTRUCT if not select.labelled else "magnitude")
+    # global allocation: one magnitude threshold across layers; reconstruct has none, so one sparsity per layer
+    scope = "layer" if scan is not None or rule == RECONSTRUCT else "global"
+    prune_cfg = resolve_rule(PruneConfig(
+        sparsity=layer_targets, scope=scope, rule=rule, schedule=None,
         epochs=cfg.prune_epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment, seed=cfg.seed,
-        include=cfg.include, exclude=cfg.exclude, progress=cfg.progress, verbose=cfg.verbose),
-        loss_fn=loss_fn, score=score).accuracy_after
-    bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits)))
-    _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc), "
+        optimizer=tune.optimizer, warmup_epochs=tune.warmup_epochs, batch_size=tune.batch_size or PruneConfig.batch_size,
+        include=cfg.include, exclude=cfg.exclude,
+        progress=cfg.progress, verbose=cfg.verbose), select)
+    how = (f"AGP over {cfg.prune_epochs} epochs" if prune_cfg.schedule == "agp" else
+           f"{prune_cfg.rule} at once, then {cfg.prune_epochs} epochs of fine-tuning")
+    _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, {how}"
+         + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
+    acc_pruned = prune_and_finetune(work, select, prune_cfg, loss_fn=loss_fn, score=score).accuracy_after
+    bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits),
+                                               embedding_bits=cfg.embedding_bits))
+    emb = f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else ""
+    _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc{emb}), "
          f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
     if cfg.centroid_epochs > 0:
         centroid_finetune(work, select, TrainConfig(

@@ -301,7 +301,8 @@ def add_out_arg(p, what: str, aliases: tuple[str, ...] = (), dest: str = "out") 
 
 # where each method's fine-tuning LR comes from when --lr is not given (deepshrink/pipelines/defaults.py)
 LR_DEFAULTS = {
-    "prune": f"from the model's recorded training: its training LR ({defaults.PRUNE_LR:g} when none is recorded)",
+    "prune": f"from the model's recorded training: its training LR ({defaults.PRUNE_LR:g} when none is recorded; "
+             f"{defaults.TEXT_LR:g} with AdamW on text data)",
     "prune_channels": ("from the model's recorded training: a tenth of its training LR "
                        f"({defaults.CHANNEL_BASE_LR / defaults.CHANNEL_LR_DIVISOR:g} when none is recorded)"),
     "quantize": (f"{defaults.QAT_LR:g} for QAT, {defaults.KMEANS_LR:g} for k-means centroids (AdamW), whatever the "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..compress import CompressConfig, compress_file
 from ..errors import ConfigError
+from ..prune.finetune import PRUNE_RULES
 from ..pipelines.compress_report import report_paths
 from .common import (FINITE, FRACTION, NON_NEGATIVE, POSITIVE, add_augment_arg, add_json_arg, add_lr_arg,
                      add_model_file_args, add_out_arg, add_progress_arg, add_seed_arg, add_target_args,
@@ -40,6 +41,12 @@ def register(sub) -> None:
                help="k-means bits of the conv layers (default %(default)s)")
     p.add_argument("--fc-bits", type=int, default=CompressConfig.fc_bits,
                    help="k-means bits for linear layers (default %(default)s)")
+    p.add_argument("--embedding-bits", type=int, default=CompressConfig.embedding_bits,
+                   help="k-means bits for embedding tables, 0 leaves them in fp32 (default %(default)s)")
+    p.add_argument("--rule", choices=PRUNE_RULES, default=CompressConfig.rule,
+                   help="pruning rule: magnitude (with AGP), or reconstruct (Wanda masks and a least-squares refit "
+                        "of the kept Linear weights on training samples, then fine-tuning) (default: magnitude, "
+                        "reconstruct on text data)")
     p.add_argument("--centroid-epochs", type=int, default=CompressConfig.centroid_epochs,
                    help="centroid fine-tuning epochs (default %(default)s)")
     p.add_argument("--attempts", type=int, default=CompressConfig.attempts,
@@ -72,7 +79,8 @@ def cmd_compress(args) -> int:
     cfg = CompressConfig(max_drop=args.max_drop, sparsity=args.sparsity, allocation=args.allocation,
                          val_size=args.val_size, augment=augment_choice(args),
                          prune_epochs=args.finetune_epochs, conv_bits=args.bits,
-                         fc_bits=args.fc_bits, centroid_epochs=args.centroid_epochs, distill=args.distill,
+                         fc_bits=args.fc_bits, embedding_bits=args.embedding_bits, rule=args.rule,
+                         centroid_epochs=args.centroid_epochs, distill=args.distill,
                          kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha, prune_lr=args.lr,
                          attempts=args.attempts, seed=args.seed, progress=not args.no_progress,
                          **target_globs(args))

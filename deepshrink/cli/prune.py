@@ -8,7 +8,8 @@ from ..errors import ConfigError
 from ..pipelines.defaults import Finetune
 from ..pipelines.prune import AUTO_GRID, PLOT_FILES, auto_scan_dir, prune_file
 from ..pipelines.sensitivity import ScanConfig
-from ..prune import RULES, SCHEDULES, PruneConfig
+from ..prune import SCHEDULES, PruneConfig
+from ..prune.finetune import PRUNE_RULES
 from ..targets import candidate_weights
 from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_augment_arg, add_json_arg, add_lr_arg,
                      add_model_file_args, add_out_arg, add_progress_arg, add_seed_arg, add_target_args,
@@ -23,13 +24,21 @@ def register(sub) -> None:
     p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
     add_out_arg(p, "the pruned model (.safetensors, masks kept)")
     p.add_argument("--sparsity", action=FRACTION_BELOW_ONE, required=True, help="target fraction of zeros, e.g. 0.92")
-    p.add_argument("--rule", choices=RULES, default=PruneConfig.rule,
-                   help="which weights go: the smallest by this rule (default: %(default)s)")
+    p.add_argument("--rule", choices=PRUNE_RULES, default=PruneConfig.rule,
+                   help="which weights go: the smallest by this rule; reconstruct: Wanda masks and a least-squares "
+                        "refit of the kept Linear weights on --calibration training samples (default: magnitude, "
+                        "reconstruct on text data)")
     p.add_argument("--scope", choices=["layer", "global"], default=PruneConfig.scope,
                    help="layer: the sparsity in every layer; global: one threshold across layers "
                         "(default: %(default)s)")
     p.add_argument("--schedule", choices=SCHEDULES, default=PruneConfig.schedule,
-                   help="how the sparsity is reached over the fine-tuning (default: %(default)s)")
+                   help="how the sparsity is reached over the fine-tuning (default: agp, oneshot with the "
+                        "reconstruct rule)")
+    p.add_argument("--calibration", type=int, default=PruneConfig.calibration, metavar="N",
+                   help="training samples the reconstruct rule measures (default: %(default)s)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"),
+                   help="fine-tuning optimizer: SGD with Nesterov momentum, or AdamW (default: sgd; adam on "
+                        "text data)")
     add_target_args(p)
     p.add_argument("--auto", action="store_true",
                    help="per-layer sparsities from a sensitivity scan (weighted by parameter count) on the "
@@ -93,13 +102,14 @@ def cmd_prune(args) -> int:
                       epochs=args.finetune_epochs, penalty=args.penalty, penalty_lambda=args.penalty_lambda,
                       distill=args.distill, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
                       adjust_dropout=args.adjust_dropout, remove_dead=args.remove_dead, seed=args.seed,
-                      progress=progress, **target_globs(args))
-    auto = ScanConfig(sparsities=AUTO_GRID, rule=args.rule, val_size=args.val_size,
+                      calibration=args.calibration, progress=progress, **target_globs(args))
+    auto = ScanConfig(sparsities=AUTO_GRID, rule=args.rule or ScanConfig.rule, val_size=args.val_size,
                       progress=progress) if args.auto else None
     opts = model_file_options(args)
     with json_output(args.json):
         run = prune_file(args.file, args.out, cfg, finetune=Finetune(lr=args.lr, weight_decay=args.weight_decay,
-                                                                     augment=augment_choice(args)),
+                                                                     augment=augment_choice(args),
+                                                                     optimizer=args.optimizer),
                          auto=auto, teacher=args.teacher, plots=args.plots, data=args.data, **opts)
     result = run.result
     if args.json:

@@ -91,11 +91,19 @@ class _Affine(nn.Module):
         return x * self.scale + self.shift
 
 
+def _same_stats(a, b) -> bool:
+    """Per-channel statistics equal up to float32 rounding (two runs over the same images may
+    record 0.28604060 and 0.28604057)."""
+    return len(a) == len(b) and torch.allclose(torch.tensor(a, dtype=torch.float64),
+                                               torch.tensor(b, dtype=torch.float64), rtol=1e-6, atol=1e-7)
+
+
 def with_input_stats(teacher: nn.Module, data_mean, data_std, teacher_mean, teacher_std) -> nn.Module:
     """The teacher behind a renormalisation when it was trained with other input statistics:
-    x_t = (x * s_d + m_d - m_t) / s_t, per channel."""
+    x_t = (x * s_d + m_d - m_t) / s_t, per channel. Statistics equal up to float32 rounding
+    leave the teacher as it is, so its layers keep their own names (``--features S:T``)."""
     if teacher_mean is None or teacher_std is None or (
-            list(data_mean) == list(teacher_mean) and list(data_std) == list(teacher_std)):
+            _same_stats(list(data_mean), list(teacher_mean)) and _same_stats(list(data_std), list(teacher_std))):
         return teacher
     shape = (1, -1, 1, 1)
     md, sd = torch.tensor(data_mean).view(shape), torch.tensor(data_std).view(shape)

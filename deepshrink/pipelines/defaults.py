@@ -17,6 +17,12 @@ method             lr                         weight decay          augment     
                    recorded training
 =================  =========================  ====================  ==================  ===============
 
+On unlabelled data (text) fine-tuning can only distil from the original model, and what it
+fine-tunes is a pretrained transformer: ``prune`` then uses the usual transformer recipe instead
+of the table's row, AdamW at ``TEXT_LR`` with no weight decay, batches of ``TEXT_BATCH``
+sentences, warmed up over the first tenth of an epoch (``TEXT_WARMUP``), with no augmentation;
+the user's ``--lr`` / ``--weight-decay`` / ``--optimizer`` still win.
+
 Augmentation (random shifts and flips) is only used when the model's own recipe asked for it: a
 model with no recorded training (a third-party model, a plain state dict) fine-tunes on the images
 as they are, since a flip that is harmless for clothes turns one digit or letter into another.
@@ -44,6 +50,9 @@ PRUNE_LR = 0.01           # when the file records no training LR
 CHANNEL_LR_DIVISOR = 10  # channel pruning fine-tunes at a tenth of the training LR ...
 CHANNEL_BASE_LR = 0.1    # ... or of this one when none is recorded
 NO_RECORD_AUGMENT = False  # no recorded training: no augmentation (nothing says the data allows it)
+TEXT_LR = 1e-4            # AdamW, unlabelled text (a pretrained transformer distilled towards itself)
+TEXT_WARMUP = 0.1         # epochs of linear warmup, unlabelled text
+TEXT_BATCH = 32           # sentences per step, unlabelled text
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class Finetune:
     weight_decay: float | None = None
     augment: bool | None = None
     label_smoothing: float | None = None
+    optimizer: str | None = None      # "sgd" or "adam"
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,9 @@ class FinetuneSettings:
     weight_decay: float
     augment: bool
     label_smoothing: float
+    optimizer: str = "sgd"
+    warmup_epochs: float = 0.0
+    batch_size: int | None = None     # None: the method's own config default
 
 
 def _recorded(trained: ModelInfo | dict | None) -> dict:
@@ -90,17 +103,25 @@ def _defaults(method: str, t: dict) -> FinetuneSettings:
 
 
 def finetune_settings(method: str, trained: ModelInfo | dict | None = None,
-                      user: Finetune | None = None) -> FinetuneSettings:
-    """The lr, weight decay, augmentation and label smoothing ``method`` fine-tunes with.
+                      user: Finetune | None = None, *, unlabelled: bool = False) -> FinetuneSettings:
+    """The lr, weight decay, augmentation, label smoothing, optimizer and warmup ``method``
+    fine-tunes with.
 
     ``trained``: the model's info (its recorded training is read) or the recorded settings
-    themselves; ``user``: choices that win over every default (the command line's ``--lr`` ...).
+    themselves; ``user``: choices that win over every default (the command line's ``--lr`` ...);
+    ``unlabelled``: the data is text, and ``prune`` takes the text recipe (module docstring).
     """
-    base = _defaults(method, _recorded(trained))
+    if method not in METHODS:
+        raise ConfigError(f"unknown fine-tuning method {method!r}; choose from {', '.join(METHODS)}")
+    base = (FinetuneSettings(TEXT_LR, 0.0, False, 0.0, "adam", TEXT_WARMUP, TEXT_BATCH) if unlabelled and method == "prune"
+            else _defaults(method, _recorded(trained)))
     user = user or Finetune()
     return FinetuneSettings(
         lr=user.lr if user.lr is not None else base.lr,
         weight_decay=user.weight_decay if user.weight_decay is not None else base.weight_decay,
         augment=user.augment if user.augment is not None else base.augment,
         label_smoothing=user.label_smoothing if user.label_smoothing is not None else base.label_smoothing,
+        optimizer=user.optimizer if user.optimizer is not None else base.optimizer,
+        warmup_epochs=base.warmup_epochs,
+        batch_size=base.batch_size,
     )

@@ -34,7 +34,9 @@ from ..fidelity import Fidelity, fidelity
 from ..io import ModelInfo, load_teacher, save_model
 from ..plots import plot_weight_histograms
 from ..prune import DEFAULT_GRID, PruneConfig, choose_sparsities, layer_sparsities, prune_and_finetune
-from ..prune.finetune import PruneResult
+from ..prune.finetune import RECONSTRUCT, PruneResult, resolve_rule
+from ..prune.fine import RULES
+from ..scoring import scorer_for
 from ..prune.fine import prune_
 from ..targets import prunable_weights
 from ..train import evaluate
@@ -92,7 +94,7 @@ def _plan_line(cfg: PruneConfig, teacher) -> str:
             "; distilling from the unpruned model" if cfg.distill else
             f"; {cfg.penalty} penalty {cfg.penalty_lambda:g}" if cfg.penalty else "")
     return (f"pruning to {what} ({cfg.rule}, {cfg.scope} scope) while fine-tuning {cfg.epochs} "
-            f"epoch{'s' if cfg.epochs != 1 else ''} ({how.get(cfg.schedule, cfg.schedule)}; SGD, lr {cfg.lr:g}, "
+            f"epoch{'s' if cfg.epochs != 1 else ''} ({how.get(cfg.schedule, cfg.schedule)}; {'AdamW' if cfg.optimizer == 'adam' else 'SGD'}, lr {cfg.lr:g}, "
             f"weight decay {cfg.weight_decay:g}, augment {'on' if cfg.augment else 'off'}{loss}) ...")
 
 
@@ -108,7 +110,8 @@ def _check_unlabelled(ds: Dataset, cfg: PruneConfig, teacher) -> None:
 
 
 def _pruned_only(model: nn.Module, reference: nn.Module, ds: Dataset, cfg: PruneConfig) -> Fidelity:
-    """Fidelity of a one-shot pruned copy (the same targets, rule and seed), before any fine-tuning."""
+    """Fidelity of a one-shot pruned copy (the same targets, rule and seed), before any fine-tuning:
+    what AGP, which never holds a pruned-only model, is compared with."""
     pruned = copy.deepcopy(model)
     prune_(pruned, cfg.sparsity, cfg.rule, cfg.scope, cfg.seed, include=cfg.include, exclude=cfg.exclude)
     return fidelity(pruned, reference, ds.test.x)
@@ -141,11 +144,14 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
                                          need_labels=False)
     if not ds.labelled:
         _check_unlabelled(ds, cfg, teacher)
+    cfg = resolve_rule(cfg, ds)                        # magnitude + AGP, or reconstruct + oneshot on text
     prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails now, not after a scan
     scan = None
     if auto is not None:
         ds = with_validation(ds, auto.val_size)     # scanned on; held out of the fine-tuning below
-        auto = replace(auto, include=cfg.include, exclude=cfg.exclude)  # scan exactly what will be pruned
+        # scan exactly what will be pruned; a data-free rule ranks the layers (reconstruct scans by magnitude)
+        auto = replace(auto, include=cfg.include, exclude=cfg.exclude,
+                       rule=cfg.rule if cfg.rule in RULES else "magnitude")
         scan_dir = auto_scan_dir(out, plots)
         if cfg.verbose:
             print(f"auto: a sensitivity scan chooses the per-layer sparsities; its curves go to "
@@ -156,8 +162,9 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
             print("per-layer sparsities: " + ", ".join(f"{k} {v:.3f}" for k, v in target.items())
                   + f" (scan and plot in {scan_dir})", flush=True)
         cfg = replace(cfg, sparsity=target)
-    tune = finetune_settings("prune", info, finetune)
-    cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment)
+    tune = finetune_settings("prune", info, finetune, unlabelled=not ds.labelled)
+    cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment, optimizer=tune.optimizer,
+                  warmup_epochs=tune.warmup_epochs, batch_size=tune.batch_size or cfg.batch_size)
     if not ds.labelled:
         return _prune_unlabelled(model, info, ds, cfg, out, plots)
     loss_fn = _teacher_loss(teacher, ds, cfg, arch, trust_code) if teacher else None
@@ -183,10 +190,21 @@ def _plots(model: nn.Module, plots) -> Path | None:
 
 def _prune_unlabelled(model: nn.Module, info: ModelInfo, ds: Dataset, cfg: PruneConfig, out, plots) -> PruneRun:
     """Prune and fine-tune against the unpruned model; fidelity to it on the test split, no accuracy."""
+    if cfg.verbose:
+        print(f"caching the unpruned model's outputs on {len(ds.train)} training samples (no labels: the "
+              "fine-tuning pulls the outputs towards them) ...", flush=True)
     loss_fn = cached_fidelity_loss(model, ds.train, cfg.augment)   # a frozen copy, unpruned
     reference = loss_fn.targets.teacher
-    pruned = _pruned_only(model, reference, ds, cfg)
-    result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn)
+    seen: dict[str, Fidelity] = {}
+    if cfg.schedule == "agp":
+        seen["pruned"] = _pruned_only(model, reference, ds, cfg)
+    if cfg.verbose:
+        print(_plan_line(cfg, None)
+              + (f" (the reconstruct rule measures {min(cfg.calibration, len(ds.train))} training samples)"
+                 if cfg.rule == RECONSTRUCT else ""), flush=True)
+    result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn, score=scorer_for(ds, reference),
+                                on_pruned=lambda m: seen.setdefault("pruned", fidelity(m, reference, ds.test.x)))
+    pruned = seen["pruned"]
     after = fidelity(model, reference, ds.test.x)
     result = replace(result, accuracy_before=None, accuracy_pruned=None, accuracy_after=None)
     info.record("prune", cfg, sparsity=result.sparsity, layers=result.layers, dead_removed=result.dead_removed,

@@ -7,11 +7,18 @@ All three spend the same fine-tuning budget (``epochs``), so they compare fairly
 * agp       fine-tune ``epochs`` while AGP raises the sparsity from 0 to the targets over
             the first ``agp_fraction`` of the steps (updates every quarter epoch), masks
             held for the rest.
+
+Rules: the data-free masks of :mod:`.fine` (magnitude, std, random), or ``reconstruct``
+(:mod:`.reconstruct`: Wanda masks and least-squares compensation measured on ``calibration``
+training samples; Linear weights only, one-shot or iterative). Left unset (None), the rule is
+magnitude on labelled data and reconstruct on unlabelled data (text), where fine-tuning can only
+distil and one-shot magnitude pruning loses far more than a short distillation wins back; the
+schedule is AGP for magnitude rules and one-shot for reconstruct.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Mapping
 
 from torch import nn
@@ -20,14 +27,18 @@ from ..data import Dataset, Split, num_batches
 from ..distill import teacher_loss
 from ..errors import ConfigError
 from ..train import FitResult, TrainConfig, evaluate, fit
-from .fine import prune_
+from .fine import RULES, prune_
+from .reconstruct import reconstruct_prune_
 from ..masks import MaskCallback, layer_sparsities, sparsity
 from .regularize import adjust_dropout, penalized_loss, remove_dead_neurons
 from .schedule import GradualPruner
 
-__all__ = ["PruneConfig", "PruneResult", "SCHEDULES", "prune_and_finetune"]
+__all__ = ["PruneConfig", "PruneResult", "SCHEDULES", "PRUNE_RULES", "RECONSTRUCT", "prune_and_finetune",
+           "resolve_rule"]
 
 SCHEDULES = ("oneshot", "iterative", "agp")
+RECONSTRUCT = "reconstruct"
+PRUNE_RULES = RULES + (RECONSTRUCT,)
 
 
 @dataclass
@@ -35,14 +46,17 @@ class PruneConfig:
     sparsity: float | dict = 0.9        # one target, or {parameter name: sparsity}
     include: tuple[str, ...] = ()       # name globs adding weights (an embedding, the output layer)
     exclude: tuple[str, ...] = ()       # name globs removing weights; default targets: deepshrink/targets.py
-    rule: str = "magnitude"
+    rule: str | None = None             # None: magnitude, or reconstruct on unlabelled data (see above)
     scope: str = "layer"
-    schedule: str = "agp"
+    schedule: str | None = None         # None: agp, or oneshot for the reconstruct rule
     epochs: int = 10                    # fine-tuning budget
     rounds: int = 3                     # iterative schedule
     agp_fraction: float = 0.7
     lr: float = 0.01
     weight_decay: float = 5e-4
+    optimizer: str = "sgd"              # "sgd" (Nesterov momentum) or "adam" (AdamW)
+    warmup_epochs: float = 0.0
+    calibration: int = 1024             # reconstruct: training samples its Hessians are measured on
     batch_size: int = 128
     augment: bool = True                # match the model's own training (the CLI reads it from the file)
     penalty: str | None = None          # "l1" or "l2" during fine-tuning
@@ -74,8 +88,36 @@ class PruneResult:
         return d
 
 
+def resolve_rule(cfg: PruneConfig, data: Dataset) -> PruneConfig:
+    """``cfg`` with its rule and schedule decided for ``data`` (see the module docstring) and checked."""
+    rule = cfg.rule or (RECONSTRUCT if not data.labelled else "magnitude")
+    schedule = cfg.schedule or ("oneshot" if rule == RECONSTRUCT else "agp")
+    if rule not in PRUNE_RULES:
+        raise ConfigError(f"unknown rule {rule!r}; choose one of {', '.join(PRUNE_RULES)}")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if rule == RECONSTRUCT:
+        if schedule == "agp":
+            raise ConfigError("the reconstruct rule prunes from calibration data at chosen points; "
+                              "use schedule oneshot or iterative, not agp")
+        if cfg.scope != "layer":
+            raise ConfigError("the reconstruct rule prunes each layer to its own sparsity: use scope 'layer'")
+        if cfg.calibration < 1:
+            raise ConfigError(f"calibration must be >= 1 sample, got {cfg.calibration}")
+    return replace(cfg, rule=rule, schedule=schedule)
+
+
+def _prune_step(model: nn.Module, target, cfg: PruneConfig, data: Dataset) -> None:
+    if cfg.rule == RECONSTRUCT:
+        reconstruct_prune_(model, target, data.train.x[:cfg.calibration], include=cfg.include,
+                           exclude=cfg.exclude, progress=cfg.progress)
+    else:
+        prune_(model, target, cfg.rule, cfg.scope, cfg.seed, include=cfg.include, exclude=cfg.exclude)
+
+
 def _train_cfg(cfg: PruneConfig, epochs: int) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                       optimizer=cfg.optimizer, warmup_epochs=cfg.warmup_epochs,
                        batch_size=cfg.batch_size, augment=cfg.augment,
                        progress=cfg.progress, verbose=cfg.verbose, eval_every=0)
 
@@ -94,14 +136,15 @@ def _round_target(s_f: float, r: int, rounds: int) -> float:
 
 
 def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig, loss_fn=None,
-                       score: Callable[[nn.Module, Split], float] | None = None) -> PruneResult:
+                       score: Callable[[nn.Module, Split], float] | None = None,
+                       on_pruned: Callable[[nn.Module], None] | None = None) -> PruneResult:
     """Prune ``model`` in place under ``cfg.schedule``; ``loss_fn`` (a ``fit`` loss, e.g. from
     another teacher) replaces the loss ``cfg`` describes. ``score(model, split)`` measures the
     result's "accuracies" (default: top-1 accuracy; :func:`deepshrink.scoring.scorer_for` gives
-    fidelity to the dense model for unlabelled data)."""
+    fidelity to the dense model for unlabelled data). ``on_pruned(model)`` runs once, right after
+    the first pruning step of a oneshot or iterative schedule, before any fine-tuning."""
     score = score or evaluate
-    if cfg.schedule not in SCHEDULES:
-        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    cfg = resolve_rule(cfg, data)
     if cfg.epochs < 0:
         raise ConfigError(f"fine-tuning epochs must be >= 0, got {cfg.epochs}")
     before = score(model, data.test)
@@ -130,9 +173,11 @@ def prune_and_finetune(model: nn.Module, data: Dataset, cfg: PruneConfig, loss_f
             # round r keeps (1 - s_f)^((r+1)/R): the same fraction of the survivors goes each round
             target = ({k: _round_target(v, r, rounds) for k, v in cfg.sparsity.items()}
                       if isinstance(cfg.sparsity, Mapping) else _round_target(cfg.sparsity, r, rounds))
-            prune_(model, target, cfg.rule, cfg.scope, cfg.seed, include=cfg.include, exclude=cfg.exclude)
+            _prune_step(model, target, cfg, data)
             if pruned_acc is None:
                 pruned_acc = score(model, data.test)
+                if on_pruned is not None:
+                    on_pruned(model)
             if cfg.adjust_dropout:
                 adjust_dropout(model, drop0)
             if ep > 0:

@@ -13,6 +13,7 @@ pytest.importorskip("transformers")
 from deepshrink.cli import main  # noqa: E402
 from deepshrink.fidelity import fidelity  # noqa: E402
 from deepshrink.io import load_model  # noqa: E402
+from deepshrink.pipelines.defaults import Finetune  # noqa: E402
 from deepshrink.pipelines.prune import prune_file  # noqa: E402
 from deepshrink.prune import PruneConfig  # noqa: E402
 from hf_files import bert_folder, write_sentences  # noqa: E402
@@ -51,8 +52,9 @@ def test_prune_runs_writes_a_file_that_reloads_and_records_fidelity(text, capsys
 def test_fine_tuning_recovers_fidelity_lost_to_pruning(text, tmp_path):
     root, spec = text
     folder = bert_folder(tmp_path / "wide", initializer_range=0.2)   # weights large enough that pruning shows
-    cfg = PruneConfig(sparsity=0.8, schedule="oneshot", epochs=3, progress=False, verbose=False)
-    run = prune_file(f"hf:{folder}", tmp_path / "p.safetensors", cfg, data=spec, seq_len=16)
+    cfg = PruneConfig(sparsity=0.8, rule="magnitude", schedule="oneshot", epochs=3, progress=False, verbose=False)
+    run = prune_file(f"hf:{folder}", tmp_path / "p.safetensors", cfg, data=spec, seq_len=16,
+                     finetune=Finetune(lr=3e-3))   # the text recipe's AdamW, at a rate for a tiny random model
     pruned, after = run.fidelity["pruned"], run.fidelity["after"]
     assert pruned.cosine_mean < 0.9                    # pruning alone measurably moves the embeddings
     assert after.cosine_mean > pruned.cosine_mean + 0.01
@@ -60,6 +62,25 @@ def test_fine_tuning_recovers_fidelity_lost_to_pruning(text, tmp_path):
     entry = run.info.history[-1]
     assert entry["fidelity_pruned"]["cosine_mean"] == pruned.cosine_mean
     assert entry["fidelity"]["cosine_mean"] == after.cosine_mean
+
+
+def test_text_defaults_to_reconstruction_then_adamw_distillation(text, tmp_path):
+    """Unset, the rule is reconstruct with a one-shot schedule and the text recipe (AdamW, no
+    weight decay, warmup); pruned alone it keeps the embeddings much closer than magnitude."""
+    root, spec = text
+    folder = bert_folder(tmp_path / "wide", initializer_range=0.2)
+    quiet = dict(progress=False, verbose=False)
+    rec = prune_file(f"hf:{folder}", tmp_path / "r.safetensors", PruneConfig(sparsity=0.7, epochs=1, **quiet),
+                     data=spec, seq_len=16)
+    mag = prune_file(f"hf:{folder}", tmp_path / "m.safetensors",
+                     PruneConfig(sparsity=0.7, rule="magnitude", schedule="oneshot", epochs=0, **quiet),
+                     data=spec, seq_len=16)
+    entry = rec.info.history[-1]
+    assert entry["config"]["rule"] == "reconstruct" and entry["config"]["schedule"] == "oneshot"
+    assert entry["config"]["optimizer"] == "adam" and entry["config"]["weight_decay"] == 0.0
+    assert entry["config"]["warmup_epochs"] > 0
+    assert rec.result.sparsity == pytest.approx(0.7, abs=0.02)
+    assert 1 - rec.fidelity["pruned"].cosine_mean < 0.5 * (1 - mag.fidelity["pruned"].cosine_mean)
 
 
 def test_what_text_cannot_do_is_refused_in_one_line(text, capsys, run_error, tmp_path):

@@ -102,6 +102,14 @@ def test_with_input_stats_feeds_the_teacher_its_own_normalisation():
     assert with_input_stats(teacher, [0.5], [0.25], [0.5], [0.25]) is teacher
 
 
+def test_with_input_stats_ignores_float32_rounding_so_teacher_layers_keep_their_names():
+    # the lenet5 and vgg baselines record Fashion-MNIST's mean as 0.28604060411453247 and 0.2860405743122101
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    assert with_input_stats(teacher, [0.28604060411453247], [0.3530242443084717],
+                            [0.2860405743122101], [0.3530242443084717]) is teacher
+    assert with_input_stats(teacher, [0.2860], [0.3530], [0.2870], [0.3530]) is not teacher
+
+
 def test_bad_configs_fail_before_training(ds, teacher):
     for cfg in (DistillConfig(loss="mse"), DistillConfig(feature_loss="kl"), DistillConfig(feature_weight=-1),
                 DistillConfig(features=["fc1"])):
