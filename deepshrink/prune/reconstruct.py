@@ -28,6 +28,7 @@ other targets are refused. Inputs are ``(..., K)``: every leading position is on
 
 from __future__ import annotations
 
+import copy
 from typing import Mapping
 
 import torch
@@ -41,7 +42,8 @@ from .fine import _check_sparsity, _targets
 __all__ = ["wanda_mask", "reconstruct_weight", "input_hessians", "reconstruct_prune_", "DAMP"]
 
 DAMP = 0.01             # fraction of the mean diagonal added to H
-ROWS_PER_SOLVE = 64     # rows per batched Cholesky solve (R m^2 float64 values at once)
+ROWS_PER_SOLVE = 64     # rows per batched Cholesky solve (R m^2 float64 values at once) ...
+SOLVE_BYTES = 256 << 20  # ... fewer when that batch would pass 256 MiB
 
 
 def wanda_mask(weight: torch.Tensor, hessian_diag: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -50,13 +52,14 @@ def wanda_mask(weight: torch.Tensor, hessian_diag: torch.Tensor, sparsity: float
     n, k = weight.shape
     drop = round(k * sparsity)
     score = weight.detach().abs().to(torch.float64) * hessian_diag.to(torch.float64).clamp_min(0).sqrt()[None, :]
-    keep = torch.ones(n, k, dtype=torch.bool)
+    keep = torch.ones(n, k, dtype=torch.bool, device=weight.device)
     if drop:
         keep.scatter_(1, score.argsort(dim=1, stable=True)[:, :drop], False)
     return keep
 
 
-def reconstruct_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, *, damp: float = DAMP,
+def reconstruct_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, *,
+                       cross: torch.Tensor | None = None, damp: float = DAMP,
                        rows_per_solve: int = ROWS_PER_SOLVE) -> tuple[torch.Tensor, torch.Tensor]:
     """One weight (N, K) pruned with ``hessian`` = X X^T (K, K): ``(new weight, keep mask)``.
 
@@ -65,22 +68,31 @@ def reconstruct_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: fl
     damped towards the original weights: ``w'`` minimises ``||X^T (w' - w)||^2 + lambda ||w' - w||^2``
     with ``w'`` zero off the mask, i.e. ``(H + lambda I)_kk w'_k = ((H + lambda I) w)_k`` with
     ``lambda = damp * mean(diag H)`` (at sparsity 0, ``w' = w``): the exact compensation OBS
-    approximates one weight at a time. Computed in float64, ``rows_per_solve``
-    rows (same number of kept weights each) per batched Cholesky solve."""
+    approximates one weight at a time. With ``cross`` = X R^T, where ``R`` are the inputs the
+    original model gives this layer on the same tokens, the row instead fits the original's output
+    ``R^T w``: ``(H + lambda I)_kk w'_k = (C w + lambda w)_k``, so the errors of the layers before
+    are corrected rather than carried. Computed in float64, ``rows_per_solve`` rows (same number
+    of kept weights each) per batched Cholesky solve."""
     _check_sparsity(sparsity)
     n, k = weight.shape
     if hessian.shape != (k, k):
         raise ConfigError(f"hessian of shape {list(hessian.shape)} for a weight of {k} inputs")
     w = weight.detach().to(torch.float64)                              # (N, K)
-    h = hessian.detach().to(torch.float64)
+    h = hessian.detach().to(device=w.device, dtype=torch.float64)
     keep = wanda_mask(w, torch.diagonal(h), sparsity)                  # (N, K)
     lam = damp * torch.diagonal(h).mean().clamp_min(1e-12)
-    h = h + lam * torch.eye(k, dtype=h.dtype)
-    target = w @ h                                                     # (N, K): row r is ((H + lambda I) w_r)^T
+    h = h + lam * torch.eye(k, dtype=h.dtype, device=h.device)
+    if cross is None:
+        target = w @ h                                                 # (N, K): row r is ((H + lambda I) w_r)^T
+    else:
+        if cross.shape != (k, k):
+            raise ConfigError(f"cross term of shape {list(cross.shape)} for a weight of {k} inputs")
+        target = w @ cross.detach().to(device=w.device, dtype=torch.float64).t() + lam * w  # (C w_r + lambda w_r)^T
     out = torch.zeros_like(w)
     kept = k - round(k * sparsity)
     if kept == 0:
         return out.to(weight.dtype), keep
+    rows_per_solve = max(1, min(rows_per_solve, SOLVE_BYTES // (kept * kept * 8)))   # bound the (R, m, m) batch
     for lo in range(0, n, rows_per_solve):
         rows = slice(lo, min(lo + rows_per_solve, n))
         idx = keep[rows].nonzero()[:, 1].reshape(-1, kept)             # (R, m) kept inputs of each row
@@ -91,30 +103,71 @@ def reconstruct_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: fl
     return out.to(weight.dtype), keep
 
 
-@torch.no_grad()
-def input_hessians(model: nn.Module, layers: Mapping[str, nn.Linear], x: torch.Tensor,
-                   batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """``{name: X X^T}`` (K, K) float64 of each named Linear's inputs over the calibration
-    inputs ``x`` (N, ...), every token a column; one eval-mode pass in batches."""
-    sums = {name: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for name, m in layers.items()}
+class _Enough(Exception):
+    """Raised by the hook of the last layer a pass needs: the rest of the forward is skipped."""
 
-    def hook(name):
+
+def _run(model: nn.Module, xb: torch.Tensor) -> None:
+    try:
+        model(xb)
+    except _Enough:
+        pass
+
+
+@torch.no_grad()
+def input_hessians(model: nn.Module, layers: Mapping[str, nn.Linear], x: torch.Tensor, batch_size: int = 256,
+                   stop_after: str | None = None, reference: nn.Module | None = None
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``({name: X X^T}, {name: X R^T})`` (K, K) float64 of each named Linear's inputs ``X`` over
+    the calibration inputs ``x`` (N, ...), every token a column; ``R`` are the same layer's inputs
+    in ``reference`` (a model of the same structure, e.g. the dense original) on the same samples
+    (without one, ``R = X`` and both dicts are the same). One eval-mode pass of each model in
+    batches, each batch's sum in float32, the running sums in float64. ``stop_after``: the layer
+    whose input is the last one needed, so each batch's forward stops there."""
+    grams = {name: torch.zeros(m.in_features, m.in_features, dtype=torch.float64, device=m.weight.device)
+             for name, m in layers.items()}
+    cross = {name: torch.zeros_like(g) for name, g in grams.items()} if reference is not None else grams
+    seen: dict[str, torch.Tensor] = {}          # the reference's inputs of this batch, (tokens, K)
+
+    def remember(name):
         def record(module, args):
-            rows = args[0].detach().reshape(-1, module.in_features).to(torch.float64)   # (tokens, K)
-            sums[name].addmm_(rows.t(), rows)
+            seen[name] = args[0].detach().reshape(-1, module.in_features).float()
+            if name == stop_after:
+                raise _Enough
         return record
 
-    handles = [m.register_forward_pre_hook(hook(name)) for name, m in layers.items()]
-    was_training = model.training
-    model.eval()
+    def accumulate(name):
+        def record(module, args):
+            rows = args[0].detach().reshape(-1, module.in_features).float()   # (tokens, K)
+            grams[name] += (rows.t() @ rows).double()
+            if reference is not None:
+                if seen[name].shape != rows.shape:
+                    raise ConfigError(f"{name}: the reference model gives inputs of {list(seen[name].shape)}, "
+                                      f"the model {list(rows.shape)}")
+                cross[name] += (rows.t() @ seen[name]).double()
+            if name == stop_after:
+                raise _Enough
+        return record
+
+    handles = [m.register_forward_pre_hook(accumulate(name)) for name, m in layers.items()]
+    if reference is not None:
+        ref_modules = dict(reference.named_modules())
+        handles += [ref_modules[name].register_forward_pre_hook(remember(name)) for name in layers]
+    modes = [(m, m.training) for m in (model, reference) if m is not None]
+    for m, _ in modes:
+        m.eval()
     try:
         for lo in range(0, len(x), batch_size):
-            model(x[lo:lo + batch_size])
+            if reference is not None:
+                _run(reference, x[lo:lo + batch_size])
+            _run(model, x[lo:lo + batch_size])
+            seen.clear()
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
-    return sums
+        for m, mode in modes:
+            m.train(mode)
+    return grams, cross
 
 
 def _linear_targets(model: nn.Module, sparsity, include, exclude) -> dict[str, tuple[str, nn.Linear]]:
@@ -138,17 +191,19 @@ def _forward_order(model: nn.Module, names: list[str], x: torch.Tensor) -> list[
     modules = dict(model.named_modules())
     handles = [modules[n].register_forward_pre_hook(lambda m, a, n=n: seen.append(n) if n not in seen else None)
                for n in names]
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(x[:1])
     finally:
         for h in handles:
             h.remove()
+        model.train(was_training)
     return seen + [n for n in names if n not in seen]
 
 
 def reconstruct_prune_(model: nn.Module, sparsity: float | Mapping[str, float], x: torch.Tensor, *, include=(),
-                       exclude=(), group: int = 6, batch_size: int = 64,
+                       exclude=(), group: int = 6, batch_size: int = 256, correct: bool = True,
                        progress: bool = False) -> dict[str, torch.Tensor]:
     """Prune ``model``'s Linear targets to ``sparsity`` each (or ``{weight name: sparsity}``) with
     :func:`reconstruct_weight` on the calibration inputs ``x`` (N, ...); returns ``{weight name:
@@ -156,7 +211,9 @@ def reconstruct_prune_(model: nn.Module, sparsity: float | Mapping[str, float], 
 
     Layers go in forward order, ``group`` at a time: one calibration pass measures the Hessians of
     the next group with every earlier layer already pruned (a transformer block's six Linears are
-    one group), so each layer compensates for the errors before it."""
+    one group). With ``correct`` (the default) each layer fits the output the dense model (a copy
+    taken now) gives on the same samples, so it also corrects the errors of the layers before it;
+    without, it fits its own dense output on its pruned inputs (SparseGPT's target)."""
     targets = _linear_targets(model, sparsity, include, exclude)
     level = {p: _check_sparsity(sparsity[p] if isinstance(sparsity, Mapping) else sparsity, f"sparsity of {p}")
              for p in targets}
@@ -165,14 +222,17 @@ def reconstruct_prune_(model: nn.Module, sparsity: float | Mapping[str, float], 
     by_layer = {layer_name: pname for pname, (layer_name, _) in targets.items()}
     order = _forward_order(model, list(by_layer), x)
     modules = dict(model.named_modules())
+    reference = copy.deepcopy(model).eval() if correct else None
     masks: dict[str, torch.Tensor] = {}
     bar = tqdm(total=len(order), desc="reconstructing", disable=not progress, leave=False)
     for lo in range(0, len(order), group):
         chunk = order[lo:lo + group]
-        hessians = input_hessians(model, {n: modules[n] for n in chunk}, x, batch_size)
+        grams, cross = input_hessians(model, {n: modules[n] for n in chunk}, x, batch_size, stop_after=chunk[-1],
+                                      reference=reference)
         for layer_name in chunk:
             layer, pname = modules[layer_name], by_layer[layer_name]
-            new, keep = reconstruct_weight(layer.weight, hessians[layer_name], level[pname])
+            new, keep = reconstruct_weight(layer.weight, grams[layer_name], level[pname],
+                                           cross=cross[layer_name] if correct else None)
             with torch.no_grad():
                 layer.weight.copy_(new)
             set_mask(model, pname, keep)

@@ -54,11 +54,15 @@ def test_input_hessians_sum_every_token_of_every_batch():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
     x = torch.randn(10, 4, 5)                                        # (N, tokens, K): leading dims are tokens
-    h = input_hessians(model, {"0": model[0], "2": model[2]}, x, batch_size=3)
+    h, same = input_hessians(model, {"0": model[0], "2": model[2]}, x, batch_size=3)
+    assert same is h                                                 # no reference: X R^T is X X^T
     rows = x.reshape(-1, 5).double()
-    torch.testing.assert_close(h["0"], rows.t() @ rows)
+    torch.testing.assert_close(h["0"], rows.t() @ rows, rtol=1e-5, atol=1e-5)   # float32 per batch
     hidden = torch.relu(model[0](x)).reshape(-1, 7).double()
     torch.testing.assert_close(h["2"], hidden.t() @ hidden, rtol=1e-5, atol=1e-5)
+    early, _ = input_hessians(model, {"0": model[0], "2": model[2]}, x, batch_size=3, stop_after="0")
+    torch.testing.assert_close(early["0"], h["0"])
+    assert not early["2"].any()                                      # the forward stopped before layer 2
 
 
 def _mlp():
@@ -94,3 +98,53 @@ def test_per_layer_sparsities_and_refusals():
         reconstruct_prune_(_mlp(), 0.5, torch.randn(0, 16))
     with pytest.raises(ConfigError, match="sparsity"):
         reconstruct_prune_(_mlp(), 1.5, torch.randn(4, 16))
+
+
+def test_cross_term_fits_the_reference_output_on_the_models_own_inputs():
+    w, r = _data(seed=1)                                            # r: the reference's inputs
+    x = r + 0.3 * torch.randn(r.shape, generator=torch.Generator().manual_seed(2), dtype=r.dtype)
+    new, keep = reconstruct_weight(w, x.t() @ x, 0.5, cross=x.t() @ r, damp=0.0)
+    for row in range(w.shape[0]):                                   # oracle: lstsq of R w on the kept X
+        idx = keep[row].nonzero().flatten()
+        want = torch.linalg.lstsq(x[:, idx], (r @ w[row])[:, None]).solution.flatten()
+        torch.testing.assert_close(new[row, idx], want, rtol=1e-6, atol=1e-8)
+
+
+def test_input_hessians_cross_term_pairs_each_token_with_the_reference():
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    x = torch.randn(9, 5)
+    grams, cross = input_hessians(model, {"2": model[2]}, x, batch_size=4, reference=ref)
+    mine, theirs = torch.relu(model[0](x)).double(), torch.relu(ref[0](x)).double()
+    torch.testing.assert_close(grams["2"], mine.t() @ mine, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cross["2"], mine.t() @ theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_correcting_towards_the_dense_model_beats_fitting_each_layer_alone():
+    torch.manual_seed(3)
+    deep = lambda: nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(24, 24), nn.ReLU())], nn.Linear(24, 4))
+    torch.manual_seed(3)
+    dense = deep()
+    x = torch.randn(512, 24) @ torch.randn(24, 24)
+    models = {}
+    for correct in (True, False):
+        m = deep()
+        m.load_state_dict(dense.state_dict())
+        reconstruct_prune_(m, 0.7, x[:256], group=1, correct=correct)
+        models[correct] = m
+    with torch.no_grad():
+        err = {c: float(((m(x[256:]) - dense(x[256:])) ** 2).mean()) for c, m in models.items()}
+    assert err[True] < err[False]
+
+
+def test_the_model_keeps_its_mode_and_big_solves_are_split(monkeypatch):
+    import deepshrink.prune.reconstruct as rec
+    model = _mlp().train()
+    reconstruct_prune_(model, 0.5, torch.randn(32, 16))
+    assert model.training and all(m.training for m in model.modules())
+    w, x = _data()
+    whole, _ = reconstruct_weight(w, x.t() @ x, 0.5)
+    monkeypatch.setattr(rec, "SOLVE_BYTES", 20 * 20 * 8 * 3)     # three rows of 20 kept weights per solve
+    split, _ = reconstruct_weight(w, x.t() @ x, 0.5)
+    torch.testing.assert_close(split, whole)
