@@ -103,37 +103,25 @@ def reconstruct_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: fl
     return out.to(weight.dtype), keep
 
 
-class _Enough(Exception):
-    """Raised by the hook of the last layer a pass needs: the rest of the forward is skipped."""
-
-
-def _run(model: nn.Module, xb: torch.Tensor) -> None:
-    try:
-        model(xb)
-    except _Enough:
-        pass
-
-
 @torch.no_grad()
 def input_hessians(model: nn.Module, layers: Mapping[str, nn.Linear], x: torch.Tensor, batch_size: int = 256,
-                   stop_after: str | None = None, reference: nn.Module | None = None
+                   reference: nn.Module | None = None
                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``({name: X X^T}, {name: X R^T})`` (K, K) float64 of each named Linear's inputs ``X`` over
     the calibration inputs ``x`` (N, ...), every token a column; ``R`` are the same layer's inputs
     in ``reference`` (a model of the same structure, e.g. the dense original) on the same samples
     (without one, ``R = X`` and both dicts are the same). One eval-mode pass of each model in
-    batches, each batch's sum in float32, the running sums in float64. ``stop_after``: the layer
-    whose input is the last one needed, so each batch's forward stops there."""
+    batches, each batch's sum in float32, the running sums in float64. Every forward runs to its
+    end: a model may call a layer several times per batch (an encoder runs its rows in groups), so
+    stopping at the last layer needed would drop the later calls' tokens."""
     grams = {name: torch.zeros(m.in_features, m.in_features, dtype=torch.float64, device=m.weight.device)
              for name, m in layers.items()}
     cross = {name: torch.zeros_like(g) for name, g in grams.items()} if reference is not None else grams
-    seen: dict[str, torch.Tensor] = {}          # the reference's inputs of this batch, (tokens, K)
+    seen: dict[str, list[torch.Tensor]] = {}    # the reference's inputs of this batch, call by call, (tokens, K)
 
     def remember(name):
         def record(module, args):
-            seen[name] = args[0].detach().reshape(-1, module.in_features).float()
-            if name == stop_after:
-                raise _Enough
+            seen.setdefault(name, []).append(args[0].detach().reshape(-1, module.in_features).float())
         return record
 
     def accumulate(name):
@@ -141,12 +129,11 @@ def input_hessians(model: nn.Module, layers: Mapping[str, nn.Linear], x: torch.T
             rows = args[0].detach().reshape(-1, module.in_features).float()   # (tokens, K)
             grams[name] += (rows.t() @ rows).double()
             if reference is not None:
-                if seen[name].shape != rows.shape:
-                    raise ConfigError(f"{name}: the reference model gives inputs of {list(seen[name].shape)}, "
-                                      f"the model {list(rows.shape)}")
-                cross[name] += (rows.t() @ seen[name]).double()
-            if name == stop_after:
-                raise _Enough
+                theirs = seen[name].pop(0) if seen.get(name) else None   # the reference's call in the same place
+                if theirs is None or theirs.shape != rows.shape:
+                    raise ConfigError(f"{name}: the reference model's inputs do not pair with the model's "
+                                      f"({None if theirs is None else list(theirs.shape)} vs {list(rows.shape)})")
+                cross[name] += (rows.t() @ theirs).double()
         return record
 
     handles = [m.register_forward_pre_hook(accumulate(name)) for name, m in layers.items()]
@@ -159,8 +146,8 @@ def input_hessians(model: nn.Module, layers: Mapping[str, nn.Linear], x: torch.T
     try:
         for lo in range(0, len(x), batch_size):
             if reference is not None:
-                _run(reference, x[lo:lo + batch_size])
-            _run(model, x[lo:lo + batch_size])
+                reference(x[lo:lo + batch_size])
+            model(x[lo:lo + batch_size])
             seen.clear()
     finally:
         for h in handles:
@@ -227,8 +214,7 @@ def reconstruct_prune_(model: nn.Module, sparsity: float | Mapping[str, float], 
     bar = tqdm(total=len(order), desc="reconstructing", disable=not progress, leave=False)
     for lo in range(0, len(order), group):
         chunk = order[lo:lo + group]
-        grams, cross = input_hessians(model, {n: modules[n] for n in chunk}, x, batch_size, stop_after=chunk[-1],
-                                      reference=reference)
+        grams, cross = input_hessians(model, {n: modules[n] for n in chunk}, x, batch_size, reference=reference)
         for layer_name in chunk:
             layer, pname = modules[layer_name], by_layer[layer_name]
             new, keep = reconstruct_weight(layer.weight, grams[layer_name], level[pname],

@@ -60,9 +60,27 @@ def test_input_hessians_sum_every_token_of_every_batch():
     torch.testing.assert_close(h["0"], rows.t() @ rows, rtol=1e-5, atol=1e-5)   # float32 per batch
     hidden = torch.relu(model[0](x)).reshape(-1, 7).double()
     torch.testing.assert_close(h["2"], hidden.t() @ hidden, rtol=1e-5, atol=1e-5)
-    early, _ = input_hessians(model, {"0": model[0], "2": model[2]}, x, batch_size=3, stop_after="0")
-    torch.testing.assert_close(early["0"], h["0"])
-    assert not early["2"].any()                                      # the forward stopped before layer 2
+
+
+class _Grouped(nn.Module):
+    """Calls its layers once per group of rows, as the Hugging Face wrapper does."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return torch.cat([self.b(torch.relu(self.a(part))) for part in x.split(2)])
+
+
+def test_every_call_of_a_layer_counts_and_pairs_with_the_references_same_call():
+    torch.manual_seed(0)
+    model, ref = _Grouped(), _Grouped()
+    x = torch.randn(7, 5)
+    grams, cross = input_hessians(model, {"b": model.b}, x, batch_size=4, reference=ref)
+    mine, theirs = torch.relu(model.a(x)).double(), torch.relu(ref.a(x)).double()
+    torch.testing.assert_close(grams["b"], mine.t() @ mine, rtol=1e-5, atol=1e-5)   # all 7 rows, 4 calls
+    torch.testing.assert_close(cross["b"], mine.t() @ theirs, rtol=1e-5, atol=1e-5)
 
 
 def _mlp():
