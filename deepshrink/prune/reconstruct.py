@@ -190,7 +190,7 @@ def _forward_order(model: nn.Module, names: list[str], x: torch.Tensor) -> list[
 
 
 def reconstruct_prune_(model: nn.Module, sparsity: float | Mapping[str, float], x: torch.Tensor, *, include=(),
-                       exclude=(), group: int = 6, batch_size: int = 256, correct: bool = True,
+                       exclude=(), group: int = 6, batch_size: int = 256, correct: bool = False,
                        progress: bool = False) -> dict[str, torch.Tensor]:
     """Prune ``model``'s Linear targets to ``sparsity`` each (or ``{weight name: sparsity}``) with
     :func:`reconstruct_weight` on the calibration inputs ``x`` (N, ...); returns ``{weight name:
@@ -198,9 +198,11 @@ def reconstruct_prune_(model: nn.Module, sparsity: float | Mapping[str, float], 
 
     Layers go in forward order, ``group`` at a time: one calibration pass measures the Hessians of
     the next group with every earlier layer already pruned (a transformer block's six Linears are
-    one group). With ``correct`` (the default) each layer fits the output the dense model (a copy
-    taken now) gives on the same samples, so it also corrects the errors of the layers before it;
-    without, it fits its own dense output on its pruned inputs (SparseGPT's target)."""
+    one group), and each layer fits its own dense output on its (pruned) inputs, SparseGPT's
+    target. With ``correct`` each layer fits instead the output the dense model (a copy taken now)
+    gives on the same samples, which also undoes the errors of the layers before it; on
+    all-MiniLM-L6-v2 at 50% (512 fortunes sentences) that gave a mean cosine of 0.897 to the
+    original against 0.931 for the default, so it is not the default."""
     targets = _linear_targets(model, sparsity, include, exclude)
     level = {p: _check_sparsity(sparsity[p] if isinstance(sparsity, Mapping) else sparsity, f"sparsity of {p}")
              for p in targets}
