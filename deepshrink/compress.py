@@ -25,6 +25,7 @@ the .dsz file and its report.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -37,7 +38,7 @@ from torch import nn
 from .codec import compression_report, load_compressed, save_compressed
 from .data import Dataset, check_val_size, for_selection, val_label, with_validation
 from .distill import cached_teacher_loss
-from .distill.fidelity_loss import cached_fidelity_loss
+from .distill.fidelity_loss import cached_fidelity_loss, dropout_off
 from .distill.losses import check_settings
 from .errors import ConfigError, FormatError
 from .io import load_teacher
@@ -261,21 +262,35 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
            f"{prune_cfg.rule} at once, then {cfg.prune_epochs} epochs of fine-tuning")
     _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, {how}"
          + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
-    acc_pruned = prune_and_finetune(work, select, prune_cfg, loss_fn=loss_fn, score=score).accuracy_after
-    bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits),
-                                               embedding_bits=cfg.embedding_bits))
-    emb = f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else ""
-    _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc{emb}), "
-         f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
-    if cfg.centroid_epochs > 0:
-        centroid_finetune(work, select, TrainConfig(
-            epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
-            augment=tune.augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
-            loss_fn=loss_fn)
+    # on text both fine-tunings distil a deterministic target: dropout off (distill/fidelity_loss.py)
+    quiet = dropout_off(work) if not select.labelled else contextlib.nullcontext()
+    with quiet:
+        acc_pruned = prune_and_finetune(work, select, prune_cfg, loss_fn=loss_fn, score=score).accuracy_after
+        bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits),
+                                                   embedding_bits=cfg.embedding_bits))
+        emb = f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else ""
+        _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc{emb}), "
+             f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
+        if cfg.centroid_epochs > 0:
+            centroid_finetune(work, select, TrainConfig(
+                epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
+                augment=tune.augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
+                loss_fn=loss_fn)
     acc_q = score(work, select.test)
     att = Attempt(target, layer_targets if isinstance(layer_targets, dict) else {},
                   acc_pruned, acc_q, sparsity(work), time.perf_counter() - ta)
     return work, bits, att
+
+
+def _check_out_parents(out: str) -> None:
+    """Refuse, before anything is read, an output under a regular file (the folder could never be
+    created); missing folders are created only once the model and data have loaded, so that a
+    failed load leaves no empty folder behind."""
+    for parent in Path(out).absolute().parents:
+        if parent.is_dir():
+            return
+        if parent.exists():
+            raise ConfigError(f"{out}: {parent} is a file, not a folder")
 
 
 def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_spec: str | None = None,
@@ -289,15 +304,16 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
     """
     cfg = cfg or CompressConfig()
     cfg.check()
-    try:  # a missing output folder is created, as by every command; a failure comes before the fine-tuning
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{out}: cannot create the output folder {Path(out).parent} "
-                          f"({exc.strerror or exc})") from None
+    _check_out_parents(out)
     model, info, data = open_model_and_data(src, data_spec, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer,
                                             need_labels=False, model_kwargs=model_kwargs)
     spec = info.data if data_spec is None else data_spec
     teacher_model = load_teacher(teacher, data, trust_code=trust_code) if teacher else None
+    try:  # a missing output folder is created, as by every command: once the inputs loaded, before the fine-tuning
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot create the output folder {Path(out).parent} "
+                          f"({exc.strerror or exc})") from None
     result = compress(model, data, cfg, info.train_config(), teacher=teacher_model)
     info.record("compress", cfg, accuracy=result.accuracy_after, **({"teacher": str(teacher)} if teacher else {}),
                 **{k: v for k, v in result.to_dict().items() if k != "attempts"}, attempts=len(result.attempts))

@@ -34,7 +34,6 @@ it, and the test split reports once.
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,10 +42,11 @@ import numpy as np
 import torch
 
 from .batches import augment_batch, iterate_batches, num_batches
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, DeepShrinkError, first_line
 from .hf import DEFAULT_SEQ_LEN, check_seq_len, load_tokenizer, tokenize
 from .idx import MAX_IDX_BYTES, max_idx_bytes, read_idx
 from .text import is_text_spec, read_lines, split_indices
+from .usercode import import_callable
 
 __all__ = [
     "Split",
@@ -227,12 +227,13 @@ def _as_arrays(part, which: str, spec: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _from_callable(spec: str) -> tuple[np.ndarray, ...]:
-    mod_name, _, fn_name = spec.partition(":")
+    fn = import_callable(spec, DataError, "data factory")
     try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as exc:
-        raise DataError(f"{spec}: cannot import data factory ({exc})") from None
-    out = fn()
+        out = fn()
+    except DeepShrinkError:
+        raise
+    except Exception as exc:  # the factory's own failure: a missing file, a bad argument ...
+        raise DataError(f"{spec}: the data factory failed ({type(exc).__name__}: {first_line(exc)})") from None
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise DataError(f"{spec}: must return (train, test), got {type(out).__name__}")
     xs, ys = _as_arrays(out[0], "train", spec)

@@ -13,11 +13,15 @@ file (:func:`hold_masks`) attach, never twice:
 * a gradient hook that multiplies the gradient by the mask: a pruned weight gets a zero gradient,
   so SGD (with momentum and weight decay), Adam and AdamW leave it exactly zero;
 * a forward pre-hook on the owning module that re-applies the mask in place (through ``.data``,
-  so no autograd version counter moves), for code that writes the weights directly.
+  so no autograd version counter moves), for code that writes the weights directly; only in a
+  training forward (the module in train mode, grad enabled), so inference (eval mode or
+  ``torch.no_grad``, ``profile --latency``) runs no mask operation and costs what the plain
+  model does. The gradient hook alone keeps the zeros under optimizers.
 
 Re-pruning replaces the mask buffer, never stacks hooks: both hooks read the mask when they
 run. The pre-hook also re-attaches the gradient hook to a parameter that lacks it (a
-``copy.deepcopy``, an unpickled model, a layer whose weight was replaced by a channel cut). It
+``copy.deepcopy``, an unpickled model, a layer whose weight was replaced by a channel cut), in any
+forward with grad enabled (eval-mode training included). It
 does nothing under torch.jit (tracing and scripting), torch.fx, ONNX export and
 ``torch.compile``/``torch.export``, so no graph records it, and does not re-apply the masks under
 a Python dispatch mode (the profiler's op recorder, a FLOP counter), so no count includes them.
@@ -149,11 +153,11 @@ def _observed() -> bool:
 
 @torch.jit.unused
 def _hold(module: nn.Module) -> None:
-    if _exporting():
-        return
+    if not torch.is_grad_enabled() or _exporting():
+        return  # no gradient to hook, nothing a graph may record
     _hook_grads(module)
-    if _observed():
-        return
+    if not module.training or _observed():
+        return  # inference: the weights are left alone (a direct write is masked at the next training forward)
     for _, p, mask in _masked_params(module):
         p.data.mul_(mask)  # .data: bumps no version counter, so a graph built before stays valid
 

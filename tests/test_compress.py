@@ -155,3 +155,49 @@ def test_compress_prunes_the_default_targets_or_the_globs(make_dataset):
     assert set(res.scan["layers"]) == set(res.layers) == {"fc2.weight", "fc3.weight"}
     with pytest.raises(ConfigError, match="exclude glob 'fc9'"):
         compress(_mlp(), ds, CompressConfig(exclude=("fc9",), **fast))
+
+
+# ----------------------------------------------------------------------------- compress_file's output folder
+
+def _model_file(tmp_path, write_npz) -> tuple[str, str]:
+    from deepshrink.io import ModelInfo, save_model
+    spec = write_npz(tmp_path / "tiny.npz", n_train=32, n_test=16, hw=8, classes=4)
+    path = tmp_path / "m.safetensors"
+    save_model(_mlp(), path, ModelInfo(arch="lenet300", kwargs={"in_features": 64, "num_classes": 4},
+                                       input_shape=[1, 8, 8], data=spec))
+    return str(path), spec
+
+
+def test_a_failed_load_leaves_no_output_folder(tmp_path, write_npz):
+    from deepshrink.compress import compress_file
+    from deepshrink.errors import DeepShrinkError
+    src, _ = _model_file(tmp_path, write_npz)
+    out = tmp_path / "new" / "sub" / "m.dsz"
+    with pytest.raises(DeepShrinkError, match="missing.safetensors"):
+        compress_file(str(tmp_path / "missing.safetensors"), str(out), CompressConfig(**FAST))
+    with pytest.raises(DeepShrinkError, match="nothere.npz"):
+        compress_file(src, str(out), CompressConfig(**FAST), data_spec=f"npz:{tmp_path / 'nothere.npz'}")
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_output_under_a_file_is_refused_before_anything_loads(tmp_path):
+    from deepshrink.compress import compress_file
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match="afile is a file, not a folder"):   # not the missing model
+        compress_file(str(tmp_path / "missing.safetensors"), str(tmp_path / "afile" / "x" / "m.dsz"))
+
+
+def test_the_output_folder_exists_before_the_fine_tuning(tmp_path, write_npz, monkeypatch):
+    from deepshrink import compress as compress_module
+    src, _ = _model_file(tmp_path, write_npz)
+    out = tmp_path / "new" / "m.dsz"
+    seen = []
+
+    def spy(*args, **kwargs):  # stands in for the long part: was the folder there when it began?
+        seen.append(out.parent.is_dir())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compress_module, "compress", spy)
+    with pytest.raises(KeyboardInterrupt):
+        compress_module.compress_file(src, str(out), CompressConfig(**FAST))
+    assert seen == [True]

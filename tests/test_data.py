@@ -235,6 +235,20 @@ def test_load_module_callable(tmp_path, monkeypatch):
         sys.modules.pop(mod, None)
 
 
+def test_a_failing_data_factory_is_one_data_error(tmp_path, monkeypatch):
+    """Its module fails to import (a SyntaxError) or the factory itself raises: one DataError."""
+    (tmp_path / "ds_test_data_syntax_mod.py").write_text("def make(:\n")
+    (tmp_path / "ds_test_data_raising_mod.py").write_text("def make():\n    raise OSError('no such file: x.csv')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(DataError, match="cannot import 'ds_test_data_syntax_mod' \\(SyntaxError"):
+            load("ds_test_data_syntax_mod:make")
+        with pytest.raises(DataError, match="data factory failed \\(OSError: no such file: x.csv\\)"):
+            load("ds_test_data_raising_mod:make")
+    finally:
+        sys.modules.pop("ds_test_data_raising_mod", None)
+
+
 def test_load_unknown_spec():
     with pytest.raises(DataError, match="unknown data spec"):
         load("cifar-10")

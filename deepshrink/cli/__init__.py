@@ -6,7 +6,8 @@ parser and sets ``func`` (args -> exit code): it parses, calls one library funct
 ``deepshrink: error: ...`` and exit 2, with no traceback; so do checked option values (raised
 while parsing) and an OS error that slips past the commands' own checks (a folder removed
 meanwhile, a full disk). A reader that stops early (``deepshrink profile --json | head -1``) ends
-the command quietly, as SIGPIPE ends other tools: exit 141, no traceback.
+the command quietly, as SIGPIPE ends other tools: exit 141, no traceback; only when stdout itself is
+the broken pipe (another pipe that breaks, a worker's, is an error reported in full).
 
 Every command shares one flag vocabulary and shows each default in its ``--help``
 (:mod:`deepshrink.cli.parser`); old spellings still parse, unlisted.
@@ -15,11 +16,13 @@ Every command shares one flag vocabulary and shows each default in its ``--help`
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
+import select
+import stat
 import sys
 
 from ..errors import DeepShrinkError
+from ..pipelines.export import version  # the one reader of the version, shared with the ONNX metadata
 from . import (compress, decompress, distill, evaluate, export, models, profile, prune, prune_channels, quantize,
                sensitivity, train)
 from .parser import Parser
@@ -29,15 +32,6 @@ __all__ = ["main", "build_parser", "version"]
 # in the order ``deepshrink --help`` lists them
 COMMAND_MODULES = (train, evaluate, models, profile, sensitivity, prune, decompress, distill, prune_channels,
                    compress, quantize, export)
-
-
-def version() -> str:
-    """The installed distribution's version, else the package's own ``__version__``."""
-    try:
-        return importlib.metadata.version("deepshrink")
-    except importlib.metadata.PackageNotFoundError:
-        from .. import __version__
-        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe is found here, not at interpreter exit
         return code
-    except BrokenPipeError:
-        return _reader_gone()
     except DeepShrinkError as exc:
         print(f"deepshrink: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        if exc.filename is None:  # not about a file (a socket, a device): a bug to see in full
+        if isinstance(exc, BrokenPipeError) and _stdout_broken():
+            return _reader_gone()
+        if exc.filename is None:  # not about a file (a socket, a device, a worker's pipe): a bug to see in full
             raise
         print(f"deepshrink: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -76,6 +70,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 SIGPIPE_EXIT = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _stdout_broken() -> bool:
+    """Whether stdout itself is the broken pipe (its reader has gone), not some other pipe (a
+    worker's): writing to it or flushing what it holds fails with EPIPE, or, with nothing left to
+    flush, polling its descriptor reports the error condition a pipe without reader has."""
+    out = sys.stdout
+    try:
+        out.write("")
+        out.flush()
+    except BrokenPipeError:
+        return True
+    except (AttributeError, ValueError, OSError):  # closed, or an object without these methods
+        return False
+    try:
+        fd = out.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, ValueError, OSError):  # replaced by an object without a descriptor
+        return False
+    if not hasattr(select, "poll") or not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return False  # a file or a terminal has no reader to lose
+    watch = select.poll()
+    watch.register(fd, 0)  # errors and hang-ups are always reported
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in watch.poll(0))
 
 
 def _reader_gone() -> int:

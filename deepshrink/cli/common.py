@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import math
 import os
@@ -24,12 +23,13 @@ from ..hf import DEFAULT_SEQ_LEN, check_seq_len, is_hf_spec
 from ..pipelines import defaults
 from ..pipelines.profile import check_input_elements
 from ..pipelines.sensitivity import scan_files
+from ..usercode import import_user_module
 from .parser import add_option
 
 __all__ = ["add_model_file_args", "model_file_options", "parse_kwargs", "parse_shape", "float_option", "FINITE",
            "POSITIVE", "NON_NEGATIVE", "FRACTION", "FRACTION_BELOW_ONE", "check_output_path", "check_output_dir",
            "add_val_size_arg", "check_val_size_arg", "add_augment_arg", "augment_choice", "check_scan_outputs",
-           "add_target_args", "target_globs", "add_out_arg", "add_lr_arg", "add_seed_arg", "add_progress_arg",
+           "add_target_args", "target_globs", "add_out_arg", "add_lr_arg", "add_seed_arg", "add_progress_arg", "add_run_args",
            "add_json_arg", "json_output", "print_json", "output_facts", "import_from_cwd", "import_typed_code",
            "LR_DEFAULTS"]
 
@@ -327,6 +327,19 @@ def add_progress_arg(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars (shown by default)")
 
 
+DATA_HELP = "data spec (default: the one the model was trained on)"
+
+
+def add_run_args(p, seed: int, *, data_help: str = DATA_HELP, kwargs: bool = True) -> None:
+    """The options every command that produces a model ends with: ``--data``, ``--seed``,
+    ``--no-progress``, ``--json`` and the model-file options (:func:`add_model_file_args`)."""
+    p.add_argument("--data", help=data_help)
+    add_seed_arg(p, seed)
+    add_progress_arg(p)
+    add_json_arg(p)
+    add_model_file_args(p, kwargs=kwargs)
+
+
 # ----------------------------------------------------------------------------- --json
 
 def add_json_arg(p, what: str = "the output file and the key results") -> None:
@@ -374,26 +387,26 @@ def import_from_cwd(spec: str, flag: str, error: type[DeepShrinkError] = ConfigE
     ``--model mynet:build`` finds ``./mynet.py`` without ``PYTHONPATH=.``; once imported, the
     library's own lookup finds it in ``sys.modules``. A callable named only inside a file (its
     metadata) never gets this: the library imports it later, from ``sys.path`` as it is, and only
-    with ``--trust-code``. An import error is one ``error`` naming the flag."""
+    with ``--trust-code``. Anything the import raises (not found, a SyntaxError, the module's own
+    code failing) is one ``error`` naming the flag and the module (:mod:`deepshrink.usercode`)."""
     module = spec.partition(":")[0]
     if not module or module in sys.modules:
         return
     cwd = os.getcwd()
     sys.path.insert(0, cwd)
     try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        raise error(f"{flag} {spec!r}: cannot import {module!r} ({exc}); looked in the current folder "
-                    f"{cwd} and on the Python path") from None
+        import_user_module(module, error, f"{flag} {spec!r}",
+                           hint=f"; looked in the current folder {cwd} and on the Python path")
     finally:
         if cwd in sys.path:
             sys.path.remove(cwd)  # the first occurrence: ours (unless the import put one before it)
 
 
-def import_typed_code(args) -> None:
-    """:func:`import_from_cwd` for a ``module:callable`` typed in ``--model`` (``args.arch``) or
-    ``--data``; zoo names, ``hf:DIR`` and the data files (``npz:``, ``idx:``, ``text:``) import nothing."""
-    arch = getattr(args, "arch", None)
+def import_typed_code(args, model_dest: str = "arch") -> None:
+    """:func:`import_from_cwd` for a ``module:callable`` typed in ``--model`` (``args.arch``, or the
+    ``model_dest`` attribute where the command stores it) or ``--data``; zoo names, ``hf:DIR`` and the
+    data files (``npz:``, ``idx:``, ``text:``) import nothing."""
+    arch = getattr(args, model_dest, None)
     if arch and ":" in arch and not is_hf_spec(arch):
         import_from_cwd(arch, "--model", ModelError)
     data = getattr(args, "data", None)

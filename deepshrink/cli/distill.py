@@ -6,9 +6,9 @@ from .. import models
 from ..distill import FEATURE_LOSSES, LOSSES, DistillConfig
 from ..pipelines.defaults import Finetune
 from ..pipelines.distill import FILE_EPOCHS, StudentTraining, distill_file
-from .common import (FRACTION, NON_NEGATIVE, POSITIVE, add_augment_arg, add_json_arg, add_lr_arg, add_model_file_args,
-                     add_out_arg, add_progress_arg, add_seed_arg, augment_choice, check_output_path, json_output,
-                     model_file_options, output_facts, parse_kwargs, print_json)
+from .common import (FRACTION, NON_NEGATIVE, POSITIVE, add_augment_arg, add_lr_arg, add_out_arg, add_run_args,
+                     augment_choice, check_output_path, json_output, model_file_options, output_facts, parse_kwargs,
+                     print_json)
 from .parser import add_option
 
 __all__ = ["register"]
@@ -46,11 +46,8 @@ def register(sub) -> None:
     add_augment_arg(p, "the student's recipe; off lets the teacher's logits be cached")
     p.add_argument("--no-cache", action="store_true",
                    help="run the teacher on every batch (default: its logits cached when nothing is augmented)")
-    p.add_argument("--data", help="data spec (default: the student file's, else the one the teacher was trained on)")
-    add_seed_arg(p, StudentTraining.seed)
-    add_progress_arg(p)
-    add_json_arg(p)
-    add_model_file_args(p, kwargs=False)
+    add_run_args(p, StudentTraining.seed, data_help="data spec (default: the student file's, else the one the "
+                                                     "teacher was trained on)", kwargs=False)
     p.set_defaults(func=cmd_distill)
 
 

@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    check_output_path(args.onnx, "--onnx")
+    check_output_path(args.onnx, "--out")  # --onnx is only --out's hidden old name
     if args.int8 and args.calib < 1:
         raise ConfigError(f"--calib must be >= 1, got {args.calib}")
     cfg = ExportConfig(int8=args.int8, calib=args.calib, check=args.check, ort_int8=args.ort_int8,

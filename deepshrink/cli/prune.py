@@ -11,10 +11,10 @@ from ..pipelines.sensitivity import ScanConfig
 from ..prune import SCHEDULES, PruneConfig
 from ..prune.finetune import PRUNE_RULES
 from ..targets import candidate_weights
-from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_augment_arg, add_json_arg, add_lr_arg,
-                     add_model_file_args, add_out_arg, add_progress_arg, add_seed_arg, add_target_args,
-                     add_val_size_arg, augment_choice, check_output_dir, check_output_path, check_scan_outputs,
-                     check_val_size_arg, json_output, model_file_options, output_facts, print_json, target_globs)
+from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_augment_arg, add_lr_arg, add_out_arg,
+                     add_run_args, add_target_args, add_val_size_arg, augment_choice, check_output_dir,
+                     check_output_path, check_scan_outputs, check_val_size_arg, json_output, model_file_options,
+                     output_facts, print_json, target_globs)
 
 __all__ = ["register"]
 
@@ -65,13 +65,9 @@ def register(sub) -> None:
     p.add_argument("--plots", metavar="DIR",
                    help="folder for weight histograms (and the scan's curves with --auto; default: no histograms, "
                         "--auto's scan in sensitivity/ beside --out)")
-    p.add_argument("--data", help="data spec (default: the one the model was trained on)")
-    add_seed_arg(p, PruneConfig.seed)
-    add_progress_arg(p)
-    add_json_arg(p)
     add_augment_arg(p)
     add_val_size_arg(p, "--auto's scan is measured", aliases=("--eval-size",), removed=("--eval",))
-    add_model_file_args(p)
+    add_run_args(p, PruneConfig.seed)
     p.set_defaults(func=cmd_prune)
 
 

@@ -6,9 +6,8 @@ from ..errors import ConfigError
 from ..pipelines.defaults import Finetune
 from ..pipelines.prune_channels import prune_channels_file
 from ..prune import CRITERIA, SCOPES, ChannelConfig
-from .common import (FINITE, NON_NEGATIVE, add_augment_arg, add_json_arg, add_lr_arg, add_model_file_args, add_out_arg,
-                     add_progress_arg, add_seed_arg, augment_choice, check_output_path, json_output,
-                     model_file_options, output_facts, print_json)
+from .common import (FINITE, NON_NEGATIVE, add_augment_arg, add_lr_arg, add_out_arg, add_run_args, augment_choice,
+                     check_output_path, json_output, model_file_options, output_facts, print_json)
 
 __all__ = ["register"]
 
@@ -41,11 +40,7 @@ def register(sub) -> None:
     p.add_argument("--weight-decay", action=NON_NEGATIVE,
                    help="fine-tuning weight decay (default: the model's recorded training weight decay)")
     add_augment_arg(p)
-    p.add_argument("--data", help="data spec (default: the one the model was trained on)")
-    add_seed_arg(p, ChannelConfig.seed)
-    add_progress_arg(p)
-    add_json_arg(p)
-    add_model_file_args(p)
+    add_run_args(p, ChannelConfig.seed)
     p.set_defaults(func=cmd_prune_channels)
 
 

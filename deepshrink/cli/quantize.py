@@ -8,9 +8,8 @@ from ..errors import ConfigError
 from ..pipelines.defaults import Finetune
 from ..pipelines.quantize import METHODS, QuantizeConfig, quantize_file
 from ..quant import OBSERVERS
-from .common import (NON_NEGATIVE, add_augment_arg, add_json_arg, add_lr_arg, add_model_file_args, add_out_arg,
-                     add_progress_arg, add_seed_arg, augment_choice, check_output_path, json_output,
-                     model_file_options, output_facts, print_json)
+from .common import (NON_NEGATIVE, add_augment_arg, add_lr_arg, add_out_arg, add_run_args, augment_choice,
+                     check_output_path, json_output, model_file_options, output_facts, print_json)
 from .parser import add_option, add_switch_alias
 
 __all__ = ["register"]
@@ -45,11 +44,7 @@ def register(sub) -> None:
     p.add_argument("--lsq", action="store_true", help="QAT with learnt step sizes (LSQ)")
     add_lr_arg(p, "quantize", "the QAT or centroid fine-tuning")
     add_augment_arg(p)
-    p.add_argument("--data", help="data spec (default: the one the model was trained on)")
-    add_seed_arg(p, QuantizeConfig.seed)
-    add_progress_arg(p)
-    add_json_arg(p)
-    add_model_file_args(p)
+    add_run_args(p, QuantizeConfig.seed)
     p.set_defaults(func=cmd_quantize)
 
 

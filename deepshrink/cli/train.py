@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from .. import models
-from ..data import is_code_spec
-from ..errors import DataError, ModelError
 from ..models.recipes import recipe
 from ..pipelines.train import train_file
 from ..train import TrainConfig
 from .common import (FRACTION_BELOW_ONE, NON_NEGATIVE, add_augment_arg, add_json_arg, add_lr_arg, add_out_arg,
-                     add_progress_arg, add_seed_arg, check_output_path, import_from_cwd, json_output, output_facts,
+                     add_progress_arg, add_seed_arg, check_output_path, import_typed_code, json_output, output_facts,
                      parse_kwargs, print_json)
 from .parser import add_switch_alias
 
@@ -50,10 +48,7 @@ def cmd_train(args) -> int:
     check_output_path(args.out)  # before the data is read, not after the training
     check_output_path(args.checkpoint, "--checkpoint")
     extra = parse_kwargs(args.kwargs)  # bad input fails before the data is read
-    if ":" in args.model:  # the user's own module:callable, maybe in the current folder
-        import_from_cwd(args.model, "--model", ModelError)
-    if is_code_spec(args.data):
-        import_from_cwd(args.data, "--data", DataError)
+    import_typed_code(args, model_dest="model")  # the user's own module:callable, maybe in the current folder
     cfg = recipe(args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                  optimizer=args.optimizer, weight_decay=args.weight_decay,
                  label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,

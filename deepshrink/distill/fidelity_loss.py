@@ -11,12 +11,20 @@ the frozen original's on the same input:
 * ``logits`` ((N, C), or (N, L, V) per token): Hinton's soft term alone (alpha = 1, no label term),
   ``T^2 * mean_rows KL(softmax(t / T) || softmax(s / T))``.
 
+The target is the original in eval mode, a deterministic function; dropout in the model being
+fine-tuned only adds noise to the distance it minimises (measured on MiniLM: a training loss of
+0.10 with dropout against 0.05 without, at the same step), so the pipelines fine-tune inside
+:func:`dropout_off`.
+
 The original's outputs are a pure function of the token ids (text is never augmented), so
 :func:`cached_fidelity_loss` computes them once for the training split and finds each batch's
 rows by content (:mod:`.cache`), exactly as :func:`.run.cached_teacher_loss` does for logits.
 """
 
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +36,7 @@ from ..fidelity import OUTPUT_KINDS, output_kind
 from .cache import LogitCache, TeacherTargets, build_logit_cache
 from .run import freeze_teacher
 
-__all__ = ["fidelity_distance", "fidelity_loss", "cached_fidelity_loss"]
+__all__ = ["fidelity_distance", "fidelity_loss", "cached_fidelity_loss", "dropout_off"]
 
 
 def fidelity_distance(kind: str, student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0,
@@ -82,3 +90,18 @@ def cached_fidelity_loss(teacher: nn.Module, train: Split, augment: bool = False
     cache = None if augment else build_logit_cache(frozen, train)
     return fidelity_loss(frozen, kind, temperature=temperature, mse_weight=mse_weight, cache=cache,
                          copy_teacher=False)
+
+
+@contextlib.contextmanager
+def dropout_off(model: nn.Module) -> Iterator[dict[str, float]]:
+    """Every ``nn.Dropout`` of ``model`` at p = 0 inside the block (Hugging Face attention
+    dropout reads its module's ``p``), restored afterwards; yields ``{name: the p it had}``."""
+    saved = {name: m.p for name, m in model.named_modules() if isinstance(m, nn.Dropout)}
+    modules = dict(model.named_modules())
+    for name in saved:
+        modules[name].p = 0.0
+    try:
+        yield saved
+    finally:
+        for name, p in saved.items():
+            modules[name].p = p

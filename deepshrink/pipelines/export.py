@@ -32,7 +32,7 @@ from ..quant.export_fp32 import input_value_props, onnx_metadata
 from .inputs import data_for
 from .quantize import calibration_images
 
-__all__ = ["ExportConfig", "ExportRun", "export_file", "onnx_metadata_for", "metadata_summary"]
+__all__ = ["ExportConfig", "ExportRun", "export_file", "onnx_metadata_for", "metadata_summary", "version"]
 
 
 @dataclass
@@ -53,8 +53,9 @@ class ExportRun:
     metadata: dict[str, str] = field(default_factory=dict)   # what the file's metadata_props say of its input
 
 
-def _version() -> str:
-    """The installed deepshrink's version (the package's own ``__version__`` when not installed)."""
+def version() -> str:
+    """The installed deepshrink's version (the package's own ``__version__`` when not installed): what
+    the ONNX metadata records and ``deepshrink --version`` prints."""
     try:
         return importlib.metadata.version("deepshrink")
     except importlib.metadata.PackageNotFoundError:
@@ -73,7 +74,7 @@ def _source_name(src: str) -> str:
 def onnx_metadata_for(info: ModelInfo, src: str, baked: bool = False) -> dict[str, str]:
     """What an ONNX file exported from ``info``'s model records about its input and origin (the
     exporters add ``input_layout``, ``exporter`` and ``quantization``)."""
-    props = {"deepshrink_version": _version(), "source_model": _source_name(src), "architecture": info.arch}
+    props = {"deepshrink_version": version(), "source_model": _source_name(src), "architecture": info.arch}
     if input_kind(info) == "tokens":
         pad = info.kwargs.get("pad_id") if isinstance(info.kwargs, dict) else None
         seq = info.input_shape[0] if info.input_shape else None

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data import Dataset, with_validation
 from ..distill import cached_teacher_loss
-from ..distill.fidelity_loss import cached_fidelity_loss
+from ..distill.fidelity_loss import cached_fidelity_loss, dropout_off
 from ..distill.losses import check_settings
 from ..errors import ConfigError
 from ..fidelity import Fidelity, fidelity
@@ -202,8 +202,9 @@ def _prune_unlabelled(model: nn.Module, info: ModelInfo, ds: Dataset, cfg: Prune
         print(_plan_line(cfg, None)
               + (f" (the reconstruct rule measures {min(cfg.calibration, len(ds.train))} training samples)"
                  if cfg.rule == RECONSTRUCT else ""), flush=True)
-    result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn, score=scorer_for(ds, reference),
-                                on_pruned=lambda m: seen.setdefault("pruned", fidelity(m, reference, ds.test.x)))
+    with dropout_off(model):     # the target is deterministic (distill/fidelity_loss.py)
+        result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn, score=scorer_for(ds, reference),
+                                    on_pruned=lambda m: seen.setdefault("pruned", fidelity(m, reference, ds.test.x)))
     pruned = seen["pruned"]
     after = fidelity(model, reference, ds.test.x)
     result = replace(result, accuracy_before=None, accuracy_pruned=None, accuracy_after=None)

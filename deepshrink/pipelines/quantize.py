@@ -154,7 +154,7 @@ def _linear(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: fl
                            progress=cfg.progress, verbose=cfg.verbose)
         _say(cfg, _tuning("quantization-aware training" + (" with learnt step sizes (LSQ)" if cfg.lsq else ""),
                           data, epochs, tcfg))
-        gm, _ = qat_finetune(model, data, calib, qcfg, tcfg, lsq=cfg.lsq)   # from the same PTQ start
+        gm, _ = qat_finetune(model, data, calib, qcfg, tcfg, lsq=cfg.lsq, ptq=gm)   # from this PTQ: calibrated once
         fields["qat"] = {"epochs": cfg.qat_epochs, "lsq": cfg.lsq, "train": asdict(tcfg)}
         after = evaluate(gm, ds.test, progress=cfg.progress, desc="test accuracy, after QAT")
     info.record("quantize", qcfg, accuracy=after, **fields, accuracy_before=before, accuracy_ptq=ptq,

@@ -28,13 +28,17 @@ __all__ = ["prepare_qat", "refresh_weight_quantizers", "qat_finetune"]
 
 
 def prepare_qat(model: nn.Module, calib_x: torch.Tensor, cfg: QuantConfig | None = None,
-                lsq: bool = False) -> fx.GraphModule:
+                lsq: bool = False, ptq: nn.Module | None = None) -> fx.GraphModule:
     """A PTQ-initialised fake-quantized copy of ``model``, in train mode, ready for ``fit``
-    (the fx placement: a module-swapped model holds integer weights, which do not train)."""
+    (the fx placement: a module-swapped model holds integer weights, which do not train).
+
+    ``ptq``: the fx PTQ of ``model`` with ``cfg`` (:func:`quantize_ptq`), already calibrated, to
+    start from instead of quantizing and calibrating again; it is trained in place. A PTQ model of
+    another placement (module-swapped) is ignored: the fx one is made as without it."""
     cfg = cfg or QuantConfig()
     if cfg.method == "swap":
         raise ConfigError("quantization-aware training needs the fx placement (method 'fx' or 'auto'), not 'swap'")
-    gm = quantize_ptq(model, calib_x, replace(cfg, method="fx"))
+    gm = ptq if isinstance(ptq, fx.GraphModule) else quantize_ptq(model, calib_x, replace(cfg, method="fx"))
     weight_fqs = {id(layer.weight_fq) for layer in quant_layers(gm).values()}
     for fq in fake_quants(gm).values():
         if lsq:
@@ -56,9 +60,11 @@ def refresh_weight_quantizers(gm: fx.GraphModule) -> None:
 
 
 def qat_finetune(model: nn.Module, data: Dataset, calib_x: torch.Tensor, cfg: QuantConfig | None = None,
-                 train_cfg: TrainConfig | None = None, lsq: bool = False) -> tuple[fx.GraphModule, FitResult]:
-    """PTQ, then ``fit`` with fake quantization; returns the frozen model (eval mode)."""
-    gm = prepare_qat(model, calib_x, cfg, lsq)
+                 train_cfg: TrainConfig | None = None, lsq: bool = False,
+                 ptq: nn.Module | None = None) -> tuple[fx.GraphModule, FitResult]:
+    """PTQ (unless ``ptq`` gives it: :func:`prepare_qat`), then ``fit`` with fake quantization;
+    returns the frozen model (eval mode)."""
+    gm = prepare_qat(model, calib_x, cfg, lsq, ptq=ptq)
     result = fit(gm, data, train_cfg or TrainConfig(epochs=1, lr=0.002, warmup_epochs=0.0))
     refresh_weight_quantizers(gm)
     return gm.eval(), result

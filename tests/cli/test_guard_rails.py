@@ -40,6 +40,40 @@ def test_a_closed_stdout_ends_the_command_quietly(monkeypatch):
     assert main(["models", "--recipes", "--json"]) == SIGPIPE_EXIT == 141
 
 
+def _worker_pipe_breaks(args):
+    """A command whose own pipe to a worker breaks: a BrokenPipeError that is not stdout's."""
+    raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_another_broken_pipe_is_not_taken_for_the_reader_gone(monkeypatch, capsys):
+    monkeypatch.setattr("deepshrink.cli.models.cmd_models", _worker_pipe_breaks)
+    with pytest.raises(BrokenPipeError):                  # reported in full, not a silent exit 141
+        main(["models"])
+
+
+@pytest.mark.parametrize("reader_gone", [True, False])
+def test_a_broken_pipe_ends_quietly_only_when_stdout_is_that_pipe(monkeypatch, reader_gone):
+    """stdout a real pipe with nothing left to flush: only when its own reader has gone is the
+    BrokenPipeError the reader gone (exit 141)."""
+    monkeypatch.setattr("deepshrink.cli.models.cmd_models", _worker_pipe_breaks)
+    r, w = os.pipe()
+    out = os.fdopen(w, "w")
+    try:
+        if reader_gone:
+            os.close(r)
+        monkeypatch.setattr(sys, "stdout", out)
+        if reader_gone:
+            assert main(["models"]) == SIGPIPE_EXIT
+        else:
+            with pytest.raises(BrokenPipeError):
+                main(["models"])
+    finally:
+        monkeypatch.undo()
+        out.close()
+        if not reader_gone:
+            os.close(r)
+
+
 def test_piped_into_a_reader_that_stops_no_traceback():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "deepshrink", "models", "--recipes", "--json"], cwd=REPO, env=env,
@@ -159,3 +193,27 @@ def test_a_missing_module_is_one_line_naming_the_flag(user_folder, capsys, run_e
                               "--out", "x.safetensors"])
     assert "--data" in line and "no_such_data_here" in line
     assert not (user_folder / "x.safetensors").exists()
+
+
+def test_a_module_that_fails_to_import_is_one_line_naming_it(user_folder, capsys, run_error):
+    """A SyntaxError in ./broken_net.py, or its own code raising at import: one line naming the flag,
+    the module and the first line of the exception, no traceback."""
+    (user_folder / "broken_net.py").write_text("def build(:\n    pass\n")
+    (user_folder / "broken_data.py").write_text("raise RuntimeError('needs the dataset on /mnt\\nsecond line')\n")
+    line = run_error(capsys, ["train", "--model", "broken_net:build", "--epochs", "1", "--out", "x.safetensors"])
+    assert "--model 'broken_net:build'" in line and "SyntaxError" in line and "broken_net.py" in line, line
+    line = run_error(capsys, ["profile", "x.safetensors", "--model", "broken_net:build"])
+    assert "--model 'broken_net:build'" in line and "SyntaxError" in line, line
+    line = run_error(capsys, ["train", "--model", "lenet300", "--data", "broken_data:load", "--epochs", "1",
+                              "--out", "x.safetensors"])
+    assert "--data 'broken_data:load'" in line and "RuntimeError: needs the dataset on /mnt" in line, line
+    assert "second line" not in line and "current folder" not in line
+    assert not (user_folder / "x.safetensors").exists()
+    assert "broken_net" not in sys.modules and "broken_data" not in sys.modules
+
+
+def test_train_imports_nothing_for_an_hf_folder(user_folder, capsys, run_error):
+    """train shares the typed-code import of every command: ``hf:DIR`` is no module:callable."""
+    line = run_error(capsys, ["train", "--model", f"hf:{user_folder}", "--data", "npz:missing.npz", "--epochs", "1",
+                              "--out", "x.safetensors"])
+    assert "cannot import" not in line and "missing.npz" in line, line

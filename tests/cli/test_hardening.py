@@ -33,7 +33,8 @@ FILE_OUTPUTS = {
     "train-checkpoint": (["train", "--model", "lenet300", "--data", "npz:MISSING.npz", "--epochs", "1",
                           "--no-progress", "--out", "GOOD/m.safetensors", "--checkpoint", OUT], "--checkpoint"),
     "decompress": (["decompress", "MISSING.dsz", "--out", OUT], "--out"),
-    "export": (["export", "MISSING.safetensors", "--onnx", OUT], "--onnx"),
+    "export": (["export", "MISSING.safetensors", "--out", OUT], "--out"),
+    "export-old-flag": (["export", "MISSING.safetensors", "--onnx", OUT], "--out"),   # the hidden alias names --out
     "quantize": (["quantize", "MISSING.safetensors", "--out", OUT], "--out"),
     "prune": (["prune", "MISSING.safetensors", "--sparsity", "0.5", "--finetune-epochs", "0",
                "--no-progress", "--out", OUT], "--out"),
@@ -332,3 +333,9 @@ def test_version_falls_back_to_the_package(monkeypatch):
         raise importlib.metadata.PackageNotFoundError(name)
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     assert cli.version() == deepshrink.__version__
+
+
+def test_one_version_reader_for_the_cli_and_the_onnx_metadata():
+    from deepshrink import cli
+    from deepshrink.pipelines import export
+    assert cli.version is export.version and not hasattr(export, "_version")

@@ -88,3 +88,21 @@ def test_bad_settings_fail_at_once():
         fidelity_loss(_Encoder(), temperature=0)
     with pytest.raises(ConfigError, match="original model"):
         fidelity_loss(None)
+
+
+def test_dropout_off_zeroes_every_dropout_inside_and_restores_even_after_an_error():
+    import pytest as _pytest
+    from torch import nn as _nn
+    from deepshrink.distill.fidelity_loss import dropout_off
+    model = _nn.Sequential(_nn.Linear(4, 4), _nn.Dropout(0.3), _nn.Sequential(_nn.Dropout(0.1)))
+    with dropout_off(model) as saved:
+        assert saved == {"1": 0.3, "2.0": 0.1}
+        assert all(m.p == 0.0 for m in model.modules() if isinstance(m, _nn.Dropout))
+        x = torch.randn(8, 4)
+        model.train()
+        assert torch.equal(model(x), model(x))                      # deterministic in training mode
+    assert (model[1].p, model[2][0].p) == (0.3, 0.1)
+    with _pytest.raises(RuntimeError):
+        with dropout_off(model):
+            raise RuntimeError("boom")
+    assert (model[1].p, model[2][0].p) == (0.3, 0.1)

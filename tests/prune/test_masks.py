@@ -225,14 +225,41 @@ def test_loaded_pruned_file_keeps_its_zeros_under_plain_optimizers(tmp_path, opt
     assert sparsity(model) == pytest.approx((0.9 * 300 * 64 + 0.5 * 100 * 300) / (300 * 64 + 100 * 300), abs=1e-4)
 
 
-def test_weights_written_directly_are_masked_again_before_the_next_forward():
+def test_weights_written_directly_are_masked_again_before_the_next_training_forward():
     model = mlp()
     prune_(model, 0.7)
     mask = model.fc1.weight_mask
     with torch.no_grad():
         model.fc1.weight.fill_(1.0)                                  # code that writes the weights
-    model(torch.zeros(1, 1, 8, 8))
+    model.eval()(torch.zeros(1, 1, 8, 8))                            # inference leaves the weights alone
+    assert (model.fc1.weight == 1).all()
+    model.train()(torch.zeros(1, 1, 8, 8))                           # a training forward masks them again
     assert torch.equal(model.fc1.weight != 0, mask)
+
+
+def _mul_ops(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The in-place multiplications (the mask's ``mul_``) the autograd profiler records in one
+    forward (no dispatch mode: the pre-hook stays visible to it; dropout's ``mul`` is not counted)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model(x)
+    return [e.name for e in prof.events() if e.name == "aten::mul_"]
+
+
+def test_an_inference_forward_of_a_loaded_pruned_model_runs_no_mask_operation(tmp_path):
+    model = _pruned_file(tmp_path).eval()
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    weights = {k: (model.get_parameter(k).data_ptr(), model.get_parameter(k).detach().clone())
+               for k in get_masks(model)}
+    with torch.no_grad():
+        assert _mul_ops(model, x) == []                              # eval mode, no_grad: what profile times
+    assert _mul_ops(model, x) == []                                  # eval mode, grad enabled
+    model.train()
+    with torch.no_grad():
+        assert _mul_ops(model, x) == []                              # no grad: no training step follows
+    for k, (ptr, w) in weights.items():
+        p = model.get_parameter(k)
+        assert p.data_ptr() == ptr and torch.equal(p, w)
+    assert _mul_ops(model, x) == ["aten::mul_"] * 2                  # the control, a training forward: fc1, fc2
 
 
 def test_pruning_twice_updates_the_mask_and_never_stacks_hooks():
