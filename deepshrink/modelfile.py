@@ -15,7 +15,6 @@ The dispatcher that opens any kind of file is :mod:`deepshrink.io`, above the co
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -31,11 +30,13 @@ from . import models
 from .atomic import atomic_write_bytes
 from .channel_plan import PLAN_KEY, ChannelPlan, apply_plan
 from .errors import DeepShrinkError, FormatError, ModelError, first_line
+from .exit_heads import EXITS_KEY, ExitPlan, attach_heads
 from .hf import HF_PREFIX, build_hf, is_hf_spec
 from .layers import sync_layer_sizes
 from .masks import hold_masks
 from .metadata import INPUT_KINDS, check_record
 from .names import EXTRA_BUFFER_SUFFIXES, META_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION, base_of
+from .usercode import import_callable
 
 __all__ = ["ModelInfo", "FORMAT_NAME", "save_model", "save_state", "read_bytes", "read_safetensors", "build_arch",
            "resize_to_state", "model_from_state", "input_kind", "example_input", "EXTRA_BUFFER_SUFFIXES",
@@ -200,12 +201,7 @@ def build_arch(info: ModelInfo, trust_code: bool, where: str) -> nn.Module:
             raise ModelError(
                 f"{where}: the architecture is built by code {info.arch!r}; opening a file never "
                 "imports code, pass trust_code=True (CLI: --trust-code) if you trust it")
-        mod, _, fn = info.arch.partition(":")
-        try:
-            factory = getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as exc:
-            raise ModelError(f"{where}: cannot import {info.arch!r} ({exc})") from None
-        return _construct(factory, info, where)
+        return _construct(import_callable(info.arch, ModelError, where), info, where)
     raise ModelError(f"{where}: unknown architecture {info.arch!r}")
 
 
@@ -257,6 +253,7 @@ def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code
     quantizers) runs on the built model before it is resized and loaded."""
     model = build_arch(info, trust_code, where)
     _apply_channel_plan(model, info, where)
+    _attach_exit_heads(model, info, where)
     if transform is not None:
         model = transform(model)
     resized = resize_to_state(model, state, where)
@@ -290,6 +287,14 @@ def _check_forward(model: nn.Module, info: ModelInfo, where: str) -> None:
                          f"({type(exc).__name__}: {first})") from None
     finally:
         model.train(training)
+
+
+def _attach_exit_heads(model: nn.Module, info: ModelInfo, where: str) -> None:
+    """Build the exit heads an early-exit file records (``extra["exits"]``, :mod:`deepshrink.exit_heads`)
+    as the model's child ``exit_heads``, so that their stored tensors load with the model's."""
+    raw = info.extra.get(EXITS_KEY)
+    if raw is not None:
+        attach_heads(model, ExitPlan.from_dict(raw, where), where)
 
 
 def _apply_channel_plan(model: nn.Module, info: ModelInfo, where: str) -> None:

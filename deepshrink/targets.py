@@ -14,7 +14,10 @@ weights too) except the **output layer**:
   tracing, so it works on every module. A bare ``transformers.BertModel`` has no classifier: its
   last Linear is ``pooler.dense``, which produces the pooled output, so it is left dense too;
 * embeddings (``nn.Embedding``, a weight tied to one) are not Linear/Conv layers, and norms and
-  biases are vectors: none of them is a default target.
+  biases are vectors: none of them is a default target;
+* an early-exit model's heads (its ``exit_heads`` child, :mod:`deepshrink.exit_heads`) are neither
+  targets nor the output layer: they are small, trained on the dense model's features, and
+  fine-tuning the model does not train them (``include`` ``exit_heads.*`` to prune them anyway).
 
 ``include`` globs add any weight of two or more dimensions (an embedding, the output layer);
 ``exclude`` globs remove weights, and win over ``include``. A glob (``fnmatch``, case-sensitive,
@@ -33,6 +36,7 @@ from typing import Iterable
 from torch import nn
 
 from .errors import ConfigError
+from .exit_heads import HEADS_ATTR
 
 __all__ = ["is_linear_or_conv", "candidate_weights", "output_layer", "prunable_weights"]
 
@@ -72,10 +76,17 @@ def candidate_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     return {p: w for p, _, w, _ in _owned_weights(model)}
 
 
+def _exit_head(name: str) -> bool:
+    return name == HEADS_ATTR or name.startswith(HEADS_ATTR + ".")
+
+
 def output_layer(model: nn.Module) -> str | None:
-    """The module name of the last Linear/Conv layer in ``named_modules()`` order (None if none)."""
+    """The module name of the last Linear/Conv layer in ``named_modules()`` order (None if none),
+    exit heads left out."""
     last = None
     for name, module in model.named_modules():
+        if _exit_head(name):
+            continue
         w = getattr(module, "weight", None)
         if isinstance(w, nn.Parameter) and w.dim() >= 2 and is_linear_or_conv(module):
             last = name
@@ -111,7 +122,7 @@ def prunable_weights(model: nn.Module, include: str | Iterable[str] | None = (),
     last_w = None if last is None else model.get_submodule(last).weight  # by identity: it may be tied
     out = {}
     for p, m, w, layer in owned:
-        chosen = (layer and w is not last_w) or any(_matches(g, p, m) for g in inc)
+        chosen = (layer and w is not last_w and not _exit_head(m)) or any(_matches(g, p, m) for g in inc)
         if chosen and not any(_matches(g, p, m) for g in exc):
             out[p] = w
     return out

@@ -343,6 +343,19 @@ def test_callable_arch_missing_module(tmp_path):
         load_model(path, trust_code=True)
 
 
+@pytest.mark.parametrize("text,words", [("def make(:\n", "SyntaxError"),
+                                        ("raise ValueError('bad build\\nmore')\n", "ValueError: bad build")])
+def test_callable_arch_whose_module_fails_to_import(tmp_path, monkeypatch, text, words):
+    mod = "ds_test_io_failing_arch_mod"
+    (tmp_path / f"{mod}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "custom.safetensors"
+    save_model(_tiny_arch(), path, ModelInfo(arch=f"{mod}:make"))
+    with pytest.raises(ModelError, match=f"custom.safetensors: cannot import '{mod}'.*{words}") as exc:
+        load_model(path, trust_code=True)
+    assert "more" not in str(exc.value) and mod not in sys.modules
+
+
 # ----------------------------------------------------------------------------- pruned shapes
 
 def _slice_conv(conv: nn.Conv2d, out_idx=None, in_idx=None, depthwise=False) -> nn.Conv2d:

@@ -11,6 +11,7 @@ Compression pipeline is :func:`deepshrink.compress.compress_file` (its report:
 from .decompress import DecompressRun, decompress_file
 from .defaults import Finetune, FinetuneSettings, finetune_settings
 from .distill import DistillRun, StudentTraining, distill_file
+from .early_exit import EarlyExitConfig, EarlyExitRun, early_exit_file, open_early_exit
 from .evaluate import EvaluateRun, evaluate_file
 from .export import ExportConfig, ExportRun, export_file
 from .profile import ProfileRun, profile_file, profile_zoo
@@ -32,4 +33,5 @@ __all__ = [
     "quantize_file", "QuantizeConfig", "QuantizeRun",
     "export_file", "ExportConfig", "ExportRun",
     "decompress_file", "DecompressRun",
+    "early_exit_file", "EarlyExitConfig", "EarlyExitRun", "open_early_exit",
 ]

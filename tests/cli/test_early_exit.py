@@ -1,0 +1,110 @@
+"""``deepshrink early-exit`` end to end on a tiny ResNet-20 trained through the CLI (28x28 npz
+images): the JSON it prints, the file it writes (heads and thresholds inside, loading rebuilds
+them), one-line errors, and composition: an early-exit file pruned, k-means quantized and
+compressed keeps its heads, and ``--recalibrate`` chooses its thresholds again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from deepshrink.cli import main
+from deepshrink.exit_heads import EXITS_KEY
+from deepshrink.io import load_model
+from deepshrink.modelfile import read_safetensors
+from deepshrink.pipelines.early_exit import open_early_exit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = ["--epochs", "1", "--val-size", "64", "--no-progress", "--head-depth", "1", "--max-drop", "5"]
+
+
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory, write_npz, one_thread):
+    root = tmp_path_factory.mktemp("early_exit")
+    spec = write_npz(root / "tiny.npz", n_train=320, n_test=96)
+    out = root / "resnet.safetensors"
+    code = main(["train", "--model", "resnet20", "--kwargs", '{"widths": [4, 8, 8], "blocks": 1}', "--data", spec,
+                 "--epochs", "2", "--batch-size", "32", "--no-progress", "--out", str(out)])
+    assert code == 0
+    return root, spec, out
+
+
+@pytest.fixture(scope="module")
+def ee_file(resnet_file):
+    root, spec, src = resnet_file
+    out = root / "ee.safetensors"
+    assert main(["early-exit", str(src), "--out", str(out), "--at", "layer1", "layer2", *FAST]) == 0
+    return out
+
+
+def test_json_reports_the_test_split_once_and_the_file_holds_heads_and_thresholds(resnet_file, tmp_path, capsys):
+    _, _, src = resnet_file
+    out = tmp_path / "sub" / "ee.safetensors"
+    capsys.readouterr()
+    assert main(["early-exit", str(src), "--out", str(out), "--json", "--plot", str(tmp_path / "c.png"), *FAST]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    got = json.loads(lines[0])
+    assert got["command"] == "early-exit" and got["out"] == str(out) and got["layers"] == ["layer1"]
+    test = got["test"]
+    assert test["images"] == 96 and sum(test["shares"]) == pytest.approx(1.0)
+    assert test["expected_macs"] <= test["original_macs"] * 1.5
+    assert set(got["policies"]) == {"max_softmax", "entropy", "learned"}
+    assert (tmp_path / "c.png").stat().st_size > 0
+    state, info = read_safetensors(out)
+    assert any(k.startswith("exit_heads.0.") for k in state)
+    assert info.extra[EXITS_KEY]["policy"] == got["policy"]
+    assert info.history[-1]["op"] == "early_exit" and info.history[-1]["adaptive_accuracy"] == test["accuracy"]
+
+
+def test_the_written_file_runs_adaptively(ee_file, resnet_file):
+    ee, info = open_early_exit(ee_file)
+    plain, _ = load_model(resnet_file[2])
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        out = ee(x)
+        last = ee.last_exits == 2
+        assert out.shape == (5, 10)
+        assert torch.equal(out[last], plain(x)[last])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--at", "layer9"], "'layer9'"),
+    (["--at", "layer1.0.conv1"], "layer1.0.conv1"),
+    (["--recalibrate"], "no exit heads to recalibrate"),
+    (["--augment", "on"], "--mode joint"),
+    (["--exit-weights", "1", "2", "3"], "--exit-weights"),
+    (["--lambdas", "-1"], "--lambdas"),
+])
+def test_bad_input_is_one_error_line(resnet_file, tmp_path, capsys, run_error, argv, words):
+    _, _, src = resnet_file
+    line = run_error(capsys, ["early-exit", src, "--out", tmp_path / "o.safetensors", *FAST, *argv])
+    assert words in line
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_an_early_exit_file_can_be_pruned_quantized_and_compressed(ee_file, resnet_file, tmp_path):
+    _, spec, _ = resnet_file
+    steps = {
+        "pruned.safetensors": ["prune", str(ee_file), "--sparsity", "0.5", "--finetune-epochs", "0"],
+        "kmeans.safetensors": ["quantize", str(ee_file), "--method", "kmeans", "--finetune-epochs", "0"],
+        "small.dsz": ["compress", str(ee_file), "--finetune-epochs", "0", "--sparsity", "0.5"],
+    }
+    _, before = read_safetensors(ee_file)
+    for name, argv in steps.items():
+        out = tmp_path / name
+        assert main([*argv, "--out", str(out), "--no-progress"]) == 0, name
+        model, info = load_model(out)
+        heads = model.exit_heads
+        assert len(heads) == 2 and info.extra[EXITS_KEY]["thresholds"] == before.extra[EXITS_KEY]["thresholds"]
+        again = tmp_path / f"re_{name}.safetensors"
+        assert main(["early-exit", str(out), "--recalibrate", "--out", str(again), *FAST]) == 0, name
+        ee, _ = open_early_exit(again)
+        with torch.no_grad():
+            ee(torch.randn(3, 1, 28, 28))
+    pruned, _ = load_model(tmp_path / "pruned.safetensors")
+    assert not hasattr(pruned.exit_heads[0][0], "weight_mask")      # the heads are no pruning target
+    assert hasattr(pruned.fc, "weight_mask") or hasattr(pruned.layer1[0].conv1, "weight_mask")
