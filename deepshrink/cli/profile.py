@@ -49,6 +49,8 @@ def cmd_profile(args) -> int:
         out["compute"] = run.compute
         if run.latency is not None:
             out["latency"] = {**asdict(run.latency), "compute": run.compute, "simulated": run.simulated}
+        if run.early_exit is not None:
+            out["early_exit"] = run.early_exit
         print(json.dumps(out))
         return 0
     print(f"{run.label}  input {'x'.join(map(str, run.shape))}")
@@ -57,6 +59,12 @@ def cmd_profile(args) -> int:
     if run.file_bytes is not None:
         folder = ", all its files" if run.label.startswith("hf:") else ""
         print(f"file on disk {run.file_bytes:,} B ({run.label}{folder})")
+    if run.early_exit is not None:
+        ee = run.early_exit
+        print(f"early exit ({ee['policy']}, exits at {', '.join(ee['layers'])}): expected MACs per sample "
+              f"{ee['expected_macs']:,.0f} ({ee['original_macs'] / max(ee['expected_macs'], 1):.2f}x fewer than the "
+              f"{ee['original_macs']:,.0f} above), from the exit shares on {ee['shares_of']}: "
+              + " / ".join(f"{v * 100:.1f}%" for v in ee["shares"]))
     if run.latency is not None:
         lat = run.latency
         print(f"latency {lat.median_ms:.3f} ms median (p10 {lat.p10_ms:.3f}, p90 {lat.p90_ms:.3f}) "

@@ -174,7 +174,8 @@ def early_exit_file(src: str | os.PathLike, out: str | os.PathLike, cfg: EarlyEx
     paths = path_costs(_with_decision(macs, plan.policy), plan.enabled())
     plan.stage_macs = [int(round(v)) for v in paths]
     plan.notes = {"max_drop": cfg.max_drop, "cost": cfg.cost, "lambda": choice.lam, "grid": cfg.grid,
-                  "val_images": len(ds.val), "val_accuracy": choice.result.accuracy}
+                  "val_images": len(ds.val), "val_accuracy": choice.result.accuracy,
+                  "val_shares": choice.result.shares}         # deepshrink profile's expected MACs use these
 
     _say(cfg, f"test split ({len(ds.test)} images): the adaptive model against the original")
     original = evaluate(model, ds.test, cfg.batch_size)

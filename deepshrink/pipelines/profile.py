@@ -22,6 +22,9 @@ import torch
 
 from .. import models
 from ..errors import ConfigError
+from ..exit_heads import EXITS_KEY, ExitPlan
+from ..exits import expected_cost, heads_of, measure_stage_macs, path_costs
+from ..exits.policies import decision_macs
 from ..hf import HF_PREFIX, is_hf_spec
 from ..io import load_model
 from ..modelfile import example_input
@@ -49,6 +52,7 @@ class ProfileRun:
     file_bytes: int | None = None       # the file (or model folder) on disk; None for a zoo model
     compute: str = "fp32"               # the arithmetic the model runs (and a latency times), in words
     simulated: bool = False             # integer arithmetic simulated in fp32 (fake quantization)
+    early_exit: dict | None = None      # an early-exit file: expected MACs per sample from its exit shares
 
 
 def check_input_elements(shape, what: str) -> None:
@@ -91,7 +95,24 @@ def profile_file(src: str | os.PathLike | None = None, *, arch: str | None = Non
         lat = measure_latency(model, x, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS, threads=threads)
     how = arithmetic(model)
     return ProfileRun(label, tuple(input_shape), prof, lat, disk_bytes(where) if where else None, how.label,
-                      how.simulated)
+                      how.simulated, _early_exit(model, info, x[:1], label))
+
+
+def _early_exit(model, info, x: torch.Tensor, where: str) -> dict | None:
+    """Expected MACs per sample of an early-exit file: each stage counted by the profiler, weighted
+    by the share of validation samples that left at each exit when its thresholds were chosen."""
+    raw = info.extra.get(EXITS_KEY) if info is not None else None
+    if raw is None:
+        return None
+    plan = ExitPlan.from_dict(raw, where)
+    shares = plan.notes.get("val_shares")
+    if plan.policy is None or not isinstance(shares, list) or len(shares) != len(plan.heads) + 1:
+        return None
+    costs = measure_stage_macs(model, plan.layers, list(heads_of(model, where)), x, decision_macs(plan.policy))
+    paths = path_costs(costs, plan.enabled())
+    return {"layers": plan.layers, "policy": plan.policy, "thresholds": plan.thresholds, "path_macs": paths,
+            "shares": shares, "shares_of": "the validation split", "expected_macs": expected_cost(shares, paths),
+            "original_macs": costs.full}
 
 
 def profile_zoo(input_shape: tuple[int, ...] = ZOO_INPUT) -> list[dict]:

@@ -108,3 +108,16 @@ def test_an_early_exit_file_can_be_pruned_quantized_and_compressed(ee_file, resn
     pruned, _ = load_model(tmp_path / "pruned.safetensors")
     assert not hasattr(pruned.exit_heads[0][0], "weight_mask")      # the heads are no pruning target
     assert hasattr(pruned.fc, "weight_mask") or hasattr(pruned.layer1[0].conv1, "weight_mask")
+
+
+def test_profile_reports_the_expected_macs_from_the_exit_shares(ee_file, capsys):
+    capsys.readouterr()
+    assert main(["profile", str(ee_file), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    ee = got["early_exit"]
+    _, info = read_safetensors(ee_file)
+    shares = info.extra[EXITS_KEY]["notes"]["val_shares"]
+    assert ee["shares"] == shares and ee["original_macs"] == got["totals"]["macs"]   # heads: not in the totals
+    assert ee["expected_macs"] == pytest.approx(sum(s * c for s, c in zip(shares, ee["path_macs"])))
+    assert main(["profile", str(ee_file)]) == 0
+    assert "early exit (" in capsys.readouterr().out
