@@ -29,9 +29,7 @@ class Scorer:
     """``fn(model, split)`` in [0, 1], higher is better; ``name`` says what it is in a sentence."""
 
     name: str                                   # "accuracy", "mean cosine to the original", ...
-    short: str                                  # "accuracy", "cosine", "agreement" (for table columns)
     fn: Callable[[nn.Module, Split], float]
-    labelled: bool
 
     def __call__(self, model: nn.Module, split: Split) -> float:
         return self.fn(model, split)
@@ -41,11 +39,10 @@ def scorer_for(data: Dataset, reference: nn.Module | None = None) -> Scorer:
     """Accuracy when ``data`` is labelled; else fidelity to ``reference`` (the dense original,
     which the caller keeps unchanged): mean cosine for embeddings, top-1 agreement for logits."""
     if data.labelled:
-        return Scorer("accuracy", "accuracy", lambda m, split: evaluate(m, split), True)
+        return Scorer("accuracy", lambda m, split: evaluate(m, split))
     if reference is None:
         raise ConfigError("unlabelled data is scored against a reference model; pass the dense original")
     if output_kind(reference) == "embedding":
-        return Scorer("mean cosine to the original", "cosine",
-                      lambda m, split: fidelity(m, reference, split.x).cosine_mean, False)
-    return Scorer("top-1 agreement with the original", "agreement",
-                  lambda m, split: fidelity(m, reference, split.x, kind="logits").agreement, False)
+        return Scorer("mean cosine to the original", lambda m, split: fidelity(m, reference, split.x).cosine_mean)
+    return Scorer("top-1 agreement with the original",
+                  lambda m, split: fidelity(m, reference, split.x, kind="logits").agreement)
