@@ -70,7 +70,19 @@ def test_mkstemp_failure_propagates_and_leaves_nothing(previous, monkeypatch):
 @pytest.mark.skipif(not hasattr(os, "kill") or os.name != "posix", reason="POSIX signals")
 def test_sigint_while_the_temp_file_is_created_does_not_strand_it(previous, monkeypatch):
     """A Ctrl-C landing just after mkstemp created the file, before its name reached us: the
-    interrupt is held until the name is known, then raised, and the file removed."""
+    interrupt is held until the name is known, then raised, and the file removed. The test sets
+    Python's default handler and unblocks SIGINT itself: another test's library may have left the
+    process ignoring or blocking it."""
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        _sigint_case(previous, monkeypatch)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signal.signal(signal.SIGINT, old_handler if old_handler is not None else signal.default_int_handler)
+
+
+def _sigint_case(previous, monkeypatch):
     real = tempfile.mkstemp
 
     def mkstemp_then_sigint(*a, **k):
