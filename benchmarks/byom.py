@@ -298,7 +298,7 @@ def main() -> None:
                      default=float))
     ts = tables(res)
     write_result("byom", {"title": "Bring your own model: a third-party CNN and a pretrained transformer",
-                          "command": command_from_args("benchmarks/byom.py", args), "table": ts[0],
+                          "command": command_from_args("byom", args), "table": ts[0],
                           "tables": ts[1:], **res,
                           "notes": ["Accuracies in percent; 'val' is the validation split carved from the 4,000 "
                                     "training digits, on which compress makes every choice; 'test' the 1,000 "

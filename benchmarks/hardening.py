@@ -137,7 +137,7 @@ def main() -> None:
         res = measure(args, Path(d))
     write_result("hardening", {
         "title": "Hostile files: peak memory of the readers before and after the hardening",
-        "command": command_from_args("benchmarks/hardening.py", args),
+        "command": command_from_args("hardening", args),
         "table": {"columns": ["file", "bytes", f"before ({args.before}): peak MiB", "before: outcome",
                               "after: peak MiB", "after: outcome"], "rows": res["rows"]},
         "worst_at_limit_mib": res["worst_limit_mib"],
