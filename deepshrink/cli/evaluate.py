@@ -34,13 +34,22 @@ def cmd_evaluate(args) -> int:
     if args.json:
         out = {"file": args.file, "data": run.data, "images": run.images, "labelled": run.labelled,
                "accuracy": run.accuracy}
+        if run.adaptive is not None:
+            out["adaptive"] = run.adaptive
         if run.fidelity is not None:
             out["reference"] = run.reference
             out["fidelity"] = run.fidelity.to_dict()
         print_json(out)
         return 0
     samples = f"{run.images} {'images' if run.labelled else 'samples'}"
-    if run.accuracy is not None:
+    if run.accuracy is not None and run.adaptive is not None:
+        a = run.adaptive
+        print(f"{args.file}: test accuracy on {run.data} ({samples}): early exit ({a['policy']}) "
+              f"{a['accuracy'] * 100:.2f}% at {a['expected_macs']:,.0f} MACs per sample; every sample through the "
+              f"whole model {run.accuracy * 100:.2f}% at {a['original_macs']:,.0f}")
+        print("samples leaving at each exit: " + ", ".join(
+            f"{name} {share * 100:.1f}%" for name, share in zip([*a["layers"], "output"], a["shares"])))
+    elif run.accuracy is not None:
         print(f"{args.file}: test accuracy {run.accuracy * 100:.2f}% on {run.data} ({samples})")
     if run.fidelity is not None:
         print(f"{args.file}: fidelity to {run.reference} on the test split of {run.data} ({samples}, "

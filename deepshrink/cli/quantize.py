@@ -80,7 +80,8 @@ def cmd_quantize(args) -> int:
               + f" ({(after - before) * 100:+.2f} pp)  -> {args.out}")
         return 0
     print(f"linear {cfg.bits}-bit weights ({'per-channel' if cfg.per_channel else 'per-tensor'}), "
-          f"{cfg.act_bits}-bit activations ({cfg.act_observer}, {run.calib} calibration images)"
+          + (f"{cfg.act_bits}-bit activations ({cfg.act_observer}, {run.calib} calibration images)" if run.calib else
+             f"{cfg.act_bits}-bit dynamic activations in linear layers (module swap, no calibration)")
           + (f", QAT {cfg.qat_epochs} epochs{' (LSQ)' if cfg.lsq else ''}" if cfg.qat_epochs else ""))
     print(f"test accuracy original {before * 100:.2f}%, PTQ {run.accuracy_ptq * 100:.2f}%"
           + (f", after QAT {after * 100:.2f}%" if cfg.qat_epochs else "")

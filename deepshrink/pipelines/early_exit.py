@@ -118,6 +118,7 @@ def _heads(model, plan: ExitPlan | None, src, ds, example, cfg: EarlyExitConfig)
         _say(cfg, f"keeping the file's {len(plan.heads)} exit head(s) at {', '.join(plan.layers)}")
         return ExitPlan(plan.heads), {}
     layers = cfg.layers if cfg.layers is not None or plan is None else plan.layers   # new heads where the old ones were
+    torch.manual_seed(cfg.training.seed)                    # the heads' initial weights
     plan = attach_exits(model, example, layers, ds.num_classes, cfg.head_depth, cfg.head_width, str(src))
     _say(cfg, f"exits at {', '.join(plan.layers)}: heads of depth {cfg.head_depth}, width "
               f"{', '.join(str(h.width) for h in plan.heads)}")

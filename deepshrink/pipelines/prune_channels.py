@@ -8,6 +8,10 @@ model's training LR, its weight decay, augmentation and label smoothing) unless
 composed, so loading re-applies both. A result whose test accuracy fell past ``cfg.max_drop`` is
 still written, with a warning on stderr and ``within_budget`` False in the result and the file's
 history.
+
+An early-exit model keeps its heads: each head's input loses the channels its layer lost
+(:mod:`deepshrink.exits.cut`); the heads are not retrained and the thresholds are the old ones until
+``early-exit --recalibrate`` chooses them again.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..exit_heads import EXITS_KEY, HEADS_ATTR, ExitPlan
+from ..exits.cut import cut_heads, run_order
 from ..io import ModelInfo, save_model
 from ..prune import ChannelConfig, ChannelPlan, prune_channels_and_finetune
 from ..prune.channel_finetune import ChannelFinetuneResult
@@ -51,9 +57,14 @@ def prune_channels_file(src: str | os.PathLike, out: str | os.PathLike, cfg: Cha
                   label_smoothing=tune.label_smoothing)
     torch.manual_seed(cfg.seed)
     example = torch.randn(1, *info.input_shape)
+    exits = ExitPlan.from_dict(info.extra[EXITS_KEY], f"{src}") if EXITS_KEY in info.extra else None
+    order = run_order(model, example) if exits is not None else []
     result = prune_channels_and_finetune(model, ds, example, cfg)
+    cut = result.plan
+    if exits is not None:
+        cut = _cut_exit_heads(model, info, exits, order, result.plan, example, src)
     old = info.extra.get(PLAN_KEY)
-    plan = compose_plans(ChannelPlan.from_dict(old, f"{src}: channel_plan"), result.plan) if old else result.plan
+    plan = compose_plans(ChannelPlan.from_dict(old, f"{src}: channel_plan"), cut) if old else cut
     info.extra[PLAN_KEY] = plan.to_dict()
     info.record("prune_channels", cfg, accuracy=result.accuracy_after, **result.to_dict())
     model.to(memory_format=torch.contiguous_format)
@@ -61,6 +72,24 @@ def prune_channels_file(src: str | os.PathLike, out: str | os.PathLike, cfg: Cha
     if result.within_budget is False:
         _warn_over_budget(out, result)
     return ChannelRun(info, result, plan)
+
+
+def _cut_exit_heads(model, info: ModelInfo, exits: ExitPlan, order: list[str], cut: ChannelPlan,
+                    example: torch.Tensor, src) -> ChannelPlan:
+    """The exit heads' inputs cut to the channels their layers still produce, the cuts joined to
+    ``cut``; heads that cannot be matched are all dropped with a warning (the file is then a plain
+    model: run early-exit again)."""
+    heads, unmatched = cut_heads(model, exits.layers, order, cut, example)
+    if unmatched:
+        delattr(model, HEADS_ATTR)
+        del info.extra[EXITS_KEY]
+        print(f"deepshrink: warning: {src}: cannot tell which channels the exit head(s) at {', '.join(unmatched)} "
+              "still read after the cut; the exit heads are dropped (run deepshrink early-exit on the result)",
+              file=sys.stderr, flush=True)
+        return cut
+    print("exit heads: inputs cut to match; heads and thresholds are kept as trained on the uncut model "
+          "(choose the thresholds again: deepshrink early-exit OUT --recalibrate)", flush=True)
+    return ChannelPlan({**cut.layers, **heads.layers})
 
 
 def _warn_over_budget(out, result: ChannelFinetuneResult) -> None:

@@ -32,6 +32,7 @@ from ..data import Dataset, Split
 from ..distill.fidelity_loss import cached_fidelity_loss
 from ..distill.run import freeze_teacher
 from ..errors import ConfigError, DataError
+from ..exit_heads import HEADS_ATTR
 from ..fidelity import Fidelity, fidelity
 from ..io import ModelInfo, save_model
 from ..quant import (KMeansConfig, QuantConfig, centroid_finetune, kmeans_quantize_, qat_finetune, quantize_ptq,
@@ -85,9 +86,12 @@ class QuantizeConfig:
     def quant_config(self, model: nn.Module) -> QuantConfig:
         """The linear method's config for ``model``: its linear layers at ``fc_bits``."""
         layer_bits = {n: self.linear_bits for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        # an early-exit model's heads run from hooks, outside the forward pass a traced graph keeps:
+        # module swap quantizes them in place with the rest
+        method = "swap" if isinstance(getattr(model, HEADS_ATTR, None), nn.Module) else QuantConfig.method
         return QuantConfig(weight_bits=self.bits, act_bits=self.act_bits, per_channel=self.per_channel,
                            weight_observer=self.weight_observer, act_observer=self.act_observer,
-                           layer_bits={k: v for k, v in layer_bits.items() if v != self.bits})
+                           layer_bits={k: v for k, v in layer_bits.items() if v != self.bits}, method=method)
 
     def kmeans_config(self) -> KMeansConfig:
         return KMeansConfig(conv_bits=self.bits, fc_bits=self.linear_bits)
@@ -100,7 +104,7 @@ class QuantizeRun:
     accuracy_before: float | None       # None on unlabelled data (text)
     accuracy_after: float | None
     accuracy_kmeans: float | None = None  # k-means: right after sharing, before fine-tuning
-    calib: int = 0                      # linear: calibration images used
+    calib: int = 0                      # linear: calibration images used (0: module swap, dynamic activations)
     accuracy_ptq: float | None = None   # linear: right after PTQ (before QAT, when there is QAT)
     fidelity: dict[str, Fidelity] | None = None  # unlabelled data: {"kmeans", "after"} against the original
 
@@ -140,8 +144,12 @@ def _linear(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: fl
     qcfg = cfg.quant_config(model)
     calib = calibration_images(ds, cfg.calib)
     fields: dict = {"method": "linear", "calib": len(calib)}
-    _say(cfg, f"PTQ: {cfg.bits}-bit weights, {cfg.act_bits}-bit activations calibrated on {len(calib):,} "
-              "training images ...")
+    if qcfg.method == "swap":
+        _say(cfg, f"PTQ by module swap (the model has exit heads, which a traced graph would drop): {cfg.bits}-bit "
+                  f"weights, {cfg.act_bits}-bit dynamic activations for linear layers ...")
+    else:
+        _say(cfg, f"PTQ: {cfg.bits}-bit weights, {cfg.act_bits}-bit activations calibrated on {len(calib):,} "
+                  "training images ...")
     gm = quantize_ptq(model, calib, qcfg)
     ptq = evaluate(gm, ds.test, progress=cfg.progress, desc="test accuracy, PTQ")
     _say(cfg, f"PTQ test accuracy {ptq * 100:.2f}% (original {before * 100:.2f}%)")
@@ -160,7 +168,7 @@ def _linear(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: fl
     info.record("quantize", qcfg, accuracy=after, **fields, accuracy_before=before, accuracy_ptq=ptq,
                 accuracy_after=after)
     save_quantized(gm, out, info, qcfg, accuracy=after)
-    return QuantizeRun(gm, info, before, after, calib=len(calib), accuracy_ptq=ptq)
+    return QuantizeRun(gm, info, before, after, calib=0 if qcfg.method == "swap" else len(calib), accuracy_ptq=ptq)
 
 
 def _kmeans(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, before: float, out,

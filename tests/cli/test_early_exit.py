@@ -68,7 +68,7 @@ def test_the_written_file_runs_adaptively(ee_file, resnet_file):
         out = ee(x)
         last = ee.last_exits == 2
         assert out.shape == (5, 10)
-        assert torch.equal(out[last], plain(x)[last])
+        torch.testing.assert_close(out[last], plain(x)[last], rtol=1e-5, atol=1e-6)   # its rows run as a smaller batch
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -92,6 +92,8 @@ def test_an_early_exit_file_can_be_pruned_quantized_and_compressed(ee_file, resn
         "pruned.safetensors": ["prune", str(ee_file), "--sparsity", "0.5", "--finetune-epochs", "0"],
         "kmeans.safetensors": ["quantize", str(ee_file), "--method", "kmeans", "--finetune-epochs", "0"],
         "small.dsz": ["compress", str(ee_file), "--finetune-epochs", "0", "--sparsity", "0.5"],
+        "int8.safetensors": ["quantize", str(ee_file), "--calib", "32"],          # module swap keeps the heads
+        "slim.safetensors": ["prune-channels", str(ee_file), "--ratio", "0.5", "--finetune-epochs", "0"],
     }
     _, before = read_safetensors(ee_file)
     for name, argv in steps.items():
@@ -105,6 +107,12 @@ def test_an_early_exit_file_can_be_pruned_quantized_and_compressed(ee_file, resn
         ee, _ = open_early_exit(again)
         with torch.no_grad():
             ee(torch.randn(3, 1, 28, 28))
+    slim, info = load_model(tmp_path / "slim.safetensors")
+    assert slim.layer1[0].conv2.out_channels < 4                        # channels really removed ...
+    assert slim.exit_heads[0][0].in_channels == slim.layer1[0].conv2.out_channels   # ... and the head reads them
+    assert "exit_heads.0.0" in info.extra["channel_plan"]["layers"]
+    int8, info = load_model(tmp_path / "int8.safetensors")
+    assert info.extra["quant"]["placement"] == "swap" and len(int8.exit_heads) == 2
     pruned, _ = load_model(tmp_path / "pruned.safetensors")
     assert not hasattr(pruned.exit_heads[0][0], "weight_mask")      # the heads are no pruning target
     assert hasattr(pruned.fc, "weight_mask") or hasattr(pruned.layer1[0].conv1, "weight_mask")
@@ -121,3 +129,30 @@ def test_profile_reports_the_expected_macs_from_the_exit_shares(ee_file, capsys)
     assert ee["expected_macs"] == pytest.approx(sum(s * c for s, c in zip(shares, ee["path_macs"])))
     assert main(["profile", str(ee_file)]) == 0
     assert "early exit (" in capsys.readouterr().out
+
+
+def test_evaluate_reports_the_adaptive_model_beside_the_whole_one(ee_file, resnet_file, capsys):
+    _, spec, _ = resnet_file
+    capsys.readouterr()
+    assert main(["evaluate", str(ee_file), "--data", spec, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    _, info = read_safetensors(ee_file)
+    run = info.history[-1]
+    assert got["adaptive"]["accuracy"] == pytest.approx(run["adaptive_accuracy"])      # what early-exit reported
+    assert got["adaptive"]["shares"] == pytest.approx(run["shares"])
+    assert got["adaptive"]["expected_macs"] == pytest.approx(run["expected_macs"])
+    assert main(["evaluate", str(ee_file), "--data", spec]) == 0
+    out = capsys.readouterr().out
+    assert "early exit (" in out and "whole model" in out and "samples leaving at each exit" in out
+
+
+def test_the_seed_sets_the_heads_initial_weights(resnet_file, tmp_path):
+    _, _, src = resnet_file
+    heads = {}
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        out = tmp_path / f"{name}.safetensors"
+        assert main(["early-exit", str(src), "--out", str(out), "--at", "layer1", *FAST, "--epochs", "0",
+                     "--seed", seed]) == 0
+        state, _ = read_safetensors(out)
+        heads[name] = state["exit_heads.0.0.weight"]
+    assert torch.equal(heads["a"], heads["b"]) and not torch.equal(heads["a"], heads["c"])
