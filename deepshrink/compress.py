@@ -93,8 +93,8 @@ class CompressConfig:
     def check(self) -> None:
         if self.allocation not in ("sensitivity", "global"):
             raise ConfigError(f"allocation must be 'sensitivity' or 'global', got {self.allocation!r}")
-        if not 0 < self.sparsity < 1:
-            raise ConfigError(f"sparsity must be in (0, 1), got {self.sparsity}")
+        if not 0 <= self.sparsity < 1:
+            raise ConfigError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if not (0 <= self.max_drop < math.inf and 0 <= self.backoff < math.inf) or self.attempts < 1:
             raise ConfigError(f"max_drop and backoff must be finite and >= 0 and attempts >= 1 "
                               f"(got {self.max_drop}, {self.backoff}, {self.attempts})")
@@ -230,7 +230,7 @@ def _finetune_loss(dense: nn.Module, data: Dataset, cfg: CompressConfig, tune, t
 def _scan(dense: nn.Module, data: Dataset, cfg: CompressConfig, score: Scorer) -> tuple[dict | None, str]:
     """The sensitivity scan that allocates sparsity per layer, on the validation split (None with
     ``allocation="global"``)."""
-    if cfg.allocation != "sensitivity":
+    if cfg.allocation != "sensitivity" or cfg.sparsity == 0:
         return None, "-"
     scan_on = val_label(data)
     _say(cfg, f"[scan] sensitivity of each layer on {scan_on}, scored by {score.name}")
@@ -260,12 +260,16 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
         progress=cfg.progress, verbose=cfg.verbose), select)
     how = (f"AGP over {cfg.prune_epochs} epochs" if prune_cfg.schedule == "agp" else
            f"{prune_cfg.rule} at once, then {cfg.prune_epochs} epochs of fine-tuning")
-    _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, {how}"
-         + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
+    if target > 0:
+        _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, {how}"
+             + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
+    else:
+        _say(cfg, "[prune] sparsity 0: nothing pruned (weight sharing and entropy coding only)")
     # on text both fine-tunings distil a deterministic target: dropout off (distill/fidelity_loss.py)
     quiet = dropout_off(work) if not select.labelled else contextlib.nullcontext()
     with quiet:
-        acc_pruned = prune_and_finetune(work, select, prune_cfg, loss_fn=loss_fn, score=score).accuracy_after
+        acc_pruned = (prune_and_finetune(work, select, prune_cfg, loss_fn=loss_fn, score=score).accuracy_after
+                      if target > 0 else score(work, select.test))
         bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits),
                                                    embedding_bits=cfg.embedding_bits))
         emb = f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else ""

@@ -31,7 +31,8 @@ def register(sub) -> None:
                    help="largest validation-accuracy drop allowed, in percentage points (default %(default)s)")
     p.add_argument("--data", help="data spec (default: the one recorded in the model file)")
     p.add_argument("--sparsity", action=FINITE, default=CompressConfig.sparsity,
-                   help="first total sparsity target (default %(default)s)")
+                   help="first total sparsity target; 0: nothing pruned, weight sharing and entropy coding only "
+                        "(default %(default)s)")
     p.add_argument("--allocation", choices=("sensitivity", "global"), default=CompressConfig.allocation,
                    help="per-layer sparsities from a sensitivity scan, or one global threshold (default %(default)s)")
     add_option(p, "--finetune-epochs", aliases=("--prune-epochs",), dest="finetune_epochs", type=int,

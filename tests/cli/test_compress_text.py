@@ -70,3 +70,17 @@ def test_sensitivity_on_text_is_scored_by_fidelity(bert, tmp_path, capsys):
     assert "mean cosine to the original (%) on the validation split" in printed and "samples held out" in printed
     scan = json.loads((tmp_path / "sensitivity.json").read_text())
     assert scan["metric"] == "mean cosine to the original" and scan["dense"] == pytest.approx(1.0)
+
+
+def test_compress_at_sparsity_zero_shares_weights_without_pruning(bert):
+    """``--sparsity 0``: no pruning phase (and no scan), k-means and entropy coding only; every
+    weight keeps a value from its layer's codebook and none is forced to zero."""
+    folder, spec = bert
+    model, _ = load_model(f"hf:{folder}", seq_len=16)
+    ds = load_data(spec, tokenizer=load_tokenizer(folder), seq_len=16)
+    res = compress(model, ds, CompressConfig(sparsity=0, max_drop=100, fc_bits=6, embedding_bits=4, **FAST))
+    assert res.scan is None and len(res.attempts) == 1 and res.attempts[0].sparsity < 0.01
+    assert res.val_accuracy_after > 0.9
+    fc = next(m for m in res.model.modules() if isinstance(m, torch.nn.Linear))
+    assert not hasattr(fc, "weight_mask") or bool(fc.weight_mask.all())
+    assert fc.weight.unique().numel() <= 2 ** 6
