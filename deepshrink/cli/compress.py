@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..compress import LABELLED_DEFAULTS as LABELLED
+from ..compress import TEXT_DEFAULTS as TEXT
 from ..compress import CompressConfig, compress_file
 from ..errors import ConfigError
 from ..prune.finetune import PRUNE_RULES
@@ -28,11 +30,12 @@ def register(sub) -> None:
     p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
     add_out_arg(p, "the .dsz file (its report and plots are written beside it)")
     p.add_argument("--max-drop", action=NON_NEGATIVE, default=CompressConfig.max_drop, metavar="PP",
-                   help="largest validation-accuracy drop allowed, in percentage points (default %(default)s)")
+                   help="largest validation-accuracy drop allowed, in percentage points; on unlabelled text, points "
+                        f"of mean cosine to the original (default {LABELLED['max_drop']}; text: {TEXT['max_drop']})")
     p.add_argument("--data", help="data spec (default: the one recorded in the model file)")
     p.add_argument("--sparsity", action=FINITE, default=CompressConfig.sparsity,
                    help="first total sparsity target; 0: nothing pruned, weight sharing and entropy coding only "
-                        "(default %(default)s)")
+                        f"(default {LABELLED['sparsity']}; text: {TEXT['sparsity']:g})")
     p.add_argument("--allocation", choices=("sensitivity", "global"), default=CompressConfig.allocation,
                    help="per-layer sparsities from a sensitivity scan, or one global threshold (default %(default)s)")
     add_option(p, "--finetune-epochs", aliases=("--prune-epochs",), dest="finetune_epochs", type=int,
@@ -41,9 +44,10 @@ def register(sub) -> None:
     add_option(p, "--bits", aliases=("--conv-bits",), dest="bits", type=int, default=CompressConfig.conv_bits,
                help="k-means bits of the conv layers (default %(default)s)")
     p.add_argument("--fc-bits", type=int, default=CompressConfig.fc_bits,
-                   help="k-means bits for linear layers (default %(default)s)")
+                   help=f"k-means bits for linear layers (default {LABELLED['fc_bits']}; text: {TEXT['fc_bits']})")
     p.add_argument("--embedding-bits", type=int, default=CompressConfig.embedding_bits,
-                   help="k-means bits for embedding tables, 0 leaves them in fp32 (default %(default)s)")
+                   help="k-means bits for embedding tables, 0 leaves them in fp32 (default "
+                        f"{LABELLED['embedding_bits']}; text: {TEXT['embedding_bits']})")
     p.add_argument("--rule", choices=PRUNE_RULES, default=CompressConfig.rule,
                    help="pruning rule: magnitude (with AGP), or reconstruct (Wanda masks and a least-squares refit "
                         "of the kept Linear weights on training samples, then fine-tuning) (default: magnitude, "
@@ -102,7 +106,7 @@ def cmd_compress(args) -> int:
     before, after = result.accuracy_before, result.accuracy_after
     val_before, val_after = result.val_accuracy_before, result.val_accuracy_after
     print(f"validation {result.metric} {val_before * 100:.2f}% -> {val_after * 100:.2f}% "
-          f"({(val_after - val_before) * 100:+.2f} pp; budget -{cfg.max_drop} pp: "
+          f"({(val_after - val_before) * 100:+.2f} pp; budget -{result.max_drop} pp: "
           f"{'within' if result.within_budget else 'OVER BUDGET'}) on {result.val_on}")
     print(f"test {result.metric} {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp) "
           f"on {result.test_on}, reported only")

@@ -84,3 +84,22 @@ def test_compress_at_sparsity_zero_shares_weights_without_pruning(bert):
     fc = next(m for m in res.model.modules() if isinstance(m, torch.nn.Linear))
     assert not hasattr(fc, "weight_mask") or bool(fc.weight_mask.all())
     assert fc.weight.unique().numel() <= 2 ** 6
+
+
+def test_text_defaults_share_weights_without_pruning_under_a_cosine_budget(bert, tmp_path, capsys):
+    """Unlabelled text resolves the data-dependent defaults to TEXT_DEFAULTS (no pruning, 7-bit
+    Linear and 4-bit embedding codebooks, 3 points of cosine); labelled images keep Deep Compression's."""
+    from deepshrink.compress import LABELLED_DEFAULTS, TEXT_DEFAULTS
+    assert {k: getattr(CompressConfig().resolved(False), k) for k in TEXT_DEFAULTS} == TEXT_DEFAULTS
+    assert {k: getattr(CompressConfig().resolved(True), k) for k in LABELLED_DEFAULTS} == LABELLED_DEFAULTS
+    assert CompressConfig(sparsity=0.5).resolved(False).sparsity == 0.5          # what the user gave stays
+    folder, spec = bert
+    out = tmp_path / "d.dsz"
+    capsys.readouterr()
+    code = main(["compress", f"hf:{folder}", "--data", spec, "--seq-len", "16", "--centroid-epochs", "0",
+                 "--out", str(out), "--json", "--no-progress"])
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["max_drop"] == TEXT_DEFAULTS["max_drop"] and got["sparsity"] < 0.01
+    assert code == (0 if got["within_budget"] else 1)
+    rec = load_compressed(out).deepshrink_info.history[-1]
+    assert rec["config"]["fc_bits"] == 7 and rec["config"]["embedding_bits"] == 4 and rec["config"]["sparsity"] == 0

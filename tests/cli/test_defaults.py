@@ -55,4 +55,6 @@ def test_defaults_show_in_the_help(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["compress", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"(default {CompressConfig.max_drop})" in text and f"(default {CompressConfig.kd_temperature})" in text
+    labelled, text_data = CompressConfig().resolved(True), CompressConfig().resolved(False)
+    assert f"(default {labelled.max_drop}; text: {text_data.max_drop})" in text
+    assert f"(default {CompressConfig.kd_temperature})" in text

@@ -162,7 +162,8 @@ def test_defaults_that_disagreed_now_agree():
     assert _parse("quantize", ["m", "--out", "o", "--no-per-channel"])["per_channel"] is False
     kmeans = QuantizeConfig(method="kmeans")
     assert (kmeans.bits, kmeans.linear_bits) == (KMeansConfig.conv_bits, KMeansConfig.fc_bits)
-    assert (CompressConfig.conv_bits, CompressConfig.fc_bits) == (KMeansConfig.conv_bits, KMeansConfig.fc_bits)
+    assert (CompressConfig.conv_bits, CompressConfig().resolved(True).fc_bits) == (KMeansConfig.conv_bits,
+                                                                                   KMeansConfig.fc_bits)
     assert QuantizeConfig(method="kmeans", bits=3).linear_bits == 3      # never more bits for fc than asked for
     assert QuantizeConfig(method="kmeans", fc_bits=7).linear_bits == 7
     assert QuantizeConfig(bits=4).linear_bits == 4                       # linear: --bits everywhere
