@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _results import ROOT, command_from_args, write_result
+from _results import ROOT, command_from_args, merge_commands, previous, write_result
 
 sys.path.insert(0, str(ROOT / "tests"))
 from test_readme import SHELL_LANGS, readme_blocks, shell_commands  # noqa: E402  (the test's own parser)
@@ -58,6 +58,12 @@ def _run(argv: list[str], env: dict) -> tuple[int, float, str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sentences", type=int, default=500, help="lines of sentences.txt for the Hugging Face example")
+    p.add_argument("--lines", type=int, nargs="+", metavar="LINE",
+                   help="run only the blocks opening at these README lines and replace their steps in the stored "
+                        "results (after a fix; the other steps are kept as they were measured)")
+    p.add_argument("--replaces", type=int, nargs="+", metavar="LINE",
+                   help="with --lines: the README lines the stored steps being replaced had (default: --lines; "
+                        "they differ when the fix moved the block)")
     args = p.parse_args()
     made = _inputs(args.sentences)
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
@@ -65,7 +71,7 @@ def main() -> None:
     steps: list[dict] = []
     start = time.perf_counter()
     for b in readme_blocks((ROOT / "README.md").read_text()):
-        if b.skip or b.lang not in SHELL_LANGS + ("python",):
+        if b.skip or b.lang not in SHELL_LANGS + ("python",) or (args.lines and b.line not in args.lines):
             continue
         if b.lang == "python":
             script = ROOT / "runs" / f"readme_block_line{b.line}.py"
@@ -84,13 +90,23 @@ def main() -> None:
     total = time.perf_counter() - start
     for path in made:
         path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
+    if args.lines:                                       # merge with the stored run, in README order
+        old = previous("readme_tour")
+        kept = [s for s in old.get("steps", []) if s["line"] not in (args.replaces or args.lines)]
+        for s in steps:
+            s["rerun"] = True
+        steps = sorted(kept + steps, key=lambda s: s["line"])   # a moved block keeps its place unless it moved far
+        total = sum(s["seconds"] for s in steps)
     failed = [s for s in steps if s["exit_code"] != 0]
     print(f"{len(steps)} commands and blocks, {len(failed)} failed, {total / 60:.1f} min")
-    rows = [[s["line"], s["command"].split("#")[0].strip()[:110], s["exit_code"], s["seconds"]] for s in steps]
+    rows = [[s["line"], s["command"].split("#")[0].strip()[:110] + (" (rerun)" if s.get("rerun") else ""),
+             s["exit_code"], s["seconds"]] for s in steps]
     rows.append(["", f"total ({len(steps)} steps, {len(failed)} non-zero exits)", "", round(total, 1)])
     write_result("readme_tour", {
         "title": "The README tour as written, end to end, on the full Fashion-MNIST",
-        "command": command_from_args("readme_tour", args), "total_seconds": total, "steps": steps,
+        "command": " ; ".join(merge_commands(previous("readme_tour").get("command", "").split(" ; ") if args.lines
+                                             else [], [command_from_args("readme_tour", args)])),
+        "total_seconds": total, "steps": steps,
         "failed": len(failed),
         "table": {"columns": ["README line", "command", "exit", "seconds"], "rows": rows},
         "notes": ["Run from a fresh clone after `make setup` (its time is not included); `models/bert` is "
