@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save as st_save
 
 from deepshrink.codec import dumps, loads
-from deepshrink.codec.container import PREAMBLE, VERSION
+from deepshrink.codec.container import PREAMBLE, VERSION, inflate_header
 from deepshrink.errors import DeepShrinkError
 from deepshrink.io import load_model
 from deepshrink.prune import prune_
@@ -138,9 +138,9 @@ def main(examples: int, tmp: Path) -> None:
     prune_(model, 0.9)
     kmeans_quantize_(model, KMeansConfig(fc_bits=4, iters=3))
     blob = dumps(model, info)
-    flags, hlen = struct.unpack_from("<HI", blob, 10)
+    version, flags, hlen = struct.unpack_from("<HHI", blob, 8)
     head = blob[PREAMBLE.size:PREAMBLE.size + hlen]
-    header = json.loads(zlib.decompress(head) if flags & 1 else head)
+    header = json.loads(inflate_header(head, 1 << 26, "fuzz", version) if flags & 1 else head)
     data = blob[PREAMBLE.size + hlen:]
     assert _open("dsz", _dsz(header, data, None), tmp) == "loaded"   # the unmutated file loads
     outcomes: dict[str, int] = {}

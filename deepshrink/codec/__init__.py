@@ -2,7 +2,10 @@
 
 Han, Mao & Dally (ICLR 2016): after pruning and weight sharing, store each layer as a relative
 sparse index plus codebook indices, then Huffman-code both streams. Here each section takes the
-smallest of fixed-width, canonical Huffman and ANS coding; the format is docs/FORMAT.md.
+smallest of fixed-width, canonical Huffman and ANS coding, a layer's positions the smallest of
+the relative index, CSR and a column-adaptive bitmap, and the header is zlib'd with a preset
+dictionary of its field names; the format (version 3, which also reads version 2) is
+docs/FORMAT.md.
 
 ``save_compressed(model, path, info=None)`` / ``load_compressed(path) -> nn.Module`` (bit-exact
 weights), ``read_compressed_info(path)``, ``compression_report(path_or_model)``; ``dumps`` /

@@ -1,9 +1,11 @@
 """The .dsz container: magic, version, CRC'd JSON header, sections tiling the data region.
 
 Layout and rules are docs/FORMAT.md §1-2 and §5. Writing places each tensor's sections back to
-back and records offset, length and CRC-32; reading checks, before allocating anything, that the
-header length fits the bytes present, that every declared shape and count is within the limits
-and consistent with its section, that the sections tile the data region exactly, and that every
+back and records offset, length and CRC-32, and stores the header JSON through zlib with the
+format's preset dictionary (:mod:`.header_dict`, version 3) when that is smaller. Reading
+accepts versions 2 and 3 (§6) and checks, before allocating anything, that the header length
+fits the bytes present, that every declared shape and count is within the limits and
+consistent with its section, that the sections tile the data region exactly, and that every
 CRC matches. Every failure is a :class:`FormatError` naming the file and the field or section.
 
 Memory (§5): what a file may make the reader allocate is tied to its size. Its weight, in units of
@@ -24,17 +26,21 @@ from dataclasses import dataclass
 from ..errors import FormatError
 from ..names import DSZ_MAGIC
 from ..modelfile import ModelInfo
+from .header_dict import HEADER_DICT
 from .quantized import Section
 from .schema import check_entry
 
-__all__ = ["MAGIC", "VERSION", "PREAMBLE", "MAX_HEADER", "MAX_ELEMENTS", "ELEMENTS_FLOOR", "ELEMENTS_PER_BYTE",
-           "HEADER_UNITS", "Parsed", "pack_file", "parse_file", "is_dsz", "element_limit"]
+__all__ = ["MAGIC", "VERSION", "VERSIONS", "PREAMBLE", "MAX_HEADER", "MAX_ELEMENTS", "ELEMENTS_FLOOR",
+           "ELEMENTS_PER_BYTE", "HEADER_UNITS", "Parsed", "pack_file", "parse_file", "is_dsz", "element_limit",
+           "compress_header", "inflate_header"]
 
 MAGIC = DSZ_MAGIC
-VERSION = 2
+VERSION = 3                                  # what the writer writes
+VERSIONS = (2, 3)                            # what the reader reads (docs/FORMAT.md §6)
 FORMAT = "deepshrink-dsz"
 PREAMBLE = struct.Struct("<8sHHII")          # magic, version, flags, header length, header CRC
-FLAG_ZLIB_HEADER = 1                         # the header bytes are a zlib stream of the JSON
+FLAG_ZLIB_HEADER = 1                         # the header bytes are a zlib stream of the JSON (v3: with HEADER_DICT)
+_FDICT = 0x20                                # zlib header (RFC 1950): FLG bit 5, a DICTID follows CMF, FLG
 MAX_HEADER = 64 << 20
 MAX_TENSORS = 100_000
 MAX_ELEMENTS = 1 << 28
@@ -56,8 +62,21 @@ def is_dsz(head: bytes) -> bool:
     return head[:len(MAGIC)] == MAGIC
 
 
-def pack_file(info: ModelInfo, tensors: list[tuple[dict, list[Section]]]) -> bytes:
-    """The bytes of a .dsz file; ``tensors`` = [(entry fields incl. name/dtype/shape/kind, sections)]."""
+def compress_header(text: bytes, version: int = VERSION) -> bytes:
+    """The zlib stream of a header's JSON text: version 3 with the preset dictionary, 2 without."""
+    if version >= 3:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
+        return packer.compress(text) + packer.flush()
+    return zlib.compress(text, 9)
+
+
+def pack_file(info: ModelInfo, tensors: list[tuple[dict, list[Section]]], version: int = VERSION) -> bytes:
+    """The bytes of a .dsz file of format ``version`` (3, or 2 for older readers: then no entry
+    may use the bitmap layout); ``tensors`` = [(entry fields incl. name/dtype/shape/kind, sections)]."""
+    if version not in VERSIONS:
+        raise ValueError(f"cannot write .dsz version {version} (versions {VERSIONS})")
+    if version < 3 and any(fields.get("layout") == "bitmap" for fields, _ in tensors):
+        raise ValueError(f"the bitmap layout needs .dsz version 3, not {version}")
     entries, blobs, offset = [], [], 0
     for fields, sections in tensors:
         secs = {}
@@ -67,12 +86,12 @@ def pack_file(info: ModelInfo, tensors: list[tuple[dict, list[Section]]]) -> byt
             blobs.append(s.payload)
             offset += len(s.payload)
         entries.append({**fields, "sections": secs})
-    header = {"format": FORMAT, "version": VERSION, "data_size": offset,
+    header = {"format": FORMAT, "version": version, "data_size": offset,
               "model": json.loads(info.to_json()), "tensors": entries}
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    packed = zlib.compress(head, 9)
+    packed = compress_header(head, version)
     flags, head = (FLAG_ZLIB_HEADER, packed) if len(packed) < len(head) else (0, head)
-    return PREAMBLE.pack(MAGIC, VERSION, flags, len(head), zlib.crc32(head)) + head + b"".join(blobs)
+    return PREAMBLE.pack(MAGIC, version, flags, len(head), zlib.crc32(head)) + head + b"".join(blobs)
 
 
 @dataclass
@@ -87,6 +106,7 @@ class Parsed:
     units: int = 0                   # the file's weight: header JSON and entries (units of one float32)
     limit: int = MAX_ELEMENTS        # the element limit it was checked against
     header_units: int = 0            # the header's part of ``units``
+    version: int = VERSION           # the file's format version
 
     def payloads(self, entry: dict) -> dict[str, bytes]:
         start = self.data_start
@@ -98,8 +118,17 @@ class Parsed:
         return len(self.blob)
 
 
-def _inflate_header(head: bytes, limit: int, where: str) -> bytes:
-    inflater = zlib.decompressobj()
+def inflate_header(head: bytes, limit: int, where: str, version: int = VERSION) -> bytes:
+    """The JSON text of a zlib'd header, at most ``limit`` bytes of it (a longer one is refused
+    after ``limit + 1`` bytes are inflated); version 3 needs the preset dictionary (FDICT set and
+    DICTID its Adler-32), version 2 has none."""
+    if version >= 3:
+        if len(head) < 6 or not head[1] & _FDICT or head[2:6] != zlib.adler32(HEADER_DICT).to_bytes(4, "big"):
+            raise FormatError(f"{where}: header zlib stream does not use the format's preset dictionary "
+                              "(docs/FORMAT.md §2.1)")
+        inflater = zlib.decompressobj(zdict=HEADER_DICT)
+    else:
+        inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(head, limit + 1)
     except zlib.error as exc:
@@ -112,14 +141,16 @@ def _inflate_header(head: bytes, limit: int, where: str) -> bytes:
 
 
 def _read_header(blob: bytes, where: str, cap: int) -> tuple[dict, int, int]:
-    """(header, start of the data region, its weight: HEADER_UNITS per byte of JSON text)."""
+    """(header, start of the data region, its weight: HEADER_UNITS per byte of JSON text); the
+    header's ``version`` is checked against the preamble's."""
     if len(blob) < PREAMBLE.size:
         raise FormatError(f"{where}: {len(blob)} bytes, too short for a .dsz file (preamble is {PREAMBLE.size})")
     magic, version, flags, hlen, hcrc = PREAMBLE.unpack_from(blob)
     if magic != MAGIC:
         raise FormatError(f"{where}: not a .dsz file (bad magic)")
-    if version != VERSION:
-        raise FormatError(f"{where}: unsupported .dsz version {version} (this reader knows {VERSION})")
+    if version not in VERSIONS:
+        raise FormatError(f"{where}: unsupported .dsz version {version} (this reader knows "
+                          f"{' and '.join(map(str, VERSIONS))})")
     if flags & ~FLAG_ZLIB_HEADER:
         raise FormatError(f"{where}: unknown flags {flags:#x} in the preamble")
     if hlen > min(MAX_HEADER, len(blob) - PREAMBLE.size):
@@ -130,7 +161,7 @@ def _read_header(blob: bytes, where: str, cap: int) -> tuple[dict, int, int]:
         raise FormatError(f"{where}: header CRC mismatch (file corrupt)")
     limit = min(MAX_HEADER, cap // HEADER_UNITS)
     if flags & FLAG_ZLIB_HEADER:
-        head = _inflate_header(head, limit, where)
+        head = inflate_header(head, limit, where, version)
     elif len(head) > limit:
         raise FormatError(f"{where}: header of {len(head)} bytes exceeds {limit}, the limit for this file")
     try:
@@ -141,9 +172,9 @@ def _read_header(blob: bytes, where: str, cap: int) -> tuple[dict, int, int]:
         raise FormatError(f"{where}: header is not a JSON object")
     if not isinstance(header.get("format"), str) or header["format"] != FORMAT:
         raise FormatError(f"{where}: header field 'format' is {header.get('format')!r}, expected {FORMAT!r}")
-    if type(header.get("version")) is not int or header["version"] != VERSION:
-        raise FormatError(f"{where}: header field 'version' is {header.get('version')!r}, this reader knows "
-                          f"{VERSION} ({FORMAT} v{VERSION})")
+    if type(header.get("version")) is not int or header["version"] != version:
+        raise FormatError(f"{where}: header field 'version' is {header.get('version')!r}, the preamble says "
+                          f"{version} ({FORMAT} v{version})")
     return header, PREAMBLE.size + hlen, HEADER_UNITS * len(head)
 
 
@@ -182,15 +213,16 @@ def parse_file(blob: bytes, where: str, max_elements: int | None = None, check_c
     if not isinstance(entries, list) or len(entries) > MAX_TENSORS:
         raise FormatError(f"{where}: header field 'tensors' must be a list of at most {MAX_TENSORS} entries")
     seen: dict[str, dict] = {}
+    version = header["version"]
     for i, e in enumerate(entries):
-        total += check_entry(e, seen, where, i)
+        total += check_entry(e, seen, where, i, version)
         if total > cap:
             hint = "" if max_elements is not None else " (max_elements raises it for a trusted file)"
             raise FormatError(f"{where}: tensor {e['name']!r} brings the decoded size to {total} elements "
                               f"(header included), above the limit {cap} for a {len(blob)}-byte file{hint}")
         seen[e["name"]] = e
     _check_tiling(entries, data_size, where)
-    parsed = Parsed(info, entries, blob, data_start, where, total, cap, header_units)
+    parsed = Parsed(info, entries, blob, data_start, where, total, cap, header_units, version)
     if check_crc:
         for e in entries:
             for name, payload in parsed.payloads(e).items():

@@ -25,7 +25,7 @@ from ..errors import ConfigError, FormatError, ModelError
 from ..hf import is_hf_spec
 from ..modelfile import ModelInfo, build_arch, model_from_state, read_bytes  # one loading sequence with io
 from ..names import BITS_SUFFIX, MASK_SUFFIX
-from .container import MAX_ELEMENTS, Parsed, pack_file, parse_file
+from .container import MAX_ELEMENTS, VERSION, Parsed, pack_file, parse_file
 from .entropy import decode_bytes, encode_bytes
 from .quantized import Section, decode_quantized, encode_quantized
 from .schema import CODEBOOK, DTYPES, UNIT, itemsize
@@ -72,8 +72,10 @@ def _derived_mask(mask: torch.Tensor, source: str, state: dict, kinds: dict[str,
             and _same_bits(mask, (src.detach() != 0).to(mask.dtype)))
 
 
-def dumps(model: nn.Module, info: ModelInfo) -> bytes:
-    """The .dsz bytes of ``model``; ModelError when a nonzero weight is not in its codebook."""
+def dumps(model: nn.Module, info: ModelInfo, version: int = VERSION) -> bytes:
+    """The .dsz bytes of ``model``; ModelError when a nonzero weight is not in its codebook.
+    ``version`` 2 writes a file that readers of format version 2 read (no bitmap layout, no
+    header dictionary: docs/FORMAT.md §6)."""
     state = model.state_dict()
     quantized = {k for k in state if k + CODEBOOK in state and state[k].dtype == torch.float32}
     tensors, kinds = [], {}                                          # kinds: name -> stored kind
@@ -81,7 +83,7 @@ def dumps(model: nn.Module, info: ModelInfo) -> bytes:
         if key.endswith(CODEBOOK) and key[:-len(CODEBOOK)] in quantized:
             continue                                              # stored inside its weight
         if key in quantized:
-            fields, sections = encode_quantized(key, t, state[key + CODEBOOK], _bits_of(model, key))
+            fields, sections = encode_quantized(key, t, state[key + CODEBOOK], _bits_of(model, key), version >= 3)
             tensors.append(({"name": key, "dtype": "float32", "shape": list(t.shape), "kind": "quantized",
                              **fields}, sections))
         elif key.endswith(MASK) and _derived_mask(t, key[:-len(MASK)], state, kinds):
@@ -90,7 +92,7 @@ def dumps(model: nn.Module, info: ModelInfo) -> bytes:
         else:
             tensors.append(_raw(key, t))
         kinds[key] = tensors[-1][0]["kind"]
-    blob = pack_file(info, tensors)
+    blob = pack_file(info, tensors, version)
     try:                 # never write a file the reader refuses (at the most a caller may allow it)
         parse_file(blob, "<written>", MAX_ELEMENTS)
     except FormatError as exc:

@@ -20,7 +20,7 @@ import torch
 from ..errors import FormatError, ModelError
 from .entropy import decode_bytes, decode_symbols, encode_symbols, symbol_dtype
 from .bitpack import raw_width
-from .sparse import choose_layout, csr_chunks, csr_shape, plain_relative_bits, relative_chunks
+from .sparse import bitmap_chunks, choose_layout, csr_chunks, csr_shape, plain_relative_bits, relative_chunks
 
 __all__ = ["Section", "codes_of", "encode_quantized", "decode_quantized", "decoded_bytes", "codebook_rows"]
 
@@ -91,13 +91,16 @@ def _codebook_section(codebook: torch.Tensor) -> tuple[str, Section]:
 
 
 def encode_quantized(name: str, weight: torch.Tensor, codebook: torch.Tensor,
-                     bits: int | None) -> tuple[dict, list[Section]]:
-    """Header fields and sections of one quantized weight (layout chosen by estimated size)."""
+                     bits: int | None, bitmap: bool = True) -> tuple[dict, list[Section]]:
+    """Header fields and sections of one quantized weight (layout chosen by estimated size;
+    ``bitmap`` False leaves out the bitmap layout, which format version 2 lacks)."""
     positions, codes = codes_of(name, weight, codebook)
     k = int(codebook.shape[-1])
-    layout = choose_layout(positions, codes, k, tuple(weight.shape))
+    layout = choose_layout(positions, codes, k, tuple(weight.shape), bitmap)
     cb_dtype, cb_section = _codebook_section(codebook)
     sections = [cb_section]
+    for sec_name, (coder, payload, count, alphabet) in layout.coded.items():       # bitmap: the mask
+        sections.append(Section(sec_name, coder, payload, count, alphabet))
     for sec_name, (symbols, alphabet) in layout.streams.items():
         coder, payload = encode_symbols(symbols, alphabet)
         sections.append(Section(sec_name, coder, payload, int(symbols.size), alphabet))
@@ -112,15 +115,19 @@ def encode_quantized(name: str, weight: torch.Tensor, codebook: torch.Tensor,
 def decoded_bytes(entry: dict) -> int:
     """Bytes :func:`decode_quantized` allocates for a checked entry, from its header alone: the
     float32 weight (4n), the codebook as stored and as float32 ((s + 4)·C·K), every symbol stream
-    in its narrowest type, and for CSR the (R,) int64 row ends. (Plus chunk-sized temporaries.)"""
+    in its narrowest type, for CSR the (R,) int64 row ends, and for a bitmap the (Q,) int64 column
+    counts in place of its mask (decoded a step at a time, never whole). (Plus chunk-sized
+    temporaries.)"""
     numel = math.prod(entry["shape"])
     cb = entry["codebook"]
     total = 4 * numel + (_CODEBOOK_ITEMSIZE[cb["dtype"]] + 4) * math.prod(cb["shape"])
     for name, s in entry["sections"].items():
-        if name != "codebook":
+        if name not in ("codebook", "mask"):
             total += s["count"] * symbol_dtype(s["alphabet"]).itemsize
     if entry["layout"] == "csr":
         total += 8 * csr_shape(tuple(entry["shape"]))[0]
+    elif entry["layout"] == "bitmap":
+        total += 8 * csr_shape(tuple(entry["shape"]))[1]
     return total
 
 
@@ -150,6 +157,8 @@ def decode_quantized(entry: dict, payloads: dict[str, bytes], file: str) -> tupl
     if entry["layout"] == "relative":
         gaps = stream("index") if "index" in secs else None        # b = 0: no gaps stored
         pieces = relative_chunks(gaps, stream("codes"), numel, label("index"))
+    elif entry["layout"] == "bitmap":
+        pieces = bitmap_chunks(payloads["mask"], stream("codes"), shape, entry["nnz"], label("mask"))
     else:
         pieces = csr_chunks(stream("rows"), stream("cols"), stream("codes"), shape, label("cols"))
     flat = np.zeros(numel, dtype=np.float32)                        # (n,)

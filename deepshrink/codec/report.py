@@ -8,7 +8,7 @@ plus fillers; ``b = 0`` stores every position up to the last nonzero):
   the index width ``b`` of the paper's fixed-width relative scheme, at its best ``b`` in 1..12
   (header field ``plain``), whatever layout the coded file uses.
 * Weight Bits(H), Index Bits(H) = bits of the coded ``codes`` / index sections (tables included;
-  CSR: ``rows`` + ``cols``) per nonzero, in the layout the file uses (with ``b = 0`` the
+  CSR: ``rows`` + ``cols``; bitmap: ``mask``) per nonzero, in the layout the file uses (with ``b = 0`` the
   positions ride in the codes stream as zero symbols, so Index Bits(H) is 0).
 * Rate(P+Q) = 1 - e_b (Weight Bits + Index Bits) / (32 n), ``e_b`` the entries of that fixed-width
   scheme: the fraction of fp32 bits removed by pruning and quantization alone;
@@ -44,7 +44,7 @@ class CompressionRow:
     numel: int
     nnz: int | None = None
     entries: int | None = None
-    layout: str | None = None          # coded layout: "relative b=B" or "csr"
+    layout: str | None = None          # coded layout: "relative b=B", "csr" or "bitmap"
     weight_bits: int | None = None
     weight_bits_h: float | None = None
     index_bits: int | None = None
@@ -67,10 +67,10 @@ def _row(e: dict) -> CompressionRow:
         return CompressionRow(e["name"], n)
     k, nnz, entries = e["codebook"]["shape"][-1], e["nnz"], e["entries"]
     wb = e["bits"] if e["bits"] is not None else raw_width(max(k, 1))
-    index_bytes = sum(secs[s]["length"] for s in ("index", "rows", "cols") if s in secs)
+    index_bytes = sum(secs[s]["length"] for s in ("index", "rows", "cols", "mask") if s in secs)
     ib, pq_bits = e["plain"]["index_bits"], e["plain"]["bits"]
     coded = 8 * (secs["codes"]["length"] + index_bytes)
-    layout = f"relative b={e['index_bits']}" if e["layout"] == "relative" else "csr"
+    layout = f"relative b={e['index_bits']}" if e["layout"] == "relative" else e["layout"]
     return CompressionRow(e["name"], n, nnz, entries, layout, wb, 8 * secs["codes"]["length"] / nnz if nnz else None,
                     ib, 8 * index_bytes / nnz if nnz else None,
                     1 - pq_bits / (32 * n) if n else None, 1 - coded / (32 * n) if n else None,

@@ -18,7 +18,7 @@ from ..errors import FormatError
 from ..names import CODEBOOK_SUFFIX
 from .entropy import BYTE_CODERS, SYMBOL_CODERS
 from .quantized import codebook_rows, decoded_bytes
-from .sparse import MAX_INDEX_BITS, csr_shape
+from .sparse import BITMAP_MAX_ELEMENTS, BITMAP_MAX_ROWS, MAX_INDEX_BITS, csr_shape
 
 __all__ = ["DTYPES", "FLOAT_DTYPES", "MAX_DIMS", "MAX_NAME", "MAX_DIM", "MAX_CODEBOOK", "CODEBOOK", "UNIT",
            "ENTRY_UNITS", "check_entry", "entry_units", "itemsize"]
@@ -81,7 +81,7 @@ def _sections(e: dict, file: str, expected: dict[str, tuple]) -> None:
             raise FormatError(f"{where}: alphabet {s['alphabet']} does not match the tensor (expected {alphabet})")
 
 
-def _check_quantized(e: dict, numel: int, label: str, file: str) -> None:
+def _check_quantized(e: dict, numel: int, label: str, file: str, version: int) -> None:
     if e["dtype"] != "float32":
         raise FormatError(f"{label}: a quantized tensor must be float32, not {e['dtype']}")
     cb = e.get("codebook")
@@ -107,7 +107,8 @@ def _check_quantized(e: dict, numel: int, label: str, file: str) -> None:
             and all(_is_int(v) and v >= 0 for v in plain.values())):
         raise FormatError(f"{label}: field 'plain' must be {{'index_bits': int, 'bits': int}}")
     cb_sec = (BYTE_CODERS, c * k * itemsize(cb["dtype"]), 256)
-    layout = _choice(e.get("layout"), ("relative", "csr"), label, "layout")
+    layout = _choice(e.get("layout"), ("relative", "csr", "bitmap") if version >= 3 else ("relative", "csr"),
+                     label, "layout")
     if layout == "relative":
         b = e.get("index_bits")
         if not (_is_int(b) and 0 <= b <= MAX_INDEX_BITS):
@@ -116,19 +117,28 @@ def _check_quantized(e: dict, numel: int, label: str, file: str) -> None:
         if b:
             expected["index"] = (SYMBOL_CODERS, entries, 1 << b)
         _sections(e, file, expected)
-    else:
+    elif layout == "csr":
         rows, cols = csr_shape(tuple(e["shape"]))
         if numel == 0 or e.get("index_bits") is not None or nnz != entries:
             raise FormatError(f"{label}: CSR needs a non-empty tensor, index_bits null and nnz == entries")
         _sections(e, file, {"codebook": cb_sec, "rows": (SYMBOL_CODERS, rows, cols + 1),
                              "cols": (SYMBOL_CODERS, nnz, cols), "codes": (SYMBOL_CODERS, nnz, max(k, 1))})
+    else:
+        rows, _ = csr_shape(tuple(e["shape"]))
+        if not 0 < numel <= BITMAP_MAX_ELEMENTS or rows > BITMAP_MAX_ROWS:
+            raise FormatError(f"{label}: the bitmap layout needs 1 to 2^40 elements and at most "
+                              f"{BITMAP_MAX_ROWS} rows, got {numel} elements in {rows} rows")
+        if e.get("index_bits") is not None or nnz != entries or nnz == 0:
+            raise FormatError(f"{label}: the bitmap layout needs index_bits null and nnz == entries >= 1")
+        _sections(e, file, {"codebook": cb_sec, "mask": (("adaptive",), numel, 2),
+                             "codes": (SYMBOL_CODERS, nnz, max(k, 1))})
     if nnz and k == 0:
         raise FormatError(f"{label}: {nnz} nonzeros but an empty codebook")
 
 
-def check_entry(e, seen: dict[str, dict], where: str, index: int) -> int:
-    """Validate entry number ``index`` (``seen``: earlier entries by name); returns its weight
-    (:func:`entry_units`)."""
+def check_entry(e, seen: dict[str, dict], where: str, index: int, version: int = 3) -> int:
+    """Validate entry number ``index`` (``seen``: earlier entries by name) of a file of format
+    ``version`` (2 lacks the bitmap layout); returns its weight (:func:`entry_units`)."""
     if not isinstance(e, dict):
         raise FormatError(f"{where}: tensor #{index}: entry must be an object")
     name = e.get("name")
@@ -149,7 +159,7 @@ def check_entry(e, seen: dict[str, dict], where: str, index: int) -> int:
                               f"tensor of the same shape, got {source!r}")
         _sections(e, where, {})
     else:
-        _check_quantized(e, numel, label, where)
+        _check_quantized(e, numel, label, where, version)
     _check_codebook_name(e, seen, label)
     return entry_units(e)
 

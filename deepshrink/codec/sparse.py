@@ -5,11 +5,15 @@ nonzero, the number of zeros since the previous stored entry in ``b`` bits. A ru
 longer than ``M = 2^b - 1`` is bridged by ``g // (M+1)`` *filler* entries (gap ``M``, value zero),
 each covering ``M + 1`` positions, so a nonzero costs ``1 + g // (M+1)`` entries of ``b`` index
 bits and one value code. ``b = 0`` is the dense layout (every position an entry). CSR instead
-stores the nonzeros per row and each nonzero's column. Which one is cheaper depends on the
+stores the nonzeros per row and each nonzero's column. The bitmap layout (format version 3)
+codes the nonzero pattern bit by bit, each bit with a probability learnt from the rows above
+(:mod:`.adaptive`), and the codebook indices apart. Which one is cheaper depends on the
 sparsity and on how clustered the zeros are, so the writer estimates every candidate
-(``min(raw, n*H + table)`` per stream) and keeps the smallest (docs/FORMAT.md §4).
+(``min(raw, n*H + table)`` per stream; the bitmap's pattern is coded to know its size) and keeps
+the smallest (docs/FORMAT.md §4).
 
-Value codes: relative layout ``0`` = zero/filler, ``i + 1`` = codebook entry ``i``; CSR ``i``.
+Value codes: relative layout ``0`` = zero/filler, ``i + 1`` = codebook entry ``i``; CSR and
+bitmap ``i``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FormatError
+from .adaptive import MAX_ELEMENTS as BITMAP_MAX_ELEMENTS, MAX_ROWS as BITMAP_MAX_ROWS, adaptive_decode, adaptive_encode
 from .entropy import estimate_bytes, estimate_from_counts
 
 __all__ = ["Layout", "MAX_INDEX_BITS", "SEARCH_BITS", "DECODE_CHUNK", "plain_relative_bits", "relative_layout",
-           "relative_estimate", "csr_layout", "choose_layout",
-           "relative_chunks", "relative_decode", "csr_chunks", "csr_decode", "csr_shape"]
+           "relative_estimate", "csr_layout", "bitmap_layout", "bitmap_fits", "choose_layout",
+           "relative_chunks", "relative_decode", "csr_chunks", "csr_decode", "csr_shape", "bitmap_chunks",
+           "BITMAP_MAX_ROWS", "BITMAP_MAX_ELEMENTS"]
 
 MAX_INDEX_BITS = 16
 SEARCH_BITS = range(0, 13)
@@ -35,13 +41,16 @@ DECODE_CHUNK = 1 << 17          # entries per decoding step: bounds the int64 te
 class Layout:
     """One way to store a tensor: its name, index width and the symbol streams it needs."""
 
-    name: str                                   # "relative" | "csr"
+    name: str                                   # "relative" | "csr" | "bitmap"
     index_bits: int | None                      # b for the relative layout
-    entries: int                                # stored entries (nonzeros + fillers; CSR: nnz)
+    entries: int                                # stored entries (nonzeros + fillers; CSR, bitmap: nnz)
     streams: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)  # name -> (symbols, alphabet)
+    coded: dict[str, tuple[str, bytes, int, int]] = field(default_factory=dict)  # name -> (coder, payload,
+    #                                                             count, alphabet): sections coded already
 
     def estimate(self) -> float:
-        return sum(estimate_bytes(sym, alpha) for sym, alpha in self.streams.values())
+        return (sum(len(c[1]) for c in self.coded.values())
+                + sum(estimate_bytes(sym, alpha) for sym, alpha in self.streams.values()))
 
 
 def relative_layout(positions: np.ndarray, codes: np.ndarray, k: int, bits: int) -> Layout:
@@ -95,6 +104,21 @@ def csr_layout(positions: np.ndarray, codes: np.ndarray, k: int, shape: tuple[in
     })
 
 
+def bitmap_fits(shape: tuple[int, ...]) -> bool:
+    """Whether the bitmap layout may hold a tensor of this shape (1 <= n <= 2^40, R <= 2^16)."""
+    rows, cols = csr_shape(shape)
+    return 0 < rows * cols <= BITMAP_MAX_ELEMENTS and rows <= BITMAP_MAX_ROWS
+
+
+def bitmap_layout(positions: np.ndarray, codes: np.ndarray, k: int, shape: tuple[int, ...]) -> Layout | None:
+    """The bitmap layout (its pattern coded), or None where it does not apply (see ``bitmap_fits``)."""
+    if not bitmap_fits(shape):
+        return None
+    rows, cols = csr_shape(shape)
+    return Layout("bitmap", None, int(positions.size), {"codes": (codes.astype(np.int64), max(k, 1))},
+                  {"mask": ("adaptive", adaptive_encode(positions, rows, cols), rows * cols, 2)})
+
+
 def relative_estimate(gap_values: np.ndarray, gap_counts: np.ndarray, code_counts: np.ndarray, bits: int) -> float:
     """Estimated bytes of the relative layout at width ``bits``, from histograms alone.
 
@@ -112,8 +136,10 @@ def relative_estimate(gap_values: np.ndarray, gap_counts: np.ndarray, code_count
     return est
 
 
-def choose_layout(positions: np.ndarray, codes: np.ndarray, k: int, shape: tuple[int, ...]) -> Layout:
-    """The candidate with the smallest estimated size (relative b = 0..12, CSR).
+def choose_layout(positions: np.ndarray, codes: np.ndarray, k: int, shape: tuple[int, ...],
+                  bitmap: bool = True) -> Layout:
+    """The candidate with the smallest estimated size (relative b = 0..12, CSR, and with
+    ``bitmap`` the bitmap layout when ``0 < nnz < n``; ties keep that order).
 
     Relative widths are compared on histograms (no stream is built); only the winner is built.
     """
@@ -127,10 +153,15 @@ def choose_layout(positions: np.ndarray, codes: np.ndarray, k: int, shape: tuple
         size = relative_estimate(gap_values, gap_counts, code_counts, b)
         if size < best_size:
             best_b, best_size = b, size
+    best: Layout | None = None
     csr = csr_layout(positions, codes, k, shape)
     if csr is not None and csr.estimate() < best_size:
-        return csr
-    return relative_layout(positions, codes, k, best_b)
+        best, best_size = csr, csr.estimate()
+    if bitmap and 0 < positions.size < numel:
+        bmp = bitmap_layout(positions, codes, k, shape)
+        if bmp is not None and bmp.estimate() < best_size:
+            best = bmp
+    return best if best is not None else relative_layout(positions, codes, k, best_b)
 
 
 def relative_chunks(gaps: np.ndarray | None, codes: np.ndarray, numel: int,
@@ -186,3 +217,12 @@ def csr_decode(per_row: np.ndarray, cols: np.ndarray, shape: tuple[int, ...], wh
     """Flat positions of all the nonzeros; columns must increase strictly within each row."""
     parts = [pos for pos, _ in csr_chunks(per_row, cols, cols, shape, where)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def bitmap_chunks(mask: bytes, codes: np.ndarray, shape: tuple[int, ...], nnz: int,
+                  where: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(flat positions, codebook indices) of the nonzeros of a bitmap layout, one step of a row at
+    a time (:func:`.adaptive.adaptive_decode`); ``codes`` holds ``nnz`` indices in row-major order."""
+    rows, cols = csr_shape(shape)
+    for pos, before in adaptive_decode(mask, rows, cols, nnz, where):
+        yield pos, codes[before:before + pos.size]

@@ -17,7 +17,7 @@ import zlib
 import torch
 from torch import nn
 
-from deepshrink.codec.container import PREAMBLE, VERSION, parse_file
+from deepshrink.codec.container import PREAMBLE, VERSION, VERSIONS, compress_header, inflate_header, parse_file
 from deepshrink.codec.model_io import decode_file
 
 __all__ = ["quantize_like_kmeans", "edit_header", "reseal", "decode_blob", "split_file", "Tiny", "tiny_model"]
@@ -59,16 +59,22 @@ class Tiny(nn.Module):
 
 
 def split_file(blob: bytes) -> tuple[dict, bytes]:
-    """(header dict, data region) of a .dsz blob, unchecked."""
-    flags, hlen = struct.unpack_from("<HI", blob, 10)
+    """(header dict, data region) of a .dsz blob, unchecked (a zlib'd header inflated with the
+    dictionary its version uses)."""
+    version, flags, hlen = struct.unpack_from("<HHI", blob, 8)
     head = blob[PREAMBLE.size:PREAMBLE.size + hlen]
-    return json.loads(zlib.decompress(head) if flags & 1 else head), blob[PREAMBLE.size + hlen:]
+    text = inflate_header(head, 1 << 26, "split_file", version) if flags & 1 else head
+    return json.loads(text), blob[PREAMBLE.size + hlen:]
 
 
 def _join(header: dict, data: bytes, compress: bool = False) -> bytes:
+    """A file of ``header`` and ``data``; the preamble's version is the header's when that is a
+    known version (else the writer's), the header zlib'd as that version does when ``compress``."""
+    version = header.get("version") if header.get("version") in VERSIONS and type(header.get("version")) is int \
+        else VERSION
     head = json.dumps(header, separators=(",", ":")).encode()
-    head = zlib.compress(head) if compress else head
-    return PREAMBLE.pack(b"\x89DSZ\r\n\x1a\n", VERSION, int(compress), len(head), zlib.crc32(head)) + head + data
+    head = compress_header(head, version) if compress else head
+    return PREAMBLE.pack(b"\x89DSZ\r\n\x1a\n", version, int(compress), len(head), zlib.crc32(head)) + head + data
 
 
 def reseal(blob: bytes) -> bytes:

@@ -23,14 +23,14 @@ import zlib
 
 import numpy as np
 
-from deepshrink.codec.container import (FLAG_ZLIB_HEADER, HEADER_UNITS, MAGIC, PREAMBLE, VERSION, element_limit,
-                                        pack_file)
+from deepshrink.codec.container import (FLAG_ZLIB_HEADER, HEADER_UNITS, MAGIC, PREAMBLE, VERSION, compress_header,
+                                        element_limit, inflate_header, pack_file)
 from deepshrink.codec.quantized import Section
 from deepshrink.codec.schema import ENTRY_UNITS
 from deepshrink.io import ModelInfo
 
 __all__ = ["audit_bombs", "limit_bombs", "measure", "codebook_bomb", "const_codes_bomb", "mask_bomb",
-           "raw_zlib_bomb", "header_bomb", "many_entries_bomb"]
+           "raw_zlib_bomb", "header_bomb", "many_entries_bomb", "bitmap_bomb"]
 
 INFO = ModelInfo(arch="lenet300")
 
@@ -94,9 +94,9 @@ def _raw_zeros(name: str, n: int, dtype: str, shape: list[int] | None = None) ->
 def _with_extra_junk(blob: bytes, junk: str, copies: int) -> bytes:
     """``blob`` with ``copies`` of the JSON text ``junk`` in its header's ``model.extra``."""
     hlen = PREAMBLE.unpack_from(blob)[3]
-    text = zlib.decompress(blob[PREAMBLE.size:PREAMBLE.size + hlen]).decode()
+    text = inflate_header(blob[PREAMBLE.size:PREAMBLE.size + hlen], 1 << 26, "bomb").decode()
     text = text.replace('"extra":{}', '"extra":{"junk":[' + ",".join([junk] * copies) + "]}", 1)
-    head = zlib.compress(text.encode(), 9)
+    head = compress_header(text.encode())
     return (PREAMBLE.pack(MAGIC, VERSION, FLAG_ZLIB_HEADER, len(head), zlib.crc32(head)) + head
             + blob[PREAMBLE.size + hlen:])
 
@@ -107,6 +107,20 @@ def codebook_bomb(rows: int = 4096, k: int = 65536, dtype: str = "float16", size
     cb = Section("codebook", "zlib", _zeros_zlib(rows * k * item), rows * k * item, 256)
     codes = Section("codes", "const", b"", 0, k + 1)
     return _file([_quantized("bomb.weight", [rows, 1], [rows, k], cb, codes, 0, dtype)], size)
+
+
+def bitmap_bomb(n: int, size: int = 0, rows: int = 4096) -> bytes:
+    """A quantized weight of about ``n`` elements in the bitmap layout (format version 3), one
+    nonzero: the adaptive mask of ``n`` bits takes a few bytes."""
+    from deepshrink.codec.adaptive import adaptive_encode
+    cols = max(1, n // rows)
+    cb = Section("codebook", "bytes", np.float32(0.5).tobytes(), 4, 256)
+    mask = Section("mask", "adaptive", adaptive_encode(np.array([0], dtype=np.int64), rows, cols), rows * cols, 2)
+    codes = Section("codes", "const", (0).to_bytes(4, "little"), 1, 1)
+    entry = {"name": "bomb.weight", "dtype": "float32", "shape": [rows, cols], "kind": "quantized",
+             "codebook": {"dtype": "float32", "shape": [1]}, "bits": None, "layout": "bitmap",
+             "index_bits": None, "nnz": 1, "entries": 1, "plain": {"index_bits": 1, "bits": 0}}
+    return _file([(entry, [cb, mask, codes])], size)
 
 
 def const_codes_bomb(n: int = 1 << 28, size: int = 38_000, pad: str = "header") -> bytes:
@@ -139,13 +153,13 @@ def header_bomb(size: int, junk: str = "[]", field: str = "junk", items: int | N
              "sections": {"data": {"offset": 0, "length": pad, "crc32": zlib.crc32(data), "coder": "bytes",
                                    "count": pad, "alphabet": 256}}}
     model = json.loads(INFO.to_json())
-    header = {"format": "deepshrink-dsz", "version": 2, "data_size": pad, "model": model, "tensors": [entry]}
+    header = {"format": "deepshrink-dsz", "version": VERSION, "data_size": pad, "model": model, "tensors": [entry]}
     (model["extra"] if field == "extra" else header)["junk"] = "@"
     text = json.dumps(header, separators=(",", ":"))
     if items is None:
         room = (element_limit(pad + 20) - pad - 1000) // HEADER_UNITS    # the pad is one unit a byte
         items = (room - len(text)) // (len(junk) + 1)
-    head = zlib.compress(text.replace('"@"', "[" + ",".join([junk] * items) + "]").encode(), 9)
+    head = compress_header(text.replace('"@"', "[" + ",".join([junk] * items) + "]").encode())
     return PREAMBLE.pack(MAGIC, VERSION, FLAG_ZLIB_HEADER, len(head), zlib.crc32(head)) + head + data
 
 
@@ -194,6 +208,7 @@ def limit_bombs(size: int) -> dict[str, bytes]:
                                  junk, third // HEADER_UNITS // (len(junk) + 1))
     return {
         "dense const codes": _file([_dense("bomb.weight", n)], size),
+        "bitmap, one nonzero": bitmap_bomb(cap - 4096, size),
         "codebook fp16 zlib": codebook_bomb(rows=cap * 4 // 6 // 4096, k=4096, size=size),
         "float64 masks": mask_bomb(cap * 4 // 37, 4, "float64", size=size),
         "float32 masks": mask_bomb(cap * 4 // 69, 16, "float32", size=size),

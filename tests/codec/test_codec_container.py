@@ -20,6 +20,7 @@ from torch import nn
 
 from deepshrink.codec import dumps
 from deepshrink.codec.container import MAGIC, PREAMBLE, pack_file, parse_file
+from deepshrink.codec.header_dict import HEADER_DICT
 from deepshrink.codec.quantized import Section
 from deepshrink.codec.tables import encode_table
 from deepshrink.errors import FormatError
@@ -27,7 +28,7 @@ from deepshrink.io import ModelInfo
 
 from codec_helpers import _join, decode_blob, edit_header, quantize_like_kmeans, reseal, split_file, tiny_model
 
-GOLDEN_HEADER = (
+GOLDEN_HEADER_V2 = (
     '{"format":"deepshrink-dsz","version":2,"data_size":23,"model":{"format":"deepshrink-model","version":1,'
     '"arch":"tiny","kwargs":{},"input_shape":[8],"mean":null,"std":null,"accuracy":null,"data":null,'
     '"history":[],"extra":{}},"tensors":[{"name":"fc.weight","dtype":"float32","shape":[2,8],"kind":"quantized",'
@@ -40,6 +41,8 @@ GOLDEN_HEADER = (
     '"count":8,"alphabet":256}}},{"name":"fc.weight_mask","dtype":"bool","shape":[2,8],"kind":"mask",'
     '"source":"fc.weight","sections":{}},{"name":"out.weight","dtype":"float32","shape":[1,2],"kind":"raw",'
     '"sections":{"data":{"offset":15,"length":8,"crc32":847875404,"coder":"bytes","count":8,"alphabet":256}}}]}')
+# the version-3 writer's header: the same JSON but for the version (the tiny layer keeps the relative layout)
+GOLDEN_HEADER = GOLDEN_HEADER_V2.replace('"version":2', '"version":3', 1)
 # fp16 codebook [-0.25, 0.5] | codes 2,1,2,1 in 2 bits | gaps 0,2,3,6 in 3 bits | bias 1,-2 | out 3,0
 GOLDEN_DATA = "00b40038" "99" "09e0" "0000803f000000c0" "0000404000000000"
 
@@ -74,17 +77,18 @@ def coded_blob() -> bytes:
 
 def test_golden_bytes(tiny_blob):
     magic, version, flags, hlen, hcrc = PREAMBLE.unpack_from(tiny_blob)
-    assert (magic, version, flags) == (MAGIC, 2, 1)          # header stored zlib-compressed
+    assert (magic, version, flags) == (MAGIC, 3, 1)          # header stored zlib-compressed
     head = tiny_blob[PREAMBLE.size:PREAMBLE.size + hlen]
     assert zlib.crc32(head) == hcrc
-    assert zlib.decompress(head).decode() == GOLDEN_HEADER
+    assert zlib.decompressobj(zdict=HEADER_DICT).decompress(head).decode() == GOLDEN_HEADER
     assert tiny_blob[PREAMBLE.size + hlen:].hex() == GOLDEN_DATA
 
 
-def test_golden_file_decodes():
-    """The reader, pinned by a file written out by hand (uncompressed header, flags 0)."""
-    head = GOLDEN_HEADER.encode()
-    blob = struct.pack("<8sHHII", MAGIC, 2, 0, len(head), zlib.crc32(head)) + head + bytes.fromhex(GOLDEN_DATA)
+@pytest.mark.parametrize("version, text", [(2, GOLDEN_HEADER_V2), (3, GOLDEN_HEADER)])
+def test_golden_file_decodes(version, text):
+    """The reader, pinned by files written out by hand (uncompressed header, flags 0), of both versions."""
+    head = text.encode()
+    blob = struct.pack("<8sHHII", MAGIC, version, 0, len(head), zlib.crc32(head)) + head + bytes.fromhex(GOLDEN_DATA)
     state = decode_blob(blob)
     ref = tiny_model().state_dict()
     assert list(state) == ["fc.weight", "fc.weight_codebook", "fc.bias", "fc.weight_mask", "out.weight"]
@@ -201,7 +205,7 @@ def test_overlapping_and_out_of_range_offsets(tiny_blob):
     (lambda h: h["tensors"].append(7), "entry"),
     (lambda h: h.update(tensors={}), "tensors"),
     (lambda h: h["model"].update(arch=3), "arch"),
-    (lambda h: h.update(version=1), "v2"),
+    (lambda h: h.update(version=1), "v3"),
 ])
 def test_inconsistent_header_fields(tiny_blob, change, match):
     expect_format_error(edit_header(tiny_blob, change), match)
