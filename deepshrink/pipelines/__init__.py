@@ -8,6 +8,7 @@ Compression pipeline is :func:`deepshrink.compress.compress_file` (its report:
 :mod:`.compress_report`).
 """
 
+from .compare import CompareRun, compare_files
 from .decompress import DecompressRun, decompress_file
 from .defaults import Finetune, FinetuneSettings, finetune_settings
 from .distill import DistillRun, StudentTraining, distill_file
@@ -26,6 +27,7 @@ __all__ = [
     "train_file", "train_baseline", "TrainRun",
     "evaluate_file", "EvaluateRun",
     "profile_file", "profile_zoo", "ProfileRun",
+    "compare_files", "CompareRun",
     "sensitivity_file", "ScanConfig", "SensitivityResult",
     "prune_file", "PruneRun",
     "prune_channels_file", "ChannelRun",
