@@ -64,19 +64,23 @@ def _run(argv: list[str], env: dict) -> tuple[int, float, str]:
 PARTIAL = ROOT / "runs" / "readme_tour.partial.json"   # the steps so far: a stopped tour resumes from them
 
 
-def _steps_from_log(log: Path, commands: dict[str, int]) -> list[dict]:
+def _steps_from_log(log: Path, plan: list[tuple[int, str, list[str]]]) -> list[dict]:
     """The finished steps a tour printed (``$ COMMAND`` ... ``-> exit CODE, SECONDS s``), for a run
-    stopped before it wrote its results; a command no longer in the README is left out."""
-    steps, current, tail = [], None, []
+    stopped before it wrote its results, each matched to the next step of ``plan`` (the README as it
+    is now) with the same command, in order (the README repeats some commands); one no longer in the
+    README is left out."""
+    steps, current, tail, at = [], None, [], 0
     for line in log.read_text().splitlines():
         if line.startswith("$ "):
             current, tail = line[2:], []
             continue
         m = re.match(r"\s+-> exit (-?\d+), ([0-9.]+) s$", line)
         if m and current is not None:
-            if current in commands:
-                steps.append({"line": commands[current], "command": current, "exit_code": int(m.group(1)),
+            match = next((i for i in range(at, len(plan)) if plan[i][1] == current), None)
+            if match is not None:
+                steps.append({"line": plan[match][0], "command": current, "exit_code": int(m.group(1)),
                               "seconds": float(m.group(2)), "output_tail": tail[-6:]})
+                at = match + 1
             current = None
         elif current is not None:
             tail.append(line.strip())
@@ -126,7 +130,7 @@ def main() -> None:
     done: list[dict] = []
     if args.resume:
         if args.import_log:
-            done = _steps_from_log(args.import_log, {what: line for line, what, _ in plan})
+            done = _steps_from_log(args.import_log, plan)
         elif PARTIAL.is_file():
             done = json.loads(PARTIAL.read_text())["steps"]
         done = [d for d in done if d["exit_code"] == 0]
@@ -135,11 +139,15 @@ def main() -> None:
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
            "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     steps: list[dict] = []
-    finished = {(d["line"], d["command"]): d for d in done}
+    finished = {}                                   # (line, command, occurrence) -> its stored step
+    for d in done:
+        finished[(d["line"], d["command"], sum(k[:2] == (d["line"], d["command"]) for k in finished))] = d
+    seen: dict[tuple[int, str], int] = {}
     try:
         for line, what, argv in plan:
-            if (line, what) in finished:
-                steps.append(finished[(line, what)])
+            nth = seen[(line, what)] = seen.get((line, what), -1) + 1
+            if (line, what, nth) in finished:
+                steps.append(finished[(line, what, nth)])
                 continue
             if args.report_only:
                 continue
