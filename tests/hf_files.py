@@ -55,3 +55,16 @@ def write_sentences(path: Path, n: int = 40, seed: int = 0) -> str:
             lines.append("   ")
     path.write_text("\n".join(lines) + "\n")
     return f"text:{path}"
+
+
+def perturbed_copy(folder: Path, out: Path, seq_len: int = 16, scale: float = 0.05, seed: int = 0) -> Path:
+    """The model in ``folder`` with seeded Gaussian noise (``scale``) added to every parameter,
+    saved as a deepshrink file at ``out``: a stand-in for a compressed model to measure fidelity on."""
+    from deepshrink.io import load_model, save_model
+    model, info = load_model(f"hf:{folder}", seq_len=seq_len)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    save_model(model, out, info)
+    return out

@@ -153,16 +153,10 @@ def test_a_model_from_outside_the_zoo(tmp_path, monkeypatch, capsys):
 def test_text_models_are_compared_by_fidelity_to_a(tmp_path, capsys):
     """Unlabelled text: B's fidelity to A (the reference), as ``evaluate --reference`` measures it."""
     pytest.importorskip("transformers")
-    from deepshrink.io import load_model
-    from hf_files import bert_folder, write_sentences
+    from hf_files import bert_folder, perturbed_copy, write_sentences
     folder = bert_folder(tmp_path / "bert")
     spec = write_sentences(tmp_path / "s.txt", n=30)
-    model, info = load_model(f"hf:{folder}", seq_len=16)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    save_model(model, tmp_path / "noisy.safetensors", info)
+    perturbed_copy(folder, tmp_path / "noisy.safetensors")
     rec = _json(capsys, ["compare", f"hf:{folder}", tmp_path / "noisy.safetensors", "--data", spec,
                          "--seq-len", "16", "--json", *FAST])
     rows = _rows(rec)

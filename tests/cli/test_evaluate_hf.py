@@ -11,8 +11,8 @@ import torch
 pytest.importorskip("transformers")
 
 from deepshrink.cli import main  # noqa: E402
-from deepshrink.io import load_model, save_model  # noqa: E402
-from hf_files import bert_folder, write_sentences  # noqa: E402
+from deepshrink.io import load_model  # noqa: E402
+from hf_files import bert_folder, perturbed_copy, write_sentences  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,13 +23,7 @@ def bert(tmp_path_factory):
     root = tmp_path_factory.mktemp("hfcli")
     folder = bert_folder(root / "bert")
     spec = write_sentences(root / "s.txt", n=60)
-    model, info = load_model(f"hf:{folder}", seq_len=16)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    save_model(model, root / "noisy.safetensors", info)
-    return folder, spec, root / "noisy.safetensors"
+    return folder, spec, perturbed_copy(folder, root / "noisy.safetensors")
 
 
 def _json(capsys, argv) -> dict:
