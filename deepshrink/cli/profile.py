@@ -1,6 +1,7 @@
 """``deepshrink profile``: the per-layer cost table and totals of a model file or zoo model, the
-file's bytes on disk beside the model's size, and (``--latency``) a timing labelled with the
-arithmetic it measured (a fake-quantized model's is fp32 simulation, said so)."""
+file's bytes on disk beside the model's size, (``--latency``) a timing labelled with the
+arithmetic it measured (a fake-quantized model's is fp32 simulation, said so), and (``--memory``)
+the peak inference memory, predicted and measured, in total and per layer."""
 
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ def register(sub) -> None:
                         "times: a fake-quantized model's is simulated int8 in fp32")
     p.add_argument("--threads", type=int,
                    help="threads for the latency measurement (default: torch's own setting)")
+    p.add_argument("--memory", action="store_true",
+                   help="also the peak inference memory of one forward pass, predicted from the op graph and "
+                        "measured (live tensors; the CPU allocator's own events), in total and per layer")
+    p.add_argument("--memory-batch", dest="memory_batch", type=int, metavar="N",
+                   help="the batch of the --memory forward pass; implies --memory (default: the input shape's batch)")
     p.set_defaults(func=cmd_profile)
 
 
@@ -40,7 +46,8 @@ def cmd_profile(args) -> int:
     import_typed_code(args)  # a --model module:callable may live in the current folder
     run = profile_file(args.file, arch=args.arch, input_shape=shape, latency=args.latency, threads=args.threads,
                        trust_code=args.trust_code, seq_len=args.seq_len,
-                       model_kwargs=parse_kwargs(args.model_kwargs) if args.model_kwargs else None)
+                       model_kwargs=parse_kwargs(args.model_kwargs) if args.model_kwargs else None,
+                       memory=args.memory or args.memory_batch is not None, memory_batch=args.memory_batch)
     if args.json:
         out = run.profile.to_dict()
         out["model"] = run.label
@@ -51,6 +58,8 @@ def cmd_profile(args) -> int:
             out["latency"] = {**asdict(run.latency), "compute": run.compute, "simulated": run.simulated}
         if run.early_exit is not None:
             out["early_exit"] = run.early_exit
+        if run.memory is not None:
+            out["memory"] = run.memory.to_dict()
         print(json.dumps(out))
         return 0
     print(f"{run.label}  input {'x'.join(map(str, run.shape))}")
@@ -65,6 +74,10 @@ def cmd_profile(args) -> int:
               f"{ee['expected_macs']:,.0f} ({ee['original_macs'] / max(ee['expected_macs'], 1):.2f}x fewer than the "
               f"{ee['original_macs']:,.0f} above), from the exit shares on {ee['shares_of']}: "
               + " / ".join(f"{v * 100:.1f}%" for v in ee["shares"]))
+    if run.memory is not None:
+        print(f"\npeak inference memory, one forward at batch {run.memory.batch} (eval, no grad, CPU):")
+        print(run.memory.to_markdown())
+        print(run.memory.summary())
     if run.latency is not None:
         lat = run.latency
         print(f"latency {lat.median_ms:.3f} ms median (p10 {lat.p10_ms:.3f}, p90 {lat.p90_ms:.3f}) "

@@ -10,6 +10,10 @@ a decompressed copy of it far larger). A latency is labelled with the arithmetic
 of integer arithmetic, not integer kernels.
 
 An example input larger than :data:`MAX_INPUT_ELEMENTS` is refused before it is allocated.
+
+``memory=True`` adds the peak inference memory of one forward pass at a stated batch
+(:mod:`deepshrink.profile.peak_memory`): predicted from the op graph, measured from the live
+tensors and from the CPU allocator's own events, in total and per layer.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from ..io import load_model
 from ..modelfile import example_input
 from ..profile import measure_latency, profile_model
 from ..profile.latency import LatencyStats
+from ..profile.memory_table import PeakMemory
+from ..profile.peak_memory import peak_memory
 from ..profile.profiler import Profile
 from ..profile.size import disk_bytes
 from ..quant.arithmetic import arithmetic
@@ -53,6 +59,7 @@ class ProfileRun:
     compute: str = "fp32"               # the arithmetic the model runs (and a latency times), in words
     simulated: bool = False             # integer arithmetic simulated in fp32 (fake quantization)
     early_exit: dict | None = None      # an early-exit file: expected MACs per sample from its exit shares
+    memory: PeakMemory | None = None    # peak inference memory (memory=True), at its own batch
 
 
 def check_input_elements(shape, what: str) -> None:
@@ -65,10 +72,12 @@ def check_input_elements(shape, what: str) -> None:
 
 def profile_file(src: str | os.PathLike | None = None, *, arch: str | None = None,
                  input_shape: tuple[int, ...] | None = None, latency: bool = False, threads: int | None = None,
-                 trust_code: bool = False, seq_len: int | None = None, model_kwargs: dict | None = None) -> ProfileRun:
+                 trust_code: bool = False, seq_len: int | None = None, model_kwargs: dict | None = None,
+                 memory: bool = False, memory_batch: int | None = None) -> ProfileRun:
     """Profile the model in ``src`` (``arch``: the architecture of a plain state dict), or the zoo
     model or Hugging Face folder (``hf:DIR``) ``arch`` without a file. ``input_shape``: default batch
-    1 of the model's input shape; a text model takes int64 token ids (``seq_len`` of them)."""
+    1 of the model's input shape; a text model takes int64 token ids (``seq_len`` of them).
+    ``memory``: also its peak inference memory, at batch ``memory_batch`` (default: the input's)."""
     info, where = None, None
     if src or is_hf_spec(arch):
         model, info = load_model(src or arch, arch=arch if src else None, kwargs=model_kwargs, trust_code=trust_code, seq_len=seq_len)
@@ -95,7 +104,24 @@ def profile_file(src: str | os.PathLike | None = None, *, arch: str | None = Non
         lat = measure_latency(model, x, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS, threads=threads)
     how = arithmetic(model)
     return ProfileRun(label, tuple(input_shape), prof, lat, disk_bytes(where) if where else None, how.label,
-                      how.simulated, _early_exit(model, info, x[:1], label))
+                      how.simulated, _early_exit(model, info, x[:1], label),
+                      _memory(model, info, x, memory_batch, label) if memory else None)
+
+
+def _memory(model, info, x: torch.Tensor, batch: int | None, label: str) -> PeakMemory:
+    """Peak memory of one forward at ``batch`` (default: ``x``'s own batch)."""
+    if batch is not None:
+        if batch < 1:
+            raise ConfigError(f"--memory-batch {batch}: must be at least 1")
+        shape = (batch, *x.shape[1:])
+        check_input_elements(shape, f"--memory-batch {batch} (input {list(shape)})")
+        if shape != tuple(x.shape):
+            x = example_input(info, shape) if info is not None else torch.zeros(shape)
+    try:
+        return peak_memory(model, x)
+    except RuntimeError as exc:
+        raise ConfigError(f"{label}: the model does not accept input of shape {list(x.shape)} "
+                          f"({str(exc).splitlines()[0]})") from None
 
 
 def _early_exit(model, info, x: torch.Tensor, where: str) -> dict | None:
