@@ -188,7 +188,10 @@ def run_bert(parts: tuple[str, ...], n_sentences: int, repeats: int, epochs: int
     x = ds.test.x                                              # held-out sentences (N, 128) ids
     ref = _embed_all(model, x)
     b = res.setdefault("bert", {})
-    b.update({"sentences": len(lines), "eval_sentences": len(x), "params": sum(p.numel() for p in model.parameters())})
+    counts = {"sentences": len(lines), "eval_sentences": len(x)}
+    if "int8" in parts or "eval_sentences" not in b:        # the held-out set of the int8 and bits rows
+        b.update(counts)
+    b["params"] = sum(p.numel() for p in model.parameters())
     fp32_file = RUNS / "minilm-fp32.safetensors"
     save_model(model, fp32_file, info)
     b["fp32_safetensors_bytes"] = fp32_file.stat().st_size
@@ -200,7 +203,7 @@ def run_bert(parts: tuple[str, ...], n_sentences: int, repeats: int, epochs: int
         yield res
     if "prune" in parts:
         b["finetune_epochs"] = epochs
-        b["prune"] = _prune_cli(folder, text, x, ref, epochs)
+        b["prune"] = {**_prune_cli(folder, text, x, ref, epochs), **counts}
         yield res
     if "dsz" in parts:
         b["dsz"] = _compress_cli(folder, text, x, ref, fp32_file.stat().st_size)
@@ -317,7 +320,9 @@ def tables(res: dict) -> list[dict]:
             rows.append(["pruned 50%, magnitude, no fine-tuning", round(mag["mean"], 4), round(mag["min"], 4)])
         pr = b.get("prune")
         if pr and "cosine_int8" in pr:
-            rows.append([f"pruned 50%: `{pr['command']}` (reconstruct + {b['finetune_epochs']} epochs of distillation)",
+            on = (f"; {pr['sentences'] - pr['eval_sentences']:,} training and {pr['eval_sentences']:,} held-out sentences"
+                  if "eval_sentences" in pr else "")
+            rows.append([f"pruned 50%: `{pr['command']}` (reconstruct + {b['finetune_epochs']} epochs of distillation{on})",
                          round(pr["cosine"]["mean"], 4), round(pr["cosine"]["min"], 4)])
             rows.append(["the same + ours int8", round(pr["cosine_int8"]["mean"], 4), round(pr["cosine_int8"]["min"], 4)])
         dz = b.get("dsz")
