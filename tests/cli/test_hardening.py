@@ -252,7 +252,10 @@ def test_good_numbers_still_parse():
     assert (args.max_drop, args.sparsity, args.kd_alpha, args.kd_temperature) == (0.0, 0.9, 1.0, 1e-3)
     args = build_parser().parse_args(["quantize", "m.safetensors", "--out", "q.safetensors", "--qat-epochs", "0.5"])
     assert args.finetune_epochs == 0.5 and isinstance(args.finetune_epochs, float)  # --qat-epochs: an old name
-    assert build_parser().parse_args(["compress", "m", "--out", "o"]).max_drop == 0.5  # defaults untouched
+    default = build_parser().parse_args(["compress", "m", "--out", "o"]).max_drop     # resolved by the data:
+    assert default is None                                                             # 0.5 pp on labelled data
+    from deepshrink.compress import CompressConfig
+    assert CompressConfig(max_drop=default).resolved(True).max_drop == 0.5
 
 
 # ----------------------------------------------------------------------------- profile input size
