@@ -64,6 +64,8 @@ def prune_channels_file(src: str | os.PathLike, out: str | os.PathLike, cfg: Cha
     if exits is not None:
         cut = _cut_exit_heads(model, info, exits, order, result.plan, example, src)
     old = info.extra.get(PLAN_KEY)
+    if old is not None and exits is not None and EXITS_KEY not in info.extra:    # heads dropped: and their cuts
+        old = {"layers": {k: v for k, v in old.get("layers", {}).items() if k.split(".")[0] != HEADS_ATTR}}
     plan = compose_plans(ChannelPlan.from_dict(old, f"{src}: channel_plan"), cut) if old else cut
     info.extra[PLAN_KEY] = plan.to_dict()
     info.record("prune_channels", cfg, accuracy=result.accuracy_after, **result.to_dict())

@@ -156,3 +156,21 @@ def test_the_seed_sets_the_heads_initial_weights(resnet_file, tmp_path):
         state, _ = read_safetensors(out)
         heads[name] = state["exit_heads.0.0.weight"]
     assert torch.equal(heads["a"], heads["b"]) and not torch.equal(heads["a"], heads["c"])
+
+
+def test_heads_that_cannot_be_matched_after_a_cut_are_dropped_with_their_plan_entries(ee_file, tmp_path, capsys,
+                                                                                       monkeypatch):
+    from deepshrink.pipelines import prune_channels as pc
+    once = tmp_path / "once.safetensors"
+    assert main(["prune-channels", str(ee_file), "--ratio", "0.25", "--finetune-epochs", "0", "--out", str(once),
+                 "--no-progress"]) == 0
+    assert any(k.startswith("exit_heads.") for k in read_safetensors(once)[1].extra["channel_plan"]["layers"])
+    monkeypatch.setattr(pc, "cut_heads", lambda model, layers, *a: (pc.ChannelPlan(), list(layers)))
+    twice = tmp_path / "twice.safetensors"
+    capsys.readouterr()
+    assert main(["prune-channels", str(once), "--ratio", "0.25", "--finetune-epochs", "0", "--out", str(twice),
+                 "--no-progress"]) == 0
+    assert "the exit heads are dropped" in capsys.readouterr().err
+    model, info = load_model(twice)
+    assert EXITS_KEY not in info.extra and not hasattr(model, "exit_heads")
+    assert not any(k.startswith("exit_heads.") for k in info.extra["channel_plan"]["layers"])
