@@ -280,7 +280,8 @@ def _compress_cli(folder: Path, text: Path, x: torch.Tensor, ref: torch.Tensor, 
     budget is 3 points of validation cosine, so the file is accepted only at a cosine of 0.97 or more
     on the validation sentences. (Measured without fine-tuning on the 256 held-out sentences:
     fc/embedding bits 4/4 10.6x at 0.884, 5/4 9.9x at 0.932, 6/4 9.1x at 0.963, 6/3 9.8x at 0.943,
-    7/4 8.4x at 0.978; 50% pruning alone reached 0.955 after 3 epochs on 2.3k sentences, 0.967 after 2 on 11.8k: the prune row.)"""
+    7/4 8.4x at 0.978; 50% pruning alone reached 0.955 after 3 epochs on 2.3k sentences, 0.967
+    after 2 on 11.8k: the prune row.)"""
     out = RUNS / "minilm.dsz"
     argv = ["compress", f"hf:{folder}", "--data", f"text:{text}", "--seq-len", str(SEQ), "--sparsity", "0",
             "--fc-bits", "7", "--embedding-bits", "4", "--max-drop", "3", "--attempts", "1",
