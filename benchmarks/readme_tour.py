@@ -118,7 +118,7 @@ def main() -> None:
                    help="with --lines: the README lines the stored steps being replaced had (default: --lines; "
                         "they differ when the fix moved the block)")
     p.add_argument("--resume", action="store_true",
-                   help=f"keep the steps that exited 0 in {PARTIAL.relative_to(ROOT)} (saved after every step) and "
+                   help=f"keep the steps that exited 0 (all of them with --report-only) in {PARTIAL.relative_to(ROOT)} (saved after every step) and "
                         "run the rest")
     p.add_argument("--import-log", type=Path, metavar="LOG",
                    help="with --resume: take the finished steps from the printed log of a tour stopped before it "
@@ -133,7 +133,8 @@ def main() -> None:
             done = _steps_from_log(args.import_log, plan)
         elif PARTIAL.is_file():
             done = json.loads(PARTIAL.read_text())["steps"]
-        done = [d for d in done if d["exit_code"] == 0]
+        if not args.report_only:                        # a failed step runs again; a report shows it
+            done = [d for d in done if d["exit_code"] == 0]
         print(f"resuming: {len(done)} finished step(s) kept", flush=True)
     made = _inputs(args.sentences)
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
