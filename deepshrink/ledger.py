@@ -78,7 +78,7 @@ def _quiet(fn, *args):
 def measure_row(step: str, path: str | os.PathLike, model: nn.Module, data: Dataset,
                 progress: bool = False) -> LedgerRow:
     """Every column but the latency, for ``model`` loaded from ``path``."""
-    x = data.test.x[:1].clone()            # its own storage: a view would count the whole test split
+    x = data.test.x[:1]
     model.eval()
     prof = _quiet(profile_model, model, x)
     totals = prof.totals if prof is not None else {}

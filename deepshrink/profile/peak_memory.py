@@ -244,6 +244,10 @@ def peak_memory(model: nn.Module, example_input: torch.Tensor | tuple) -> PeakMe
     """Run ``model`` once (eval, no grad) on ``example_input`` and return its peak memory,
     predicted and measured, in total and per layer (see the module docstring for each number)."""
     args = example_input if isinstance(example_input, tuple) else (example_input,)
+    # an input that is a view of a larger tensor (a batch sliced from a data set) is copied first:
+    # the pass holds the input's bytes, not the whole storage it happens to share
+    args = tuple(t.clone() if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() > t.nbytes else t
+                 for t in args)
     tensors = [t for t in tree_leaves(args) if isinstance(t, torch.Tensor)]
     devices = {t.device.type for t in tensors} | {t.device.type for t in model.parameters()}
     if devices - {"cpu"}:

@@ -113,3 +113,12 @@ def test_zoo_predicted_vs_measured_within_10_percent(name, batch):
     assert r.allocator_peak_bytes >= r.measured_peak_bytes
     assert max(row.predicted_peak_bytes for row in r.rows) == r.predicted_peak_bytes
     assert r.to_dict()["predicted_over_measured"] == r.ratio and "| **peak** |" in r.to_markdown()
+
+
+def test_an_input_sliced_from_a_larger_tensor_counts_only_its_own_bytes():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    data = torch.randn(10_000, 16)                                   # 640 kB the pass never holds
+    sliced = peak_memory(model, data[:2])
+    alone = peak_memory(model, data[:2].clone())
+    assert sliced.predicted_peak_bytes == alone.predicted_peak_bytes < 10_000
