@@ -23,7 +23,7 @@ from .calibrate import PolicyChoice, calibrate, calibrate_policy, collect_exit_l
 from .cost import StageCosts, expected_cost, exit_shares, measure_stage_latency, measure_stage_macs, path_costs
 from .export import export_stages, stage_modules
 from .gates import fit_gate, fit_gates, oracle_targets
-from .model import EarlyExitModel, heads_of
+from .model import EarlyExitModel, adaptive_accuracy, heads_of
 from .plot import plot_curves
 from .policies import exit_score, gate_features, policy_name
 from .search import SearchResult, assess, assess_many, frontier, search_many, search_thresholds, simulate
@@ -39,5 +39,5 @@ __all__ = [
     "StageCosts", "measure_stage_macs", "measure_stage_latency", "path_costs", "expected_cost", "exit_shares",
     "SearchResult", "simulate", "assess", "assess_many", "search_thresholds", "search_many", "frontier",
     "PolicyChoice", "calibrate", "calibrate_policy", "collect_exit_logits", "policy_scores",
-    "EarlyExitModel", "heads_of", "export_stages", "stage_modules", "plot_curves",
+    "EarlyExitModel", "heads_of", "adaptive_accuracy", "export_stages", "stage_modules", "plot_curves",
 ]

@@ -33,7 +33,7 @@ from ..modelfile import ModelInfo
 from .policies import exit_score
 from .taps import StopForward, tapped
 
-__all__ = ["EarlyExitModel", "heads_of"]
+__all__ = ["EarlyExitModel", "heads_of", "adaptive_accuracy"]
 
 
 def heads_of(model: nn.Module, where: str = "model") -> nn.ModuleList:
@@ -185,3 +185,17 @@ class EarlyExitModel(nn.Module):
                 return out
         self.last_exits = torch.tensor([e])
         return out
+
+
+@torch.no_grad()
+def adaptive_accuracy(ee: EarlyExitModel, x: torch.Tensor, y: torch.Tensor,
+                      batch_size: int) -> tuple[float, torch.Tensor]:
+    """(accuracy, exit per sample) of the adaptive model on ``x`` (N, ...) with labels ``y`` (N,),
+    batch by batch (each batch's later stages run only on its undecided samples)."""
+    ee.eval()
+    right, exits = 0, []
+    for lo in range(0, len(x), batch_size):
+        out = ee(x[lo:lo + batch_size])
+        right += int((out.argmax(1) == y[lo:lo + batch_size]).sum())
+        exits.append(ee.last_exits)
+    return right / max(1, len(x)), torch.cat(exits)

@@ -30,7 +30,7 @@ import torch
 from ..data import for_selection, val_label, with_validation
 from ..errors import ConfigError, DataError, ModelError
 from ..exit_heads import EXITS_KEY, HEADS_ATTR, POLICY_NAMES, ExitPlan
-from ..exits import (EarlyExitModel, ExitTraining, PolicyChoice, StageCosts, attach_exits, calibrate,
+from ..exits import (EarlyExitModel, ExitTraining, adaptive_accuracy, PolicyChoice, StageCosts, attach_exits, calibrate,
                      collect_exit_logits, export_stages, exit_shares, expected_cost, heads_of, measure_stage_latency,
                      measure_stage_macs, path_costs, plot_curves, policy_name, train_heads)
 from ..exits.calibrate import LAMBDAS
@@ -128,19 +128,6 @@ def _heads(model, plan: ExitPlan | None, src, ds, example, cfg: EarlyExitConfig)
                   "cached_features": result.cached, "seconds": result.seconds}
 
 
-@torch.no_grad()
-def _adaptive_test(ee: EarlyExitModel, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, torch.Tensor]:
-    """(accuracy, exit per sample) of the adaptive model on the test split, batch by batch (each
-    batch's later stages run only on its undecided samples)."""
-    ee.eval()
-    right, exits = 0, []
-    for lo in range(0, len(x), batch_size):
-        out = ee(x[lo:lo + batch_size])
-        right += int((out.argmax(1) == y[lo:lo + batch_size]).sum())
-        exits.append(ee.last_exits)
-    return right / max(1, len(x)), torch.cat(exits)
-
-
 def early_exit_file(src: str | os.PathLike, out: str | os.PathLike, cfg: EarlyExitConfig | None = None, *,
                     data: str | None = None, arch: str | None = None, trust_code: bool = False,
                     model_kwargs: dict | None = None, plot: str | os.PathLike | None = None,
@@ -180,7 +167,7 @@ def early_exit_file(src: str | os.PathLike, out: str | os.PathLike, cfg: EarlyEx
 
     _say(cfg, f"test split ({len(ds.test)} images): the adaptive model against the original")
     original = evaluate(model, ds.test, cfg.batch_size)
-    accuracy, exits = _adaptive_test(ee.freeze(), ds.test.x, ds.test.y, cfg.batch_size)   # as deployed
+    accuracy, exits = adaptive_accuracy(ee.freeze(), ds.test.x, ds.test.y, cfg.batch_size)   # as deployed
     shares = exit_shares(exits, len(plan.heads) + 1)
     expected = expected_cost(shares, paths)
     test = {"accuracy": accuracy, "original_accuracy": original, "drop_pp": (original - accuracy) * 100,

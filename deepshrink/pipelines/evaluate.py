@@ -21,14 +21,15 @@ import torch
 
 from ..errors import ConfigError
 from ..exit_heads import EXITS_KEY, ExitPlan
-from ..exits import EarlyExitModel, exit_shares, expected_cost, heads_of, measure_stage_macs, path_costs
+from ..exits import (EarlyExitModel, adaptive_accuracy, exit_shares, expected_cost, heads_of, measure_stage_macs,
+                     path_costs)
 from ..exits.policies import decision_macs
 from ..fidelity import Fidelity, fidelity, output_kind
 from ..io import load_teacher
 from ..train import evaluate
 from .inputs import open_model_and_data
 
-__all__ = ["EvaluateRun", "evaluate_file", "adaptive_accuracy"]
+__all__ = ["EvaluateRun", "evaluate_file", "adaptive_result"]
 
 
 @dataclass
@@ -43,7 +44,7 @@ class EvaluateRun:
 
 
 @torch.no_grad()
-def adaptive_accuracy(model, info, ds, where: str, batch_size: int = 500) -> dict | None:
+def adaptive_result(model, info, ds, where: str, batch_size: int = 500) -> dict | None:
     """An early-exit model as deployed on ``ds``'s test split (None when ``info`` records no exits
     or no policy): its accuracy, the share of samples leaving at each exit, and the expected MACs
     per sample from those shares (each stage counted by the profiler)."""
@@ -54,16 +55,12 @@ def adaptive_accuracy(model, info, ds, where: str, batch_size: int = 500) -> dic
     if plan.policy is None:
         return None
     ee = EarlyExitModel.from_model(model, info, where).eval().freeze()
-    right, exits = 0, []
-    for lo in range(0, len(ds.test), batch_size):
-        out = ee(ds.test.x[lo:lo + batch_size])
-        right += int((out.argmax(1) == ds.test.y[lo:lo + batch_size]).sum())
-        exits.append(ee.last_exits)
-    shares = exit_shares(torch.cat(exits), len(plan.heads) + 1)
+    accuracy, exits = adaptive_accuracy(ee, ds.test.x, ds.test.y, batch_size)
+    shares = exit_shares(exits, len(plan.heads) + 1)
     costs = measure_stage_macs(model, plan.layers, list(heads_of(model, where)), ds.test.x[:1],
                                decision_macs(plan.policy))
     paths = path_costs(costs, plan.enabled())
-    return {"accuracy": right / max(1, len(ds.test)), "policy": plan.policy, "layers": plan.layers,
+    return {"accuracy": accuracy, "policy": plan.policy, "layers": plan.layers,
             "shares": shares, "expected_macs": expected_cost(shares, paths), "original_macs": costs.full}
 
 
@@ -79,7 +76,7 @@ def evaluate_file(src: str | os.PathLike, *, data: str | None = None, arch: str 
         raise ConfigError(f"{ds.name} has no labels, so an accuracy would mean nothing; measure agreement with "
                           "the original model instead: --reference ORIGINAL (Python: reference=...)")
     accuracy = evaluate(model, ds.test) if ds.labelled else None
-    adaptive = adaptive_accuracy(model, info, ds, os.fspath(src)) if ds.labelled else None
+    adaptive = adaptive_result(model, info, ds, os.fspath(src)) if ds.labelled else None
     fid = None
     if reference is not None:
         ref = load_teacher(reference, ds, arch=arch, trust_code=trust_code)
