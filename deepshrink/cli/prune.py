@@ -36,6 +36,10 @@ def register(sub) -> None:
                         "reconstruct rule)")
     p.add_argument("--calibration", type=int, default=PruneConfig.calibration, metavar="N",
                    help="training samples the reconstruct rule measures (default: %(default)s)")
+    p.add_argument("--hidden-weight", action=NON_NEGATIVE, default=PruneConfig.hidden_weight, metavar="W",
+                   help="text data: weight of the per-block hidden-state distance to the unpruned model in the "
+                        "fine-tuning loss, 0 for the output alone (default: 1 for a model of repeated blocks, "
+                        "such as a transformer, else 0)")
     p.add_argument("--optimizer", choices=("sgd", "adam"),
                    help="fine-tuning optimizer: SGD with Nesterov momentum, or AdamW (default: sgd; adam on "
                         "text data)")
@@ -98,7 +102,8 @@ def cmd_prune(args) -> int:
                       epochs=args.finetune_epochs, penalty=args.penalty, penalty_lambda=args.penalty_lambda,
                       distill=args.distill, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
                       adjust_dropout=args.adjust_dropout, remove_dead=args.remove_dead, seed=args.seed,
-                      calibration=args.calibration, progress=progress, **target_globs(args))
+                      calibration=args.calibration, hidden_weight=args.hidden_weight, progress=progress,
+                      **target_globs(args))
     auto = ScanConfig(sparsities=AUTO_GRID, rule=args.rule or ScanConfig.rule, val_size=args.val_size,
                       progress=progress) if args.auto else None
     opts = model_file_options(args)

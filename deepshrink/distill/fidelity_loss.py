@@ -19,6 +19,10 @@ fine-tuned only adds noise to the distance it minimises (measured on MiniLM: a t
 The original's outputs are a pure function of the token ids (text is never augmented), so
 :func:`cached_fidelity_loss` computes them once for the training split and finds each batch's
 rows by content (:mod:`.cache`), exactly as :func:`.run.cached_teacher_loss` does for logits.
+
+With ``hidden_weight > 0`` and a ``student`` to hook, the loss adds ``hidden_weight`` times the
+per-block hidden-state distance of :mod:`.hidden`; the original then runs on every batch (its
+hidden states are too large to cache), and ``loss_fn.close()`` removes the hooks afterwards.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ..data import Split
 from ..errors import ConfigError
 from ..fidelity import OUTPUT_KINDS, output_kind
 from .cache import LogitCache, TeacherTargets, build_logit_cache
+from .hidden import HiddenMatch
 from .run import freeze_teacher
 
 __all__ = ["fidelity_distance", "fidelity_loss", "cached_fidelity_loss", "dropout_off"]
@@ -58,38 +63,49 @@ def fidelity_distance(kind: str, student: torch.Tensor, teacher: torch.Tensor, *
 
 
 def fidelity_loss(teacher: nn.Module | None, kind: str | None = None, *, temperature: float = 1.0,
-                  mse_weight: float = 0.0, cache: LogitCache | None = None, copy_teacher: bool = True):
+                  mse_weight: float = 0.0, cache: LogitCache | None = None, copy_teacher: bool = True,
+                  hidden_weight: float = 0.0, student: nn.Module | None = None):
     """A ``fit`` loss ``(model, outputs, x, y)`` that ignores ``y`` and pulls the model's outputs
     towards a frozen (copied) ``teacher``'s: the unlabelled counterpart of :func:`.run.teacher_loss`.
 
     ``kind``: ``"embedding"`` or ``"logits"`` (default: the teacher's :func:`deepshrink.fidelity.output_kind`);
     ``cache``: the teacher's outputs for a split (other inputs go through the teacher).
-    ``loss_fn.targets`` counts cache hits and misses.
+    ``loss_fn.targets`` counts cache hits and misses. ``hidden_weight``, ``student``: the
+    hidden-state term (module docstring), on the model that will be trained.
     """
     if teacher is None and cache is None:
         raise ConfigError("fidelity_loss needs the original model or a cache of its outputs")
+    if not hidden_weight >= 0:
+        raise ConfigError(f"need hidden_weight >= 0 (got {hidden_weight})")
+    if hidden_weight and (teacher is None or student is None):
+        raise ConfigError("the hidden-state term needs the original model and the student to hook")
     kind = kind or (output_kind(teacher) if teacher is not None else "logits")
     fidelity_distance(kind, torch.zeros(1, 2), torch.ones(1, 2), temperature=temperature,
                       mse_weight=mse_weight)   # settings checked now, not at the first batch
     frozen = freeze_teacher(teacher, copy_teacher) if teacher is not None else None
-    targets = TeacherTargets(frozen, cache)
+    hidden = HiddenMatch(student, frozen) if hidden_weight else None
+    targets = TeacherTargets(frozen, None if hidden else cache)   # the hooks need the live original
 
     def loss_fn(model, outputs, x, y):
-        return fidelity_distance(kind, outputs, targets(x), temperature=temperature, mse_weight=mse_weight)
+        loss = fidelity_distance(kind, outputs, targets(x), temperature=temperature, mse_weight=mse_weight)
+        return loss + hidden_weight * hidden.distance() if hidden is not None else loss
 
-    loss_fn.targets, loss_fn.kind = targets, kind
+    loss_fn.targets, loss_fn.kind, loss_fn.hidden = targets, kind, hidden
+    loss_fn.close = hidden.close if hidden is not None else (lambda: None)
     return loss_fn
 
 
 def cached_fidelity_loss(teacher: nn.Module, train: Split, augment: bool = False, kind: str | None = None, *,
-                         temperature: float = 1.0, mse_weight: float = 0.0):
+                         temperature: float = 1.0, mse_weight: float = 0.0, hidden_weight: float = 0.0,
+                         student: nn.Module | None = None):
     """:func:`fidelity_loss` from a frozen copy of ``teacher``, its outputs for ``train`` computed
-    once unless training augments (augmented inputs are never cached)."""
+    once unless training augments (augmented inputs are never cached) or the hidden-state term is
+    on (the original then runs on every batch)."""
     kind = kind or output_kind(teacher)
     frozen = freeze_teacher(teacher)
-    cache = None if augment else build_logit_cache(frozen, train)
+    cache = None if augment or hidden_weight else build_logit_cache(frozen, train)
     return fidelity_loss(frozen, kind, temperature=temperature, mse_weight=mse_weight, cache=cache,
-                         copy_teacher=False)
+                         copy_teacher=False, hidden_weight=hidden_weight, student=student)
 
 
 @contextlib.contextmanager

@@ -53,6 +53,7 @@ NO_RECORD_AUGMENT = False  # no recorded training: no augmentation (nothing says
 TEXT_LR = 1e-4            # AdamW, unlabelled text (a pretrained transformer distilled towards itself)
 TEXT_WARMUP = 0.1         # epochs of linear warmup, unlabelled text
 TEXT_BATCH = 32           # sentences per step, unlabelled text
+TEXT_HIDDEN_WEIGHT = 1.0  # prune on unlabelled data: weight of the per-block hidden-state term (distill/hidden.py)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ Unlabelled data (``text:FILE``) has no accuracy to fine-tune for or to report: t
 distils from the unpruned model (:func:`deepshrink.distill.fidelity_loss.cached_fidelity_loss`:
 cosine of the embeddings, or KL of the logits), and the run reports its fidelity to the unpruned
 model on the test split (:func:`deepshrink.fidelity.fidelity`), right after a one-shot pruning to
-the same targets (a copy, what pruning alone does) and after the fine-tuning.
+the same targets (a copy, what pruning alone does) and after the fine-tuning. A model made of
+repeated blocks (a transformer) is also pulled towards the unpruned model's output at every block
+(:mod:`deepshrink.distill.hidden`, weight ``TEXT_HIDDEN_WEIGHT``; ``cfg.hidden_weight`` overrides).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn
 from ..data import Dataset, with_validation
 from ..distill import cached_teacher_loss
 from ..distill.fidelity_loss import cached_fidelity_loss, dropout_off
+from ..distill.hidden import repeated_blocks
 from ..distill.losses import check_settings
 from ..errors import ConfigError
 from ..fidelity import Fidelity, fidelity
@@ -40,7 +43,7 @@ from ..scoring import scorer_for
 from ..prune.fine import prune_
 from ..targets import prunable_weights
 from ..train import evaluate
-from .defaults import Finetune, finetune_settings
+from .defaults import TEXT_HIDDEN_WEIGHT, Finetune, finetune_settings
 from .inputs import open_model_and_data
 from .sensitivity import ScanConfig, run_scan
 
@@ -179,6 +182,15 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
                     scan_dir=auto_scan_dir(out, plots) if scan is not None else None)
 
 
+def _hidden_weight(model: nn.Module, cfg: PruneConfig) -> float:
+    """The hidden-state term's weight: the user's, else ``TEXT_HIDDEN_WEIGHT`` on repeated blocks."""
+    if cfg.hidden_weight is not None:
+        if not cfg.hidden_weight >= 0:
+            raise ConfigError(f"hidden_weight must be >= 0, got {cfg.hidden_weight}")
+        return float(cfg.hidden_weight)
+    return TEXT_HIDDEN_WEIGHT if repeated_blocks(model) else 0.0
+
+
 def _plots(model: nn.Module, plots) -> Path | None:
     folder = Path(plots) if plots else None
     if folder is not None:
@@ -190,10 +202,15 @@ def _plots(model: nn.Module, plots) -> Path | None:
 
 def _prune_unlabelled(model: nn.Module, info: ModelInfo, ds: Dataset, cfg: PruneConfig, out, plots) -> PruneRun:
     """Prune and fine-tune against the unpruned model; fidelity to it on the test split, no accuracy."""
+    hidden = _hidden_weight(model, cfg)
     if cfg.verbose:
-        print(f"caching the unpruned model's outputs on {len(ds.train)} training samples (no labels: the "
-              "fine-tuning pulls the outputs towards them) ...", flush=True)
-    loss_fn = cached_fidelity_loss(model, ds.train, cfg.augment)   # a frozen copy, unpruned
+        print(f"the unpruned model's outputs on {len(ds.train)} training samples are the fine-tuning's target "
+              "(no labels)" + (f", with its hidden states at {len(repeated_blocks(model))} blocks "
+                               f"(weight {hidden:g}; the original runs beside every batch)" if hidden else
+                               "; caching them") + " ...", flush=True)
+    loss_fn = cached_fidelity_loss(model, ds.train, cfg.augment, hidden_weight=hidden,
+                                   student=model if hidden else None)   # a frozen copy, unpruned
+    cfg = replace(cfg, hidden_weight=hidden)
     reference = loss_fn.targets.teacher
     seen: dict[str, Fidelity] = {}
     if cfg.schedule == "agp":
@@ -202,9 +219,12 @@ def _prune_unlabelled(model: nn.Module, info: ModelInfo, ds: Dataset, cfg: Prune
         print(_plan_line(cfg, None)
               + (f" (the reconstruct rule measures {min(cfg.calibration, len(ds.train))} training samples)"
                  if cfg.rule == RECONSTRUCT else ""), flush=True)
-    with dropout_off(model):     # the target is deterministic (distill/fidelity_loss.py)
-        result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn, score=scorer_for(ds, reference),
-                                    on_pruned=lambda m: seen.setdefault("pruned", fidelity(m, reference, ds.test.x)))
+    try:
+        with dropout_off(model):     # the target is deterministic (distill/fidelity_loss.py)
+            result = prune_and_finetune(model, ds, cfg, loss_fn=loss_fn, score=scorer_for(ds, reference),
+                                        on_pruned=lambda m: seen.setdefault("pruned", fidelity(m, reference, ds.test.x)))
+    finally:
+        loss_fn.close()              # the hidden-state hooks, if any
     pruned = seen["pruned"]
     after = fidelity(model, reference, ds.test.x)
     result = replace(result, accuracy_before=None, accuracy_pruned=None, accuracy_after=None)

@@ -57,6 +57,8 @@ class PruneConfig:
     optimizer: str = "sgd"              # "sgd" (Nesterov momentum) or "adam" (AdamW)
     warmup_epochs: float = 0.0
     calibration: int = 1024             # reconstruct: training samples its Hessians are measured on
+    hidden_weight: float | None = None  # unlabelled data: per-block hidden-state distillation (distill/hidden.py);
+                                        # None: TEXT_HIDDEN_WEIGHT where the model has repeated blocks, else 0
     batch_size: int = 128
     augment: bool = True                # match the model's own training (the CLI reads it from the file)
     penalty: str | None = None          # "l1" or "l2" during fine-tuning
