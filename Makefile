@@ -5,9 +5,17 @@ PIP     := .venv/bin/pip
 DATA    := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 TORCH   := 2.13.0
 
-.PHONY: setup demo test test-slow benchmarks clean
+.PHONY: setup chromium demo test test-slow benchmarks clean
 
-setup: .venv/.deps-stamp $(DATA)
+setup: .venv/.deps-stamp $(DATA) chromium
+
+# headless Chromium renders the HTML report in tests/pipelines/test_html_report.py (skipped without it)
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian package chromium"; \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq chromium)); \
+	fi
 
 $(DATA):
 	@if [ ! -f $(DATA) ]; then \

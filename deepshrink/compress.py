@@ -41,6 +41,7 @@ from .distill import cached_teacher_loss
 from .distill.fidelity_loss import cached_fidelity_loss, dropout_off
 from .distill.losses import check_settings
 from .errors import ConfigError, FormatError
+from .holdout import warn_if_trained_on
 from .io import load_teacher
 from .masks import layer_sparsities, sparsity
 from .names import MASK_SUFFIX
@@ -49,6 +50,7 @@ from .pipelines.defaults import Finetune, finetune_settings
 from .pipelines.inputs import open_model_and_data
 from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
 from .prune.finetune import PRUNE_RULES, RECONSTRUCT, resolve_rule
+from .prune.threshold import check_sparsity_map, resolve_layer_names, std_threshold_sparsities
 from .targets import prunable_weights
 from .quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
 from .scoring import Scorer, scorer_for
@@ -93,6 +95,11 @@ class CompressConfig:
     fc_bits: int | None = None
     embedding_bits: int | None = None   # nn.Embedding tables (0: left in fp32, the paper's setting)
     bits: dict[str, int] = field(default_factory=dict)
+    linear_codebooks: tuple[str, ...] = ()   # layers whose codebook stays linear (evenly spaced, no Lloyd steps)
+    # per-layer targets given by hand (prune/threshold.py), each instead of the scan's allocation:
+    layer_sparsity: dict[str, float] = field(default_factory=dict)   # {layer or weight name: sparsity}
+    threshold_std: float | None = None       # every weight with |w| < s x scale x std(layer) goes
+    threshold_scale: dict[str, float] = field(default_factory=dict)  # {layer: multiplier}, 1 where absent
     centroid_epochs: int = 1
     centroid_lr: float = 1e-4           # AdamW; a centroid's gradient sums over its members
     distill: bool = False               # the dense model as teacher in both fine-tunings
@@ -127,7 +134,13 @@ class CompressConfig:
         if self.prune_lr is not None and not self.prune_lr > 0:
             raise ConfigError(f"prune_lr must be > 0, got {self.prune_lr}")
         check_settings(self.kd_temperature, self.kd_alpha, "kl")
-        KMeansConfig(self.conv_bits, self.fc_bits, dict(self.bits), embedding_bits=self.embedding_bits).check()
+        KMeansConfig(self.conv_bits, self.fc_bits, dict(self.bits), embedding_bits=self.embedding_bits,
+                     linear=list(self.linear_codebooks)).check()
+        if self.layer_sparsity and self.threshold_std is not None:
+            raise ConfigError("give a per-layer sparsity map or a threshold of s standard deviations, not both")
+        if self.threshold_scale and self.threshold_std is None:
+            raise ConfigError("threshold scales multiply threshold_std: give it too")
+        check_sparsity_map(self.layer_sparsity)
         if self.rule is not None and self.rule not in PRUNE_RULES:
             raise ConfigError(f"unknown rule {self.rule!r}; choose one of {', '.join(PRUNE_RULES)}")
 
@@ -189,7 +202,8 @@ def _say(cfg: CompressConfig, text: str) -> None:
 
 
 def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
-             trained: dict | None = None, teacher: nn.Module | None = None) -> CompressResult:
+             trained: dict | None = None, teacher: nn.Module | None = None, *,
+             report_test: bool = True) -> CompressResult:
     """Prune and k-means-quantize ``model`` (not modified; the result holds a new one).
 
     ``data`` gets a validation split (:func:`~deepshrink.data.with_validation` with ``cfg.val_size``,
@@ -201,26 +215,31 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
     :func:`~deepshrink.pipelines.defaults.finetune_settings` (method ``prune``) takes the pruning
     fine-tuning's LR, weight decay and augmentation unless ``cfg`` sets them. ``teacher``: a model
     to distil from during both fine-tunings (``cfg.distill`` uses the dense model itself).
-    Each attempt lowers the sparsity target by ``cfg.backoff`` until the drop fits ``cfg.max_drop``.
+    Each attempt lowers the sparsity target by ``cfg.backoff`` until the drop fits ``cfg.max_drop``
+    (a hand-given per-layer map: every layer's sparsity by ``backoff``).
+    ``report_test=False`` leaves the test split untouched (``accuracy_before``/``after`` are NaN):
+    for a caller that compares several runs on the validation split and tests only its choice.
     """
     cfg = (cfg or CompressConfig()).resolved(data.labelled)
     cfg.check()
-    prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails before any work
+    targets = prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails before any work
+    hand = _hand_map(cfg, targets)
     t0 = time.perf_counter()
     data = with_validation(data, cfg.val_size)
     select = for_selection(data)        # train: the images left; "test": the validation split
     dense = copy.deepcopy(model).eval()
     score = scorer_for(data, None if data.labelled else dense)
-    before = score(dense, data.test)     # reported only
+    before = score(dense, data.test) if report_test else math.nan    # reported only
     val_before = score(dense, data.val)  # the budget's reference
-    scan, scan_on = _scan(dense, data, cfg, score)
+    scan, scan_on = _scan(dense, data, cfg, score) if hand is None else (None, "-")
     tune = finetune_settings("prune", trained, Finetune(lr=cfg.prune_lr, weight_decay=cfg.weight_decay,
                                                         augment=cfg.augment), unlabelled=not data.labelled)
     loss_fn = _finetune_loss(dense, data, cfg, tune, teacher)
     attempts: list[Attempt] = []
-    target = cfg.sparsity
+    target = cfg.sparsity if hand is None else _map_sparsity(hand, targets)
     for i in range(cfg.attempts):
-        work, bits, att = _attempt(dense, select, cfg, tune, scan, target, loss_fn, i, score)
+        layer_map = None if hand is None else {k: max(0.0, round(v - i * cfg.backoff, 6)) for k, v in hand.items()}
+        work, bits, att = _attempt(dense, select, cfg, tune, scan, target, loss_fn, i, score, layer_map)
         attempts.append(att)
         _say(cfg, f"  validation {score.name} {val_before * 100:.2f}% -> pruned {att.val_accuracy_pruned * 100:.2f}% "
              f"-> quantized {att.val_accuracy_quantized * 100:.2f}% ({-att.drop_pp(val_before):+.2f} pp; "
@@ -228,12 +247,30 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
         target = round(target - cfg.backoff, 6)
         if att.drop_pp(val_before) <= cfg.max_drop or target <= 0:
             break
-    after = score(work, data.test)   # the test split, once, for the reported figure
     test_on = f"the test split ({len(data.test)} {'images' if data.labelled else 'samples'})"
-    _say(cfg, f"  test {score.name} {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp; "
-         f"reported only: every choice was made on {val_label(data)})")
+    after = score(work, data.test) if report_test else math.nan   # the test split, once, for the reported figure
+    if report_test:
+        _say(cfg, f"  test {score.name} {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp; "
+             f"reported only: every choice was made on {val_label(data)})")
     return CompressResult(work, before, after, val_before, attempts, scan, bits, layer_sparsities(work), scan_on,
                           val_label(data), test_on, time.perf_counter() - t0, cfg.max_drop, score.name)
+
+
+def _hand_map(cfg: CompressConfig, targets: dict[str, torch.Tensor]) -> dict[str, float] | None:
+    """The hand-given per-layer sparsities ({weight name: sparsity}, every target weight present),
+    from ``layer_sparsity`` (absent layers: 0) or ``threshold_std``; None: the scan decides."""
+    if cfg.threshold_std is not None:
+        return std_threshold_sparsities(targets, cfg.threshold_std, cfg.threshold_scale)
+    if cfg.layer_sparsity:
+        given = resolve_layer_names(cfg.layer_sparsity, targets, "layer sparsity")
+        return {name: float(given.get(name, 0.0)) for name in targets}
+    return None
+
+
+def _map_sparsity(layer_map: dict[str, float], targets: dict[str, torch.Tensor]) -> float:
+    """The overall sparsity a per-layer map asks for, over the target weights."""
+    total = sum(targets[n].numel() for n in layer_map)
+    return sum(layer_map[n] * targets[n].numel() for n in layer_map) / max(total, 1)
 
 
 def _finetune_loss(dense: nn.Module, data: Dataset, cfg: CompressConfig, tune, teacher: nn.Module | None):
@@ -264,17 +301,21 @@ def _scan(dense: nn.Module, data: Dataset, cfg: CompressConfig, score: Scorer) -
 
 
 def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan: dict | None, target: float,
-             loss_fn, i: int, score: Scorer) -> tuple[nn.Module, dict, Attempt]:
+             loss_fn, i: int, score: Scorer, layer_map: dict[str, float] | None = None
+             ) -> tuple[nn.Module, dict, Attempt]:
     """One try at ``target`` sparsity: AGP pruning with fine-tuning, k-means sharing, centroid
     fine-tuning; returns (the compressed copy, its bits per layer, the attempt's record).
     ``select`` is :func:`~deepshrink.data.for_selection`'s view: the fine-tunings train on its
     ``train`` and every accuracy they return is on the validation split (its ``test``)."""
     ta = time.perf_counter()
     work = copy.deepcopy(dense)
-    layer_targets: float | dict = target if scan is None else choose_sparsities(scan, target_sparsity=target)
+    layer_targets: float | dict = (layer_map if layer_map is not None else
+                                   target if scan is None else choose_sparsities(scan, target_sparsity=target))
+    if layer_map is not None:
+        target = _map_sparsity(layer_map, {n: p for n, p in dense.named_parameters() if n in layer_map})
     rule = cfg.rule or (RECONSTRUCT if not select.labelled else "magnitude")
     # global allocation: one magnitude threshold across layers; reconstruct has none, so one sparsity per layer
-    scope = "layer" if scan is not None or rule == RECONSTRUCT else "global"
+    scope = "layer" if scan is not None or layer_map is not None or rule == RECONSTRUCT else "global"
     prune_cfg = resolve_rule(PruneConfig(
         sparsity=layer_targets, scope=scope, rule=rule, schedule=None,
         epochs=cfg.prune_epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment, seed=cfg.seed,
@@ -285,7 +326,8 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
            f"{prune_cfg.rule} at once, then {cfg.prune_epochs} epochs of fine-tuning")
     if target > 0:
         _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, {how}"
-             + ("" if scan is None else " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
+             + ("" if not isinstance(layer_targets, dict) else
+               " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
     else:
         _say(cfg, "[prune] sparsity 0: nothing pruned (weight sharing and entropy coding only)")
     # on text both fine-tunings distil a deterministic target: dropout off (distill/fidelity_loss.py)
@@ -294,7 +336,8 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
         acc_pruned = (prune_and_finetune(work, select, prune_cfg, loss_fn=loss_fn, score=score).accuracy_after
                       if target > 0 else score(work, select.test))
         bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits),
-                                                   embedding_bits=cfg.embedding_bits))
+                                                   embedding_bits=cfg.embedding_bits,
+                                                   linear=list(cfg.linear_codebooks)))
         emb = f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else ""
         _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc{emb}), "
              f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
@@ -342,6 +385,8 @@ def compress_file(src: str, out: str, cfg: CompressConfig | None = None, data_sp
     except OSError as exc:
         raise ConfigError(f"{out}: cannot create the output folder {Path(out).parent} "
                           f"({exc.strerror or exc})") from None
+    data = with_validation(data, cfg.val_size)        # the split compress chooses on (it keeps this one)
+    warn_if_trained_on(src, info, data)
     result = compress(model, data, cfg, info.train_config(), teacher=teacher_model)
     info.record("compress", cfg, accuracy=result.accuracy_after, **({"teacher": str(teacher)} if teacher else {}),
                 **{k: v for k, v in result.to_dict().items() if k != "attempts"}, attempts=len(result.attempts))

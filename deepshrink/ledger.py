@@ -32,8 +32,8 @@ from .profile import compare_latency, measure_latency, profile_model
 from .profile.peak_memory import peak_memory
 from .train import evaluate
 
-__all__ = ["LedgerRow", "measure_row", "time_against", "flags", "format_ledger", "ZEROS_FLAG", "FLAT_FLAG",
-           "MACS_DROP", "FLAT_SPEEDUP", "TIMED_KEYS"]
+__all__ = ["LedgerRow", "measure_row", "time_against", "flags", "format_ledger", "ledger_cells", "ZEROS_FLAG",
+           "FLAT_FLAG", "MACS_DROP", "FLAT_SPEEDUP", "TIMED_KEYS"]
 
 ZEROS_FLAG = "zeros but nothing removed"
 FLAT_FLAG = "MACs down, latency flat"
@@ -116,12 +116,18 @@ def _n(v, fmt: str = ",") -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def format_ledger(rows: list[LedgerRow]) -> str:
-    """The ledger as a plain-text table, the flags below it."""
+def ledger_cells(rows: list[LedgerRow]) -> tuple[list[str], list[list[str]]]:
+    """The ledger's header and its rows as formatted cells (for the text table and the HTML page)."""
     head = ["step", "params", "nonzero", "MACs", "peak mem B", "file B", "accuracy", "latency ms", "speedup"]
     body = [[r.step, _n(r.params), _n(r.nonzero_params), _n(r.macs), _n(r.peak_memory_bytes), _n(r.file_bytes),
              "-" if r.accuracy is None else f"{r.accuracy * 100:.2f}%", _n(r.latency_ms, ".3f"),
              "-" if r.speedup is None else f"{r.speedup:.2f}x"] for r in rows]
+    return head, body
+
+
+def format_ledger(rows: list[LedgerRow]) -> str:
+    """The ledger as a plain-text table, the flags below it."""
+    head, body = ledger_cells(rows)
     widths = [max(len(c[i]) for c in [head, *body]) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)     # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))

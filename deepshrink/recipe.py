@@ -14,7 +14,9 @@ The step names and the dataclasses their options are checked against (:data:`STE
 and :class:`~deepshrink.pipelines.distill.StudentTraining`, plus ``teacher``: a model file, default
 the recipe's input), ``quantize``/``qat``/``kmeans`` (:class:`~deepshrink.pipelines.QuantizeConfig`;
 ``qat`` is the linear method, ``kmeans`` the k-means one) and ``encode`` (the model written as
-``.dsz``: no options). The fine-tuning options (``lr``, ``weight_decay``, ``augment``,
+``.dsz``: no options), and ``compress`` (the whole Deep Compression pipeline,
+:class:`~deepshrink.compress.CompressConfig`, writing a ``.dsz``; what ``deepshrink search``
+writes for its choice). The fine-tuning options (``lr``, ``weight_decay``, ``augment``,
 ``label_smoothing``, ``optimizer``) go to :class:`~deepshrink.pipelines.defaults.Finetune`, which
 the pipelines resolve them through, so a recipe's ``lr`` is the rate used. ``progress`` and
 ``verbose`` are the command's, not a step's.
@@ -36,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from .compress import CompressConfig
 from .distill import DistillConfig
 from .errors import ConfigError, DeepShrinkError, FormatError
 from .pipelines.defaults import Finetune
@@ -43,7 +46,7 @@ from .pipelines.distill import StudentTraining
 from .pipelines.quantize import QuantizeConfig
 from .prune import ChannelConfig, PruneConfig
 
-__all__ = ["Step", "Recipe", "EncodeConfig", "STEP_KINDS", "load_recipe", "parse_recipe", "build_step"]
+__all__ = ["Step", "Recipe", "EncodeConfig", "STEP_KINDS", "DSZ_STEPS", "load_recipe", "parse_recipe", "build_step"]
 
 RUN_KEYS = frozenset({"progress", "verbose"})          # the command's, never a step's
 FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(Finetune))
@@ -63,7 +66,9 @@ STEP_KINDS: dict[str, tuple[tuple[type, ...], dict, dict]] = {
     "qat": ((QuantizeConfig,), {"method": "linear"}, {"qat_epochs": 1.0}),
     "kmeans": ((QuantizeConfig,), {"method": "kmeans"}, {}),
     "encode": ((EncodeConfig,), {}, {}),
+    "compress": ((CompressConfig,), {}, {}),
 }
+DSZ_STEPS = ("encode", "compress")     # the steps that write a .dsz file
 EXTRA_KEYS = {"distill": ("teacher",)}
 
 

@@ -199,5 +199,5 @@ def test_the_output_folder_exists_before_the_fine_tuning(tmp_path, write_npz, mo
 
     monkeypatch.setattr(compress_module, "compress", spy)
     with pytest.raises(KeyboardInterrupt):
-        compress_module.compress_file(src, str(out), CompressConfig(**FAST))
+        compress_module.compress_file(src, str(out), CompressConfig(**{**FAST, "val_size": 8}))
     assert seen == [True]

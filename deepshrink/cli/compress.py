@@ -9,6 +9,7 @@ from ..compress import TEXT_DEFAULTS as TEXT
 from ..compress import CompressConfig, compress_file
 from ..errors import ConfigError
 from ..prune.finetune import PRUNE_RULES
+from ..prune.threshold import parse_layer_values
 from ..pipelines.compress_report import report_paths
 from .common import (FINITE, FRACTION, NON_NEGATIVE, POSITIVE, add_augment_arg, add_json_arg, add_lr_arg,
                      add_model_file_args, add_out_arg, add_progress_arg, add_seed_arg, add_target_args,
@@ -23,7 +24,8 @@ def register(sub) -> None:
     p = sub.add_parser("compress", help="prune + k-means share + encode a model into a .dsz file (Deep Compression)",
                        description="Sensitivity-guided AGP pruning, k-means weight sharing with centroid "
                                    "fine-tuning, then sparse relative-index + entropy coding into a .dsz file. "
-                                   "Prints the per-layer table and writes a markdown report with plots beside it. "
+                                   "Prints the per-layer table and writes a markdown report with plots beside it, "
+                                   "and the same as one self-contained HTML page. "
                                    "The scan, the accuracy budget and the retries are judged on a validation split "
                                    "carved from the training data and held out of the fine-tuning; the test split "
                                    "only gives the reported accuracy.")
@@ -38,6 +40,14 @@ def register(sub) -> None:
                         f"(default {LABELLED['sparsity']}; text: {TEXT['sparsity']:g})")
     p.add_argument("--allocation", choices=("sensitivity", "global"), default=CompressConfig.allocation,
                    help="per-layer sparsities from a sensitivity scan, or one global threshold (default %(default)s)")
+    p.add_argument("--sparsity-map", metavar="LAYER=S,...",
+                   help="per-layer sparsities by hand instead of the scan, e.g. fc1=0.95,fc2=0.9 (layers left "
+                        "out are not pruned; default: none)")
+    p.add_argument("--threshold-std", action=NON_NEGATIVE, metavar="S",
+                   help="prune every weight with |w| < S x std of its layer (x --threshold-scale), instead of "
+                        "the scan (default: none)")
+    p.add_argument("--threshold-scale", metavar="LAYER=M,...",
+                   help="per-layer multipliers of --threshold-std, e.g. conv1=0.5 (default: 1 for every layer)")
     add_option(p, "--finetune-epochs", aliases=("--prune-epochs",), dest="finetune_epochs", type=int,
                default=CompressConfig.prune_epochs, metavar="N",
                help="pruning fine-tuning epochs, over which AGP raises the sparsity (default %(default)s)")
@@ -45,6 +55,11 @@ def register(sub) -> None:
                help="k-means bits of the conv layers (default %(default)s)")
     p.add_argument("--fc-bits", type=int, default=CompressConfig.fc_bits,
                    help=f"k-means bits for linear layers (default {LABELLED['fc_bits']}; text: {TEXT['fc_bits']})")
+    p.add_argument("--layer-bits", metavar="LAYER=B,...",
+                   help="k-means bits per layer, over --bits/--fc-bits, e.g. fc1=3,fc3=6 (default: none)")
+    p.add_argument("--linear-codebooks", metavar="LAYER,...",
+                   help="layers whose codebook stays linear: 2^b evenly spaced values, no k-means steps "
+                        "(default: none, k-means everywhere)")
     p.add_argument("--embedding-bits", type=int, default=CompressConfig.embedding_bits,
                    help="k-means bits for embedding tables, 0 leaves them in fp32 (default "
                         f"{LABELLED['embedding_bits']}; text: {TEXT['embedding_bits']})")
@@ -74,6 +89,19 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_compress)
 
 
+def _layer_options(args) -> dict:
+    """The per-layer options typed as NAME=VALUE lists, as CompressConfig fields."""
+    bits = parse_layer_values(args.layer_bits, "--layer-bits")
+    for name, b in bits.items():
+        if b != int(b):
+            raise ConfigError(f"--layer-bits: {name!r} has {b:g}, not a whole number of bits")
+    return {"layer_sparsity": parse_layer_values(args.sparsity_map, "--sparsity-map"),
+            "threshold_std": args.threshold_std,
+            "threshold_scale": parse_layer_values(args.threshold_scale, "--threshold-scale"),
+            "bits": {k: int(v) for k, v in bits.items()},
+            "linear_codebooks": tuple(n.strip() for n in (args.linear_codebooks or "").split(",") if n.strip())}
+
+
 def cmd_compress(args) -> int:
     check_output_path(args.out)
     for path in report_paths(Path(args.out)).values():  # the report and its plots lie beside it
@@ -88,7 +116,7 @@ def cmd_compress(args) -> int:
                          centroid_epochs=args.centroid_epochs, distill=args.distill,
                          kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha, prune_lr=args.lr,
                          attempts=args.attempts, seed=args.seed, progress=not args.no_progress,
-                         **target_globs(args))
+                         **_layer_options(args), **target_globs(args))
     opts = model_file_options(args)
     with json_output(args.json):
         result, report, md = compress_file(args.file, args.out, cfg, args.data, opts["arch"], opts["trust_code"],
@@ -97,6 +125,7 @@ def cmd_compress(args) -> int:
     if args.json:
         facts = {k: v for k, v in result.to_dict().items() if k not in ("attempts", "bits", "layers", "seconds")}
         print_json({"command": "compress", **output_facts(args.out), "file": args.file, "report": str(md),
+                    "report_html": str(report_paths(Path(args.out))["html"]),
                     "ratio": report.ratio, "sparsity": report.total.sparsity, "attempts": len(result.attempts),
                     **facts, "seconds": result.seconds})
         return 0 if result.within_budget else 1
@@ -111,5 +140,5 @@ def cmd_compress(args) -> int:
     print(f"test {result.metric} {before * 100:.2f}% -> {after * 100:.2f}% ({(after - before) * 100:+.2f} pp) "
           f"on {result.test_on}, reported only")
     print(report.summary())
-    print(f"-> {args.out} (report: {md})")
+    print(f"-> {args.out} (report: {md}, {report_paths(Path(args.out))['html']})")
     return 0 if result.within_budget else 1

@@ -11,6 +11,7 @@ from ..pipelines.sensitivity import ScanConfig
 from ..prune import SCHEDULES, PruneConfig
 from ..prune.finetune import PRUNE_RULES
 from ..targets import candidate_weights
+from ..prune.threshold import parse_layer_values
 from .common import (FRACTION, FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, add_augment_arg, add_lr_arg, add_out_arg,
                      add_run_args, add_target_args, add_val_size_arg, augment_choice, check_output_dir,
                      check_output_path, check_scan_outputs, check_val_size_arg, json_output, model_file_options,
@@ -23,7 +24,15 @@ def register(sub) -> None:
     p = sub.add_parser("prune", help="fine-grained pruning with fine-tuning; masks kept in the file")
     p.add_argument("file", help="trained model (.safetensors, or .pt/.pth with --model)")
     add_out_arg(p, "the pruned model (.safetensors, masks kept)")
-    p.add_argument("--sparsity", action=FRACTION_BELOW_ONE, required=True, help="target fraction of zeros, e.g. 0.92")
+    p.add_argument("--sparsity", action=FRACTION_BELOW_ONE,
+                   help="target fraction of zeros, e.g. 0.92 (no default: this, --sparsity-map or --threshold-std is needed)")
+    p.add_argument("--sparsity-map", metavar="LAYER=S,...",
+                   help="per-layer sparsities by hand, e.g. fc1=0.95,fc2=0.9 (layers left out are not pruned; "
+                        "default: none)")
+    p.add_argument("--threshold-std", action=NON_NEGATIVE, metavar="S",
+                   help="prune every weight with |w| < S x std of its layer (x --threshold-scale; default: none)")
+    p.add_argument("--threshold-scale", metavar="LAYER=M,...",
+                   help="per-layer multipliers of --threshold-std, e.g. conv1=0.5 (default: 1 for every layer)")
     p.add_argument("--rule", choices=PRUNE_RULES, default=PruneConfig.rule,
                    help="which weights go: the smallest by this rule; reconstruct: Wanda masks and a least-squares "
                         "refit of the kept Linear weights on --calibration training samples (default: magnitude, "
@@ -97,8 +106,18 @@ def cmd_prune(args) -> int:
     if args.val_size is not None and not args.auto:
         raise ConfigError("--val-size applies to --auto's scan; without --auto nothing is chosen on it")
     check_val_size_arg(args)
+    given = [f for f, v in (("--sparsity", args.sparsity), ("--sparsity-map", args.sparsity_map),
+                            ("--threshold-std", args.threshold_std)) if v is not None]
+    if len(given) != 1:
+        raise ConfigError("give one of --sparsity, --sparsity-map or --threshold-std"
+                          + (f" (got {', '.join(given)})" if given else ""))
+    if args.threshold_scale and args.threshold_std is None:
+        raise ConfigError("--threshold-scale multiplies --threshold-std: give it too")
     progress = not args.no_progress
-    cfg = PruneConfig(sparsity=args.sparsity, rule=args.rule, scope=args.scope, schedule=args.schedule,
+    sparsity = args.sparsity if args.sparsity_map is None else parse_layer_values(args.sparsity_map, "--sparsity-map")
+    cfg = PruneConfig(sparsity=sparsity if sparsity is not None else PruneConfig.sparsity,
+                      threshold_std=args.threshold_std,
+                      threshold_scale=parse_layer_values(args.threshold_scale, "--threshold-scale"), rule=args.rule, scope=args.scope, schedule=args.schedule,
                       epochs=args.finetune_epochs, penalty=args.penalty, penalty_lambda=args.penalty_lambda,
                       distill=args.distill, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
                       adjust_dropout=args.adjust_dropout, remove_dead=args.remove_dead, seed=args.seed,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from ..pipelines.run_recipe import run_recipe
+from ..pipelines.run_report import run_report_path
 from ..recipe import STEP_KINDS, load_recipe
 from .common import (DATA_HELP, add_json_arg, add_model_file_args, add_out_arg, add_progress_arg, check_output_path,
                      json_output, model_file_options, print_json)
@@ -33,6 +34,7 @@ def register(sub) -> None:
 def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe)          # every step checked before anything is read or run
     check_output_path(args.out)
+    check_output_path(run_report_path(args.out), "--out (its report)")
     opts = model_file_options(args)
     with json_output(args.json):
         run = run_recipe(recipe, args.file, args.out, data=args.data, latency=args.latency,
@@ -42,5 +44,5 @@ def cmd_run(args) -> int:
         print_json({"command": "run", **run.to_dict()})
         return 0
     print(run.table())
-    print(f"-> {args.out}", file=sys.stdout)
+    print(f"-> {args.out} (report: {run_report_path(args.out)})", file=sys.stdout)
     return 0

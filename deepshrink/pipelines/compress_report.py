@@ -1,4 +1,4 @@
-"""The report ``deepshrink compress`` writes beside the .dsz file: markdown and plots.
+"""The report ``deepshrink compress`` writes beside the .dsz file: markdown, one HTML page, plots.
 
 ``model.dsz`` gets ``model.report.md`` with the accuracy before and after (on the test split,
 reported once) and on the validation split that made every choice, every attempt of the pipeline
@@ -7,6 +7,7 @@ Deep Compression paper) with a legend of its columns, and three PNGs: the sensit
 scan, the nonzero weights with their shared values, and what each stage costs per nonzero weight
 of each layer (:func:`stage_bits`: the fixed-width codes and indices of pruning + quantization,
 then the bytes the file really stores after entropy coding; codebooks in both).
+``model.report.html`` (:mod:`.html_report`) holds the same, its plots embedded: one file to open.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from ..atomic import atomic_open, atomic_write_text
 from ..plots import plot_weight_histograms
 from ..prune.sensitivity import plot_sensitivity
+from .html_report import Image, Table, Text, write_html_report
 
 __all__ = ["write_report", "report_paths", "stage_bits", "TABLE_LEGEND"]
 
@@ -41,7 +43,8 @@ TABLE_LEGEND = [
 def report_paths(dsz: Path) -> dict[str, Path]:
     stem = dsz.with_suffix("")
     return {"markdown": Path(f"{stem}.report.md"), "scan": Path(f"{stem}.sensitivity.png"),
-            "weights": Path(f"{stem}.weights.png"), "bits": Path(f"{stem}.bits.png")}
+            "weights": Path(f"{stem}.weights.png"), "bits": Path(f"{stem}.bits.png"),
+            "html": Path(f"{stem}.report.html")}
 
 
 def stage_bits(rows: list[dict]) -> list[dict]:
@@ -107,37 +110,56 @@ def _plot_bits(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _markdown_table(md: str) -> tuple[list[str], list[list[str]], list[str]]:
+    """A markdown pipe table (ours: no ``|`` inside cells) as (header, rows, the lines after it)."""
+    lines = md.splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in table]
+    return cells[0], cells[2:], [ln for ln in lines if ln.strip() and not ln.startswith("|")]
+
+
 def write_report(result, codec_report, dsz: Path, source: str, data_spec: str) -> Path:
-    """Write the markdown report and its plots; returns the markdown path."""
+    """Write the markdown report, the same as one HTML page, and the plots; returns the markdown path."""
     paths = report_paths(dsz)
     before, after = result.accuracy_before, result.accuracy_after
     val_before, val_after = result.val_accuracy_before, result.val_accuracy_after
-    lines = [f"# Deep Compression of `{source}`", "",
-             f"- data: `{data_spec}`; {result.metric} on {result.test_on}: {before * 100:.2f}% -> {after * 100:.2f}% "
-             f"({(after - before) * 100:+.2f} pp; reported once, never used for a choice)",
-             f"- {result.metric} on {result.val_on}: {val_before * 100:.2f}% -> {val_after * 100:.2f}% "
-             f"({(val_after - val_before) * 100:+.2f} pp, budget -{result.max_drop} pp: "
-             f"{'within' if result.within_budget else 'OVER BUDGET'}); the scan, the budget and the retries "
-             "were judged on it, and the fine-tuning never saw it",
-             f"- {codec_report.summary()}",
-             f"- pipeline time {result.seconds:.0f} s; sensitivity scan on {result.scan_on}", "",
-             "## Attempts (accuracies on the validation split)", "",
-             "| target | sparsity | pruned val acc | quantized val acc | val drop (pp) | seconds |",
-             "|---|---|---|---|---|---|"]
-    for a in result.attempts:
-        lines.append(f"| {a.target:.1%} | {a.sparsity:.2%} | {a.val_accuracy_pruned * 100:.2f}% | "
-                     f"{a.val_accuracy_quantized * 100:.2f}% | {-a.drop_pp(val_before):+.2f} | {a.seconds:.0f} |")
-    lines += ["", "## Per-layer compression (as in Han, Mao & Dally 2016)", "", codec_report.to_markdown(), "",
-              *TABLE_LEGEND, ""]
+    title = f"Deep Compression of `{source}`"
+    bullets = [f"data: `{data_spec}`; {result.metric} on {result.test_on}: {before * 100:.2f}% -> {after * 100:.2f}% "
+               f"({(after - before) * 100:+.2f} pp; reported once, never used for a choice)",
+               f"{result.metric} on {result.val_on}: {val_before * 100:.2f}% -> {val_after * 100:.2f}% "
+               f"({(val_after - val_before) * 100:+.2f} pp, budget -{result.max_drop} pp: "
+               f"{'within' if result.within_budget else 'OVER BUDGET'}); the scan, the budget and the retries "
+               "were judged on it, and the fine-tuning never saw it",
+               f"{codec_report.summary()}",
+               f"pipeline time {result.seconds:.0f} s; sensitivity scan on {result.scan_on}"]
+    attempts_head = ["target", "sparsity", "pruned val acc", "quantized val acc", "val drop (pp)", "seconds"]
+    attempts = [[f"{a.target:.1%}", f"{a.sparsity:.2%}", f"{a.val_accuracy_pruned * 100:.2f}%",
+                 f"{a.val_accuracy_quantized * 100:.2f}%", f"{-a.drop_pp(val_before):+.2f}", f"{a.seconds:.0f}"]
+                for a in result.attempts]
+    attempts_heading = "Attempts (accuracies on the validation split)"
+    layers_heading = "Per-layer compression (as in Han, Mao & Dally 2016)"
+    layers_md = codec_report.to_markdown()
+    lines = [f"# {title}", "", *(f"- {b}" for b in bullets), "", f"## {attempts_heading}", "",
+             "| " + " | ".join(attempts_head) + " |", "|" + "---|" * len(attempts_head),
+             *("| " + " | ".join(row) + " |" for row in attempts)]
+    lines += ["", f"## {layers_heading}", "", layers_md, "", *TABLE_LEGEND, ""]
+    images = []
     if result.scan is not None:
         plot_sensitivity(result.scan, paths["scan"], max_drop=None, title="Sensitivity scan (each layer alone)")
-        lines += [f"![sensitivity]({paths['scan'].name})", ""]
+        images.append(("sensitivity", paths["scan"]))
     plot_weight_histograms(result.model, paths["weights"], nonzero_only=True,
                            title="Nonzero weights after pruning and k-means sharing")
-    lines += [f"![weights]({paths['weights'].name})", ""]
+    images.append(("weights", paths["weights"]))
     rows = codec_report.to_dict().get("layers", [])
     if stage_bits(rows):
         _plot_bits(rows, paths["bits"])
-        lines += [f"![bits]({paths['bits'].name})", ""]
+        images.append(("bits", paths["bits"]))
+    for alt, path in images:
+        lines += [f"![{alt}]({path.name})", ""]
     atomic_write_text(paths["markdown"], "\n".join(lines))
+    head, body, after_table = _markdown_table(layers_md)
+    write_html_report(paths["html"], title, [
+        Text(bullets=bullets), Table(attempts_head, attempts, heading=attempts_heading),
+        Table(head, body, heading=layers_heading, caption=" ".join(after_table), legend=TABLE_LEGEND),
+        *(Image(path, alt, caption=path.name) for alt, path in images)])
     return paths["markdown"]

@@ -34,6 +34,7 @@ from ..distill.hidden import repeated_blocks
 from ..distill.losses import check_settings
 from ..errors import ConfigError
 from ..fidelity import Fidelity, fidelity
+from ..holdout import warn_if_trained_on
 from ..io import ModelInfo, load_teacher, save_model
 from ..plots import plot_weight_histograms
 from ..prune import DEFAULT_GRID, PruneConfig, choose_sparsities, layer_sparsities, prune_and_finetune
@@ -41,6 +42,7 @@ from ..prune.finetune import RECONSTRUCT, PruneResult, resolve_rule
 from ..prune.fine import RULES
 from ..scoring import scorer_for
 from ..prune.fine import prune_
+from ..prune.threshold import check_sparsity_map, resolve_layer_names, std_threshold_sparsities
 from ..targets import prunable_weights
 from ..train import evaluate
 from .defaults import TEXT_HIDDEN_WEIGHT, Finetune, finetune_settings
@@ -148,10 +150,12 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
     if not ds.labelled:
         _check_unlabelled(ds, cfg, teacher)
     cfg = resolve_rule(cfg, ds)                        # magnitude + AGP, or reconstruct + oneshot on text
-    prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails now, not after a scan
+    weights = prunable_weights(model, cfg.include, cfg.exclude)  # a glob matching no weight fails now, not after a scan
+    cfg = hand_targets(cfg, weights, auto is not None)
     scan = None
     if auto is not None:
         ds = with_validation(ds, auto.val_size)     # scanned on; held out of the fine-tuning below
+        warn_if_trained_on(src, info, ds)
         # scan exactly what will be pruned; a data-free rule ranks the layers (reconstruct scans by magnitude)
         auto = replace(auto, include=cfg.include, exclude=cfg.exclude,
                        rule=cfg.rule if cfg.rule in RULES else "magnitude")
@@ -180,6 +184,25 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
     save_model(model, out, info)
     return PruneRun(model, info, result, layer_sparsities(model), scan, _plots(model, plots),
                     scan_dir=auto_scan_dir(out, plots) if scan is not None else None)
+
+
+def hand_targets(cfg: PruneConfig, weights: dict, auto: bool = False) -> PruneConfig:
+    """``cfg`` with a per-layer sparsity map for every target weight when the user gave one by hand:
+    a map by layer or weight name (weights left out: 0), or ``threshold_std`` (prune/threshold.py)."""
+    if cfg.threshold_std is None and cfg.threshold_scale:
+        raise ConfigError("threshold scales multiply threshold_std: give it too")
+    if cfg.threshold_std is not None:
+        if auto:
+            raise ConfigError("auto chooses the per-layer sparsities; it cannot be combined with a std threshold")
+        return replace(cfg, sparsity=std_threshold_sparsities(weights, cfg.threshold_std, cfg.threshold_scale),
+                       scope="layer")
+    if isinstance(cfg.sparsity, dict):
+        if auto:
+            raise ConfigError("auto chooses the per-layer sparsities; give one target sparsity with it, not a map")
+        check_sparsity_map(cfg.sparsity)
+        given = resolve_layer_names(cfg.sparsity, weights, "sparsity map")
+        return replace(cfg, sparsity={n: float(given.get(n, 0.0)) for n in weights}, scope="layer")
+    return cfg
 
 
 def _hidden_weight(model: nn.Module, cfg: PruneConfig) -> float:

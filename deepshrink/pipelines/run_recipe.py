@@ -5,7 +5,8 @@ Each step runs from the previous step's file to a new file in a work folder besi
 what one step leaves for the next - masks, channel plans, k-means codebooks, quantization grids -
 travels in the model files, which already record them; ``encode`` writes the ``.dsz``. The last
 file is then written to ``out`` with the ledger in its metadata (``ModelInfo.extra["ledger"]``,
-in a ``.safetensors`` header or a ``.dsz`` one), and the work folder removed.
+in a ``.safetensors`` header or a ``.dsz`` one), the page ``OUT.report.html`` beside it
+(:mod:`.run_report`: the ledger and the final model's weights), and the work folder removed.
 
 Replaying a recipe on the same input writes the same bytes: every step is seeded from its own
 ``seed`` before it runs, the stored ledger leaves out the measured times, and the history the
@@ -27,13 +28,15 @@ from ..io import load_model
 from ..ledger import LedgerRow, flags, format_ledger, measure_row, time_against
 from ..modelfile import read_safetensors, save_state
 from ..names import DSZ_MAGIC
-from ..recipe import Recipe, Step
+from ..compress import compress_file
+from ..recipe import DSZ_STEPS, Recipe, Step
 from ..train import seed_everything
 from .distill import distill_file
 from .inputs import data_for
 from .prune import prune_file
 from .prune_channels import prune_channels_file
 from .quantize import quantize_file
+from .run_report import run_report_path, write_run_report
 
 __all__ = ["RecipeRun", "run_recipe", "read_ledger", "LEDGER_KEY"]
 
@@ -51,6 +54,7 @@ class RecipeRun:
 
     def to_dict(self) -> dict:
         return {"out": os.fspath(self.out), "size_bytes": os.path.getsize(self.out),
+                "report": os.fspath(run_report_path(self.out)),
                 "recipe": self.recipe.to_list(), "ledger": [r.to_dict() for r in self.rows]}
 
 
@@ -74,6 +78,10 @@ def _run_step(step: Step, src: str, dst: Path, original: str, data: str | None, 
                      finetune=step.finetune, data=data, **opts)
     elif step.name in ("quantize", "qat", "kmeans"):
         quantize_file(src, dst, cfgs["QuantizeConfig"], finetune=step.finetune, data=data, **opts)
+    elif step.name == "compress":
+        compress_file(src, os.fspath(dst), cfgs["CompressConfig"], data, opts.get("arch"), opts.get("trust_code", False),
+                      model_kwargs=opts.get("model_kwargs"), seq_len=opts.get("seq_len"),
+                      tokenizer=opts.get("tokenizer"))
     elif step.name == "encode":
         model, info = load_model(src, **{k: v for k, v in opts.items() if k != "model_kwargs"},
                                  kwargs=opts.get("model_kwargs"))
@@ -119,7 +127,7 @@ def _write_final(last: Path, out: Path, recipe: Recipe, rows: list[LedgerRow], n
 
 
 def _check_out(recipe: Recipe, out: Path) -> None:
-    encodes = recipe.steps[-1].name == "encode"
+    encodes = recipe.steps[-1].name in DSZ_STEPS
     if encodes != (out.suffix == ".dsz"):
         raise ConfigError(f"{out}: the recipe's last step writes a "
                           f"{'.dsz' if encodes else '.safetensors'} file; name --out accordingly"
@@ -151,7 +159,7 @@ def run_recipe(recipe: Recipe, src: str | os.PathLike, out: str | os.PathLike, *
     try:
         cur, before = src, model
         for step in recipe.steps:
-            dst = work / f"step{step.index}-{step.name}{'.dsz' if step.name == 'encode' else '.safetensors'}"
+            dst = work / f"step{step.index}-{step.name}{'.dsz' if step.name in DSZ_STEPS else '.safetensors'}"
             names[os.fspath(dst)] = f"<{step.label}>"
             say(f"== {step.label}: {step.options or 'defaults'}")
             seed_everything(step.seed)
@@ -166,9 +174,11 @@ def run_recipe(recipe: Recipe, src: str | os.PathLike, out: str | os.PathLike, *
             rows.append(row)
             cur, before = os.fspath(dst), model
         _write_final(Path(cur), out, recipe, rows, names, trusted)
+        run = RecipeRun(recipe, out, rows)
+        write_run_report(run, model)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return RecipeRun(recipe, out, rows)
+    return run
 
 
 def read_ledger(info) -> dict | None:

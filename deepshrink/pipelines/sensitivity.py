@@ -21,6 +21,7 @@ from torch import nn
 
 from ..atomic import atomic_write_text
 from ..data import Dataset, check_val_size, val_label, with_validation
+from ..holdout import warn_if_trained_on
 from ..prune import DEFAULT_GRID, plot_sensitivity, sensitivity_scan
 from ..scoring import scorer_for
 from .inputs import open_model_and_data
@@ -86,7 +87,9 @@ def sensitivity_file(src: str | os.PathLike, out_dir: str | os.PathLike, cfg: Sc
     """Scan the model in ``src`` on ``data`` (default: the data set the file records) into ``out_dir``."""
     cfg = cfg or ScanConfig()
     cfg.check()
-    model, _, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer,
-                                       model_kwargs=model_kwargs, need_labels=False)
+    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer,
+                                          model_kwargs=model_kwargs, need_labels=False)
+    ds = with_validation(ds, cfg.val_size)             # the split run_scan chooses on (it keeps this one)
+    warn_if_trained_on(src, info, ds)
     scan = run_scan(model, ds, cfg, out_dir)
     return SensitivityResult(scan, *scan_files(out_dir))

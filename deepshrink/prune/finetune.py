@@ -44,6 +44,8 @@ PRUNE_RULES = RULES + (RECONSTRUCT,)
 @dataclass
 class PruneConfig:
     sparsity: float | dict = 0.9        # one target, or {parameter name: sparsity}
+    threshold_std: float | None = None  # instead: |w| < s x scale x std(layer) goes (prune/threshold.py)
+    threshold_scale: dict = field(default_factory=dict)   # {layer: multiplier of threshold_std}, 1 where absent
     include: tuple[str, ...] = ()       # name globs adding weights (an embedding, the output layer)
     exclude: tuple[str, ...] = ()       # name globs removing weights; default targets: deepshrink/targets.py
     rule: str | None = None             # None: magnitude, or reconstruct on unlabelled data (see above)

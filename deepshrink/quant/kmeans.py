@@ -39,6 +39,7 @@ from ..train import FitResult, TrainConfig, evaluate, fit
 __all__ = [
     "KMeansConfig",
     "kmeans_codebook",
+    "round_codebook",
     "kmeans_quantize_",
     "quantized_layers",
     "shared_params",
@@ -66,9 +67,11 @@ class KMeansConfig:
     other_bits: int = 8              # parameters matched by ``include``
     include: list[str] = field(default_factory=list)   # further parameter-name globs to share
     exclude: list[str] = field(default_factory=list)   # parameter-name globs never shared
+    linear: list[str] = field(default_factory=list)    # layer/parameter names whose codebook stays linear:
+                                                       # 2^b evenly spaced values over [min, max], no Lloyd steps
 
     def check(self) -> None:
-        for what, globs in (("include", self.include), ("exclude", self.exclude)):
+        for what, globs in (("include", self.include), ("exclude", self.exclude), ("linear", self.linear)):
             if not isinstance(globs, list) or not all(isinstance(g, str) for g in globs):
                 raise ConfigError(f"k-means {what} must be a list of parameter-name globs, got {globs!r}")
         for name, b in [("conv_bits", self.conv_bits), ("fc_bits", self.fc_bits),
@@ -141,7 +144,7 @@ def _matches(globs: list[str], param: str, layer: str) -> bool:
     return any(fnmatchcase(param, g) or fnmatchcase(layer, g) for g in globs)
 
 
-def _round_codebook(cb: torch.Tensor, dtype: str) -> torch.Tensor:
+def round_codebook(cb: torch.Tensor, dtype: str) -> torch.Tensor:
     """fp16-rounded codebook when no centroid collapses to zero or onto another one."""
     if dtype != "float16" or cb.numel() == 0:
         return cb
@@ -161,9 +164,9 @@ def kmeans_quantize_(model: nn.Module, cfg: KMeansConfig | None = None) -> dict[
     cfg = cfg or KMeansConfig()
     cfg.check()
     names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters(remove_duplicate=False)}
-    unknown = set(cfg.bits) - names
+    unknown = (set(cfg.bits) | set(cfg.linear)) - names
     if unknown:
-        raise ConfigError(f"k-means bits given for unknown layers or parameters: {sorted(unknown)}")
+        raise ConfigError(f"k-means bits or linear codebooks given for unknown layers or parameters: {sorted(unknown)}")
     idle = [g for g in cfg.include + cfg.exclude if not any(fnmatchcase(n, g) for n in names)]
     if idle:
         raise ConfigError(f"k-means include/exclude globs match no layer or parameter: {idle}")
@@ -175,7 +178,9 @@ def kmeans_quantize_(model: nn.Module, cfg: KMeansConfig | None = None) -> dict[
             if bits == 0 or not w.is_floating_point():
                 continue
             if id(w) not in codebooks:                 # a tied weight keeps its first owner's clustering
-                codebooks[id(w)] = _share_(w, bits, cfg), bits
+                full = f"{name}.{attr}" if name else attr
+                linear = full in cfg.linear or (attr == "weight" and name in cfg.linear)
+                codebooks[id(w)] = _share_(w, bits, cfg, iters=0 if linear else cfg.iters), bits
             cents, bits = codebooks[id(w)]
             module.register_buffer(attr + CODEBOOK_SUFFIX, cents.clone())
             setattr(module, attr + BITS_SUFFIX, bits)
@@ -184,12 +189,13 @@ def kmeans_quantize_(model: nn.Module, cfg: KMeansConfig | None = None) -> dict[
 
 
 @torch.no_grad()
-def _share_(w: torch.Tensor, bits: int, cfg: KMeansConfig) -> torch.Tensor:
-    """Cluster the nonzeros of ``w`` in place; returns the codebook (K,) on ``w``'s device."""
+def _share_(w: torch.Tensor, bits: int, cfg: KMeansConfig, iters: int) -> torch.Tensor:
+    """Cluster the nonzeros of ``w`` in place (``iters`` Lloyd steps; 0: the linear codebook);
+    returns the codebook (K,) on ``w``'s device."""
     flat = w.detach().reshape(-1)
     nz = flat != 0                                           # (n,) sparsity pattern
-    cents, assign = kmeans_codebook(flat[nz], bits, cfg.iters)
-    cents = _round_codebook(cents, cfg.codebook_dtype)
+    cents, assign = kmeans_codebook(flat[nz], bits, iters)
+    cents = round_codebook(cents, cfg.codebook_dtype)
     new = torch.zeros_like(flat)
     new[nz] = cents[assign].to(flat.dtype)
     w.copy_(new.view_as(w))
@@ -269,7 +275,7 @@ class _Tied:
             return
         cb = self.codebook()
         order = torch.argsort(cb)
-        cb_sorted = _round_codebook(cb[order], dtype)
+        cb_sorted = round_codebook(cb[order], dtype)
         # centroids that moved onto each other merge (rare): keep the codebook strictly sorted
         cb_final, inverse = torch.unique(cb_sorted, return_inverse=True)
         rank = torch.empty_like(order)

@@ -21,6 +21,9 @@ def test_cli_compress_decompress_evaluate(tmp_path, train_cli_model, capsys):
     report = tmp_path / "mlp.report.md"
     assert report.is_file() and (tmp_path / "mlp.weights.png").is_file()
     assert "Per-layer compression" in report.read_text()
+    page = (tmp_path / "mlp.report.html").read_text()          # the same, one self-contained page
+    assert "Per-layer compression" in page and "fc1.weight" in page and "mlp.report.html" in text
+    assert page.count('src="data:image/png;base64,') >= 2 and 'src="http' not in page
     # the file is a model file for the other commands
     assert main(["evaluate", str(out), "--data", spec]) == 0
     capsys.readouterr()

@@ -54,6 +54,9 @@ def test_run_replays_the_steps_and_keeps_the_ledger(trained, tmp_path, capsys):
     assert torch.isin(w[w != 0], decoded.fc1.weight_codebook).all()             # codebooks carried
     assert [h["op"] for h in info.history][-3:] == ["prune", "quantize", "encode"]
     assert not list(tmp_path.glob(".*.run"))                                     # work folder removed
+    page = (tmp_path / "m.report.html").read_text()                              # the ledger as a page
+    assert "m.report.html" in text and "3 encode" in page and ZEROS_FLAG in page
+    assert 'src="data:image/png;base64,' in page and not list(tmp_path.glob(".m.report.html.*"))
 
 
 def test_a_replay_writes_a_bit_identical_dsz(trained, tmp_path):

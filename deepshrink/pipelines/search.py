@@ -1,0 +1,285 @@
+"""``deepshrink search`` as one call: target-driven compression under an accuracy floor.
+
+The goal is one of: a compression ratio (``target_ratio``: fp32 parameter bytes / file bytes),
+a file size in bytes (``target_size``), a peak inference memory in bytes (``target_memory``), or
+the competition's score (``maximize="score"``, :mod:`deepshrink.score`); the floor is
+``max_drop`` percentage points of the validation score below the dense model's.
+
+1. A validation split is carved from the training split (:func:`deepshrink.data.with_validation`);
+   every choice below is made on it, and the fine-tunings never see it.
+2. **Walk** (:mod:`deepshrink.search.walk`): from the dense model, one notch of one layer at a
+   time - sparsity, bits (8 to 2), linear or k-means codebook (:mod:`deepshrink.search.space`) -
+   by the least proxy score lost per byte saved; each point's bytes are the codec's own and its
+   score is measured without fine-tuning on ``proxy_size`` validation images
+   (:mod:`deepshrink.search.proxy`). This gives a path of ever smaller candidate files.
+3. **Fine-tune** a few path points (``budget``) with the Deep Compression pipeline
+   (:func:`deepshrink.compress.compress` with the point's per-layer sparsities, bits and codebook
+   kinds: AGP pruning with fine-tuning, then weight sharing with centroid fine-tuning), scored on
+   the whole validation split. For the score and the ratio the furthest point within the floor is
+   found by bisection along the path; for a size target, the first point that reaches it.
+4. The chosen model is written as ``.dsz``; the test split is evaluated once, for the figure
+   reported. Beside the file: its recipe (``OUT.recipe.yaml``, a ``compress`` step that
+   ``deepshrink run`` replays to the same weights), every candidate (``OUT.search.json``), the
+   Pareto plot (``OUT.pareto.png``: validation score against file size for the walk and the
+   fine-tuned points, and against measured batch-1 latency) and an HTML page.
+
+Peak memory: weights pruned to zeros and shared decode to the same fp32 tensors and keep every
+activation, so fine-grained compression leaves the peak inference memory where it was (it is
+measured, not assumed: :func:`deepshrink.profile.peak_memory`). A ``target_memory`` below it is
+refused with the measured figure; channel pruning (``deepshrink prune-channels``) is what lowers
+it, and its output can be searched in turn.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from ..codec import dumps, save_compressed
+from ..compress import CompressConfig, compress
+from ..data import Dataset, val_label, with_validation
+from ..errors import ConfigError
+from ..holdout import warn_if_trained_on
+from ..io import ModelInfo
+from ..masks import squash
+from ..modelfile import example_input
+from ..profile.latency import measure_latency
+from ..profile.peak_memory import peak_memory
+from ..score import Gates, score as competition_score
+from ..scoring import scorer_for
+from ..search.proxy import Proxy
+from ..search.space import compress_fields, describe, start_point
+from ..search.walk import furthest_feasible, greedy_path
+from ..targets import prunable_weights
+from ..train import seed_everything
+from .inputs import open_model_and_data
+from .search_output import write_outputs
+
+__all__ = ["SearchConfig", "Candidate", "SearchResult", "search", "search_file", "GOALS"]
+
+GOALS = ("ratio", "size", "memory", "score")
+
+
+@dataclass
+class SearchConfig:
+    max_drop: float = 0.5                 # pp of the validation score below the dense model's
+    target_ratio: float | None = None     # fp32 parameter bytes / file bytes
+    target_size: int | None = None        # file bytes
+    target_memory: int | None = None      # peak inference bytes at batch 1
+    maximize: str | None = None           # "score"; the default goal when no target is given
+    budget: int = 4                       # fine-tuned candidates at most
+    proxy_size: int = 2000                # validation images the walk's proxy scores on
+    stop_drop: float = 30.0               # the walk stops this many pp of proxy score below the dense model
+    guess_drop: float = 5.0               # the first fine-tuned point: where the proxy first loses this many pp
+    val_size: int | None = None           # None: 10% of the training split, at most 5,000
+    prune_epochs: int = CompressConfig.prune_epochs
+    centroid_epochs: int = CompressConfig.centroid_epochs
+    prune_lr: float | None = None
+    augment: bool | None = None
+    seed: int = 0
+    progress: bool = True
+    verbose: bool = True
+
+    @property
+    def goal(self) -> str:
+        return ("ratio" if self.target_ratio is not None else "size" if self.target_size is not None else
+                "memory" if self.target_memory is not None else "score")
+
+    def check(self) -> None:
+        given = [k for k in ("target_ratio", "target_size", "target_memory", "maximize") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ConfigError(f"search has one goal: give one of target_ratio, target_size, target_memory or "
+                              f"maximize, not {' and '.join(given)}")
+        if self.maximize not in (None, "score"):
+            raise ConfigError(f"maximize: only 'score' can be maximized, got {self.maximize!r}")
+        for name in ("target_ratio", "target_size", "target_memory"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a positive number, got {v!r}")
+        if not (0 <= self.max_drop < math.inf and self.budget >= 1 and self.proxy_size >= 1):
+            raise ConfigError(f"need max_drop >= 0, budget >= 1 and proxy_size >= 1 "
+                              f"(got {self.max_drop}, {self.budget}, {self.proxy_size})")
+        if not (self.stop_drop > 0 and self.guess_drop >= 0):
+            raise ConfigError("need stop_drop > 0 and guess_drop >= 0")
+
+
+@dataclass
+class Candidate:
+    index: int                  # on the walk's path
+    fields: dict                # the CompressConfig fields it was fine-tuned with
+    described: str
+    proxy_bytes: int
+    proxy_score: float
+    val_score: float            # after fine-tuning, on the whole validation split
+    drop_pp: float
+    file_bytes: int
+    ratio: float
+    latency_ms: float           # batch 1, median
+    feasible: bool
+    score: dict | None = None   # the competition score's parts
+    seconds: float = 0.0
+
+
+@dataclass
+class SearchResult:
+    model: nn.Module
+    goal: str
+    chosen: Candidate | None
+    candidates: list[Candidate]
+    path: list[dict]            # the walk: {"bytes", "proxy", "move"}
+    dense_val: float
+    dense_test: float
+    test_after: float | None
+    dense_bytes: int            # fp32 parameter bytes (S)
+    dense_memory: int           # peak inference bytes at batch 1 (M)
+    metric: str
+    val_on: str
+    test_on: str
+    met: bool
+    seconds: float
+    evaluations: int            # proxy evaluations
+    config: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "model"}
+
+
+def _say(cfg: SearchConfig, text: str) -> None:
+    if cfg.verbose:
+        print(text, flush=True)
+
+
+def _fp32_bytes(model: nn.Module) -> int:
+    return 4 * sum(p.numel() for p in model.parameters() if p.is_floating_point())
+
+
+def _memory(model: nn.Module, info: ModelInfo) -> int:
+    clean = squash(copy.deepcopy(model))      # masks and codebooks are not needed to run it
+    return peak_memory(clean, example_input(info)).predicted_peak_bytes
+
+
+def _layers(model: nn.Module) -> list[str]:
+    """The weights a .dsz shares: every Conv/Linear weight."""
+    return [f"{n}.weight" for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight is not None]
+
+
+def search(model: nn.Module, data: Dataset, info: ModelInfo, cfg: SearchConfig | None = None,
+           trained: dict | None = None) -> SearchResult:
+    """The search on ``model`` (not modified); see the module docstring."""
+    cfg = cfg or SearchConfig()
+    cfg.check()
+    t0 = time.perf_counter()
+    data = with_validation(data, cfg.val_size)
+    dense = copy.deepcopy(model).eval()
+    score = scorer_for(data, None if data.labelled else dense)
+    dense_val = score(dense, data.val)
+    S, M = _fp32_bytes(dense), _memory(dense, info)
+    if cfg.goal == "memory" and cfg.target_memory < M:
+        raise ConfigError(
+            f"target memory {cfg.target_memory:,} B is below the {M:,} B this model needs at batch 1 (measured); "
+            "pruning weights and sharing them leave that unchanged (the weights decode to fp32 and every "
+            "activation keeps its size). Remove channels first (deepshrink prune-channels), then search its output")
+    target_bytes = (S / cfg.target_ratio if cfg.goal == "ratio" else cfg.target_size if cfg.goal == "size" else None)
+    layers = _layers(dense)
+    prunable = set(prunable_weights(dense))
+    proxy_split = data.val.take(cfg.proxy_size)
+    proxy = Proxy(dense, layers, lambda m: score(m, proxy_split), info)
+    _say(cfg, f"[walk] {len(layers)} layers: sparsity, bits 8-2 and codebook kind, one notch at a time, by proxy "
+              f"{score.name} (no fine-tuning) on {len(proxy_split)} validation images")
+    path = greedy_path(start_point(layers), prunable, proxy.bytes, proxy.score, stop_drop=cfg.stop_drop / 100,
+                       min_bytes=int(target_bytes * 0.5) if target_bytes else 0, progress=cfg.progress)
+    _say(cfg, f"  {len(path)} points, {proxy.evaluations} proxy evaluations: {path[0].bytes:,} -> {path[-1].bytes:,} B, "
+              f"proxy {path[0].proxy * 100:.2f}% -> {path[-1].proxy * 100:.2f}%")
+    gates = Gates.relative(dense_val, S)
+    tried: dict[int, Candidate] = {}
+    models: dict[int, nn.Module] = {}
+    x1 = example_input(info)
+
+    def finetune(i: int) -> bool:
+        p = path[i]
+        fields = compress_fields(p.point)
+        _say(cfg, f"[fine-tune {len(tried) + 1}/{cfg.budget}] path point {i} of {len(path) - 1}: {describe(p.point)}")
+        ccfg = CompressConfig(max_drop=cfg.max_drop, attempts=1, prune_epochs=cfg.prune_epochs,
+                              centroid_epochs=cfg.centroid_epochs, prune_lr=cfg.prune_lr, augment=cfg.augment,
+                              val_size=len(data.val), seed=cfg.seed, progress=cfg.progress, verbose=False, **fields)
+        ta = time.perf_counter()
+        seed_everything(cfg.seed)
+        res = compress(dense, data, ccfg, trained, report_test=False)
+        val = res.val_accuracy_after
+        nbytes = len(dumps(res.model, info))
+        drop = (dense_val - val) * 100
+        sc = competition_score(M, _memory(res.model, info), S, nbytes, min(max(val, 0.0), 1.0), gates)
+        ok = drop <= cfg.max_drop and (target_bytes is None or nbytes <= target_bytes)
+        lat = measure_latency(squash(copy.deepcopy(res.model)).eval(), x1, warmup=3, repeats=15).median_ms
+        tried[i] = Candidate(i, fields, describe(p.point), p.bytes, p.proxy, val, drop, nbytes, S / nbytes, lat, ok,
+                             sc.to_dict(), time.perf_counter() - ta)
+        models[i] = res.model
+        _say(cfg, f"  validation {score.name} {dense_val * 100:.2f}% -> {val * 100:.2f}% ({-drop:+.2f} pp), "
+                  f"{nbytes:,} B ({S / nbytes:.1f}x), score {sc.score:,.1f}: {'within' if ok else 'outside'} the goal")
+        return ok
+
+    if target_bytes is not None:
+        first = next((i for i, p in enumerate(path) if p.bytes <= target_bytes), len(path) - 1)
+        finetune(first)
+    else:
+        guess = next((i for i, p in enumerate(path) if (path[0].proxy - p.proxy) * 100 > cfg.guess_drop), len(path) - 1)
+        furthest_feasible(len(path), finetune, guess, cfg.budget)
+    feasible = [c for c in tried.values() if c.feasible]
+    chosen = (max(feasible, key=lambda c: (c.score["score"], c.val_score)) if cfg.goal == "score" else
+              max(feasible, key=lambda c: c.val_score) if cfg.goal in ("size", "memory") else
+              max(feasible, key=lambda c: (c.ratio, c.val_score))) if feasible else None
+    best = chosen or (max(tried.values(), key=lambda c: c.val_score) if tried else None)
+    out_model = models[best.index] if best is not None else dense
+    dense_test = score(dense, data.test)
+    test_after = score(out_model, data.test) if best is not None else None    # once, for the reported figure
+    met = chosen is not None
+    _say(cfg, f"  test {score.name} {dense_test * 100:.2f}% -> {test_after * 100:.2f}% (reported only: every "
+              f"choice was made on {val_label(data)})" if test_after is not None else "  nothing was fine-tuned")
+    return SearchResult(out_model, cfg.goal, best, sorted(tried.values(), key=lambda c: c.index),
+                        [{"bytes": p.bytes, "proxy": p.proxy, "move": p.move} for p in path], dense_val, dense_test,
+                        test_after, S, M, score.name, val_label(data),
+                        f"the test split ({len(data.test)} {'images' if data.labelled else 'samples'})", met,
+                        time.perf_counter() - t0, proxy.evaluations, asdict(cfg))
+
+
+def _as_written(result: SearchResult, size: int) -> None:
+    """The written candidate's bytes, ratio and score from the file itself (its header also holds
+    the search's own record, a few bytes more than the candidate was measured with)."""
+    c = result.chosen or max(result.candidates, key=lambda k: k.val_score)
+    sc = c.score
+    gates = Gates.relative(result.dense_val, result.dense_bytes)
+    c.file_bytes, c.ratio = size, result.dense_bytes / size
+    c.score = competition_score(sc["original_memory"], sc["memory"], sc["original_size"], size, sc["accuracy"],
+                                gates).to_dict()
+
+
+def search_file(src: str | os.PathLike, out: str | os.PathLike, cfg: SearchConfig | None = None, *,
+                data: str | None = None, arch: str | None = None, trust_code: bool = False,
+                model_kwargs: dict | None = None, seq_len: int | None = None,
+                tokenizer: str | None = None) -> tuple[SearchResult, dict[str, Path]]:
+    """Load ``src``, :func:`search`, write ``out`` (.dsz) and the files beside it (module docstring)."""
+    cfg = cfg or SearchConfig()
+    cfg.check()
+    if Path(out).suffix != ".dsz":
+        raise ConfigError(f"{out}: search writes a .dsz file; name --out accordingly")
+    model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer,
+                                          need_labels=False, model_kwargs=model_kwargs)
+    ds = with_validation(ds, cfg.val_size)
+    warn_if_trained_on(src, info, ds)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    result = search(model, ds, info, cfg, info.train_config())
+    if result.chosen is not None or result.candidates:
+        info.record("search", cfg, goal=result.goal, met=result.met, accuracy=result.test_after,
+                    accuracy_on="test", val_accuracy=result.chosen.val_score if result.chosen else None,
+                    val_on=result.val_on, candidates=len(result.candidates))
+        save_compressed(result.model, out, info)
+        _as_written(result, os.path.getsize(out))
+    paths = write_outputs(result, Path(out), src, data)
+    return result, paths
