@@ -116,7 +116,8 @@ def shell_commands(code: str) -> list[str]:
 _EPOCH_FLAGS = r"(?<![\w-])--(?:epochs|finetune-epochs|centroid-epochs)"
 # commands that train several epochs unless told otherwise, and the flag that says how many
 DEFAULT_EPOCHS = {"train": "--epochs", "distill": "--epochs", "prune": "--finetune-epochs",
-                  "prune-channels": "--finetune-epochs", "compress": "--finetune-epochs"}
+                  "prune-channels": "--finetune-epochs", "compress": "--finetune-epochs",
+                  "search": "--finetune-epochs"}
 
 
 def _append(cmd: str, words: str) -> str:
@@ -133,7 +134,7 @@ def shrink_shell(cmd: str) -> str:
     flag = DEFAULT_EPOCHS.get(command)
     if flag and not re.search(rf"(?<![\w-]){flag}[ =]", cmd):
         cmd = _append(cmd, f"{flag} 1")
-    if command == "compress":
+    if command in ("compress", "search"):
         if re.search(r"--max-drop[ =]", cmd):
             cmd = re.sub(r"--max-drop([ =])[0-9.]+", r"--max-drop\g<1>100", cmd)
         else:
