@@ -131,9 +131,10 @@ def _extra(v: Any, where: str) -> None:
                           f"and an object 'config', got {_show(quant)}")
     if "quant" in v and quant is None:
         raise FormatError(f"{where}: metadata field 'extra.quant' must be an object, got null")
-    plan = v.get("channel_plan")
-    if plan is not None and not isinstance(plan, dict):
-        raise FormatError(f"{where}: metadata field 'extra.channel_plan' must be an object, got {_show(plan)}")
+    for key in ("channel_plan", "head_plan"):
+        plan = v.get(key)
+        if plan is not None and not isinstance(plan, dict):
+            raise FormatError(f"{where}: metadata field 'extra.{key}' must be an object, got {_show(plan)}")
     if "input" in v and v["input"] not in INPUT_KINDS:
         raise FormatError(f"{where}: metadata field 'extra.input' must be one of {list(INPUT_KINDS)}, "
                           f"got {_show(v['input'])}")

@@ -3,12 +3,12 @@
 A model file is a ``.safetensors`` file whose metadata entry ``deepshrink`` holds one JSON record
 (:class:`ModelInfo`): the architecture spec (a zoo name and kwargs, or a ``module:callable``
 string), the input shape, normalisation statistics, the accuracy when known, the history of what
-was done to the model, and extras (channel plan, quantization config). The record is checked field
+was done to the model, and extras (channel plan, head plan, quantization config). The record is checked field
 by field when read (:mod:`deepshrink.metadata`).
 
 Every reader (this module's safetensors files, the .dsz codec, quantized files) rebuilds a model
 the same way, :func:`model_from_state`: build the architecture (a ``module:callable`` only when
-trusted), re-apply a stored channel plan, resize pruned tensors to their stored shapes, attach
+trusted), re-apply a stored channel plan and head plan, resize pruned tensors to their stored shapes, attach
 mask and codebook buffers, load the state strictly. Opening any file never executes code.
 The dispatcher that opens any kind of file is :mod:`deepshrink.io`, above the codec and quant.
 """
@@ -31,6 +31,7 @@ from .atomic import atomic_write_bytes
 from .channel_plan import PLAN_KEY, ChannelPlan, apply_plan
 from .errors import DeepShrinkError, FormatError, ModelError, first_line
 from .exit_heads import EXITS_KEY, ExitPlan, attach_heads
+from .head_plan import HEAD_PLAN_KEY, HeadPlan, apply_head_plan
 from .hf import HF_PREFIX, build_hf, is_hf_spec
 from .layers import sync_layer_sizes
 from .masks import hold_masks
@@ -254,6 +255,7 @@ def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code
     model = build_arch(info, trust_code, where)
     _attach_exit_heads(model, info, where)     # before the plan: it may cut the heads' inputs too
     _apply_channel_plan(model, info, where)
+    _apply_head_plan(model, info, where)
     if transform is not None:
         model = transform(model)
     resized = resize_to_state(model, state, where)
@@ -304,6 +306,17 @@ def _apply_channel_plan(model: nn.Module, info: ModelInfo, where: str) -> None:
         return
     try:
         apply_plan(model, ChannelPlan.from_dict(raw, f"{where}: channel_plan"))
+    except ModelError as exc:
+        raise ModelError(f"{where}: {exc}") from None
+
+
+def _apply_head_plan(model: nn.Module, info: ModelInfo, where: str) -> None:
+    """Re-apply a transformer's head/FFN plan (``extra["head_plan"]``, :mod:`deepshrink.head_plan`)."""
+    raw = info.extra.get(HEAD_PLAN_KEY)
+    if raw is None:
+        return
+    try:
+        apply_head_plan(model, HeadPlan.from_dict(raw, f"{where}: head_plan"))
     except ModelError as exc:
         raise ModelError(f"{where}: {exc}") from None
 

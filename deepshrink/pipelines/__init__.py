@@ -18,6 +18,7 @@ from .export import ExportConfig, ExportRun, export_file
 from .profile import ProfileRun, profile_file, profile_zoo
 from .prune import PruneRun, prune_file
 from .prune_channels import ChannelRun, prune_channels_file
+from .prune_heads import HeadRun, prune_transformer_file
 from .quantize import QuantizeConfig, QuantizeRun, quantize_file
 from .sensitivity import ScanConfig, SensitivityResult, sensitivity_file
 from .train import TrainRun, train_baseline, train_file
@@ -31,6 +32,7 @@ __all__ = [
     "sensitivity_file", "ScanConfig", "SensitivityResult",
     "prune_file", "PruneRun",
     "prune_channels_file", "ChannelRun",
+    "prune_transformer_file", "HeadRun",
     "distill_file", "StudentTraining", "DistillRun",
     "quantize_file", "QuantizeConfig", "QuantizeRun",
     "export_file", "ExportConfig", "ExportRun",

@@ -1,0 +1,73 @@
+"""deepshrink prune-channels --latency-target: NetAdapt on the command line, with the latency
+measurements replaced by MAC-proportional fakes (deterministic); the plan is kept in the file, the
+result reports predicted and measured latency; bad targets and mixed options are one error line."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+import deepshrink.prune.netadapt as netadapt_mod
+from deepshrink.cli import main
+from deepshrink.io import load_model
+from deepshrink.prune.latency_table import layer_specs
+from deepshrink.prune.plan import PLAN_KEY
+
+
+@pytest.fixture
+def fake_latency(monkeypatch, tmp_path):
+    """Milliseconds = conv/linear MACs x 1e-6, for layers and whole models; the cache under tmp_path."""
+    monkeypatch.setenv("DEEPSHRINK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(netadapt_mod, "measure_layer", lambda spec, threads, warmup, repeats: spec.macs * 1e-6)
+    monkeypatch.setattr(netadapt_mod, "measure_latency", lambda model, x, warmup, repeats, threads: SimpleNamespace(
+        median_ms=sum(s.macs for s in layer_specs(model, x).values()) * 1e-6))
+    return tmp_path / "cache" / "latency"
+
+
+def test_latency_target_command(tmp_path, trained, fake_latency, capsys):
+    _, spec, src = trained
+    out = tmp_path / "fast.safetensors"
+    code = main(["prune-channels", str(src), "--latency-target", "0.6", "--batch-size", "2", "--val-size", "32",
+                 "--finetune-epochs", "1", "--data", spec, "--no-progress", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "latency (batch 2, torch" in text and "predicted" in text and "MACs" in text and "params" in text
+    model, info = load_model(out)
+    assert model.fc1.out_features < 300 or model.fc2.out_features < 100
+    assert len(info.extra[PLAN_KEY]["layers"]["fc1"]["out"]) == model.fc1.out_features
+    entry = info.history[-1]
+    assert entry["op"] == "prune_channels" and entry["latency"]["reached"]
+    assert entry["latency"]["latency_ratio"] <= 0.6 and entry["latency"]["score_images"] == 32
+    assert len(list(fake_latency.glob("*.json"))) == 1           # the table cached under $DEEPSHRINK_CACHE
+
+    again = tmp_path / "again.safetensors"                      # --json; the table now comes from the cache
+    assert main(["prune-channels", str(src), "--latency-target", "0.6", "--batch-size", "2", "--val-size", "32",
+                 "--finetune-epochs", "0", "--data", spec, "--no-progress", "--json", "--out", str(again)]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    lat = obj["latency"]
+    assert lat["table_measured"] == 0 and lat["reached"] and lat["batch_size"] == 2
+    assert lat["predicted_after_ms"] == pytest.approx(lat["latency_after_ms"])
+    assert obj["macs_after"] < obj["macs_before"] and obj["params_after"] < obj["params_before"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--latency-target", "0"], "latency target"),
+    (["--latency-target", "1"], "latency target"),
+    (["--latency-target", "1.5"], "latency target"),
+    (["--latency-target", "0.5", "--ratio", "0.5"], "give one of"),
+    (["--latency-target", "0.5", "--macs-target", "0.5"], "give one of"),
+    ([], "give one of"),
+    (["--ratio", "0.5", "--batch-size", "4"], "only with --latency-target"),
+    (["--latency-target", "0.5", "--batch-size", "0"], "batch size"),
+    (["--latency-target", "0.5", "--rounds", "2"], "rounds"),
+    (["--latency-target", "0.5", "--round-to", "16"], "do not apply"),
+    (["--latency-target", "0.5", "--scope", "global"], "do not apply"),
+    (["--latency-target", "0.5", "--finetune-epochs", "-1"], "epochs"),
+])
+def test_bad_latency_options_are_one_line(tmp_path, trained, run_error, capsys, extra, match):
+    _, spec, src = trained
+    line = run_error(capsys, ["prune-channels", src, *extra, "--data", spec, "--out", tmp_path / "x.safetensors"])
+    assert match in line
+    assert not (tmp_path / "x.safetensors").exists()
