@@ -98,7 +98,8 @@ def cmd_search(args) -> int:
     print()
     for cand in result.candidates:
         mark = " <- chosen" if cand is result.chosen else ""
-        print(f"  point {cand.index:>3}: {cand.file_bytes:>9,} B {cand.ratio:6.1f}x  validation "
+        label = f"point {cand.index:>3}" if cand.index >= 0 else "defaults "
+        print(f"  {label}: {cand.file_bytes:>9,} B {cand.ratio:6.1f}x  validation "
               f"{cand.val_score * 100:.2f}% ({-cand.drop_pp:+.2f} pp)  score {cand.score['score']:>9,.1f}"
               f"{'' if cand.feasible else '  (outside the goal)'}{mark}")
     if c is None:

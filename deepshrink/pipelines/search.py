@@ -7,17 +7,25 @@ the competition's score (``maximize="score"``, :mod:`deepshrink.score`); the flo
 
 1. A validation split is carved from the training split (:func:`deepshrink.data.with_validation`);
    every choice below is made on it, and the fine-tunings never see it.
-2. **Walk** (:mod:`deepshrink.search.walk`): from the dense model, one notch of one layer at a
-   time - sparsity, bits (8 to 2), linear or k-means codebook (:mod:`deepshrink.search.space`) -
-   by the least proxy score lost per byte saved; each point's bytes are the codec's own and its
-   score is measured without fine-tuning on ``proxy_size`` validation images
-   (:mod:`deepshrink.search.proxy`). This gives a path of ever smaller candidate files.
-3. **Fine-tune** a few path points (``budget``) with the Deep Compression pipeline
-   (:func:`deepshrink.compress.compress` with the point's per-layer sparsities, bits and codebook
-   kinds: AGP pruning with fine-tuning, then weight sharing with centroid fine-tuning), scored on
-   the whole validation split. For the score and the ratio the furthest point within the floor is
-   found by bisection along the path; for a size target, the first point that reaches it.
-4. The chosen model is written as ``.dsz``; the test split is evaluated once, for the figure
+2. **The defaults first**: the Deep Compression pipeline exactly as ``deepshrink compress
+   --max-drop`` runs it (:func:`deepshrink.compress.compress`: sensitivity allocation, AGP
+   pruning with fine-tuning, k-means sharing with centroid fine-tuning, its retries). It is the
+   first candidate, so the search never returns less than the defaults give.
+3. **Walk** (:mod:`deepshrink.search.walk`): from the defaults' fine-tuned model (from the dense
+   model when the defaults missed the floor), one notch of one layer at a time - sparsity, bits
+   (8 to 2), linear or k-means codebook (:mod:`deepshrink.search.space`) - by the least proxy
+   score lost per byte saved; each point's bytes are the codec's own and its score is measured
+   without further fine-tuning on ``proxy_size`` validation images (:mod:`deepshrink.search.proxy`).
+   Starting from weights already fine-tuned to their sparsity keeps the proxy close to what
+   fine-tuning then reaches (measured from the dense model instead, the proxy collapses at
+   sparsities that fine-tune well, and the walk spends its bytes on bits). The result is a
+   path of ever smaller candidate files.
+4. **Fine-tune** a few path points (``budget``, the defaults included) with the same pipeline
+   and the point's per-layer sparsities, bits and codebook kinds, starting again from the dense
+   model, scored on the whole validation split. For the score and the ratio the furthest point
+   within the floor is found by bisection along the path; for a size target, the first point
+   that reaches it.
+5. The chosen model is written as ``.dsz``; the test split is evaluated once, for the figure
    reported. Beside the file: its recipe (``OUT.recipe.yaml``, a ``compress`` step that
    ``deepshrink run`` replays to the same weights), every candidate (``OUT.search.json``), the
    Pareto plot (``OUT.pareto.png``: validation score against file size for the walk and the
@@ -54,7 +62,7 @@ from ..profile.peak_memory import peak_memory
 from ..score import Gates, score as competition_score
 from ..scoring import scorer_for
 from ..search.proxy import Proxy
-from ..search.space import compress_fields, describe, start_point
+from ..search.space import LayerChoice, compress_fields, describe, start_point
 from ..search.walk import furthest_feasible, greedy_path
 from ..targets import prunable_weights
 from ..train import seed_everything
@@ -76,7 +84,8 @@ class SearchConfig:
     budget: int = 4                       # fine-tuned candidates at most
     proxy_size: int = 2000                # validation images the walk's proxy scores on
     stop_drop: float = 30.0               # the walk stops this many pp of proxy score below the dense model
-    guess_drop: float = 5.0               # the first fine-tuned point: where the proxy first loses this many pp
+    guess_drop: float | None = None       # the first point fine-tuned after the defaults: where the proxy has lost
+                                          # this many pp more (None: twice max_drop, at least 0.5)
     val_size: int | None = None           # None: 10% of the training split, at most 5,000
     prune_epochs: int = CompressConfig.prune_epochs
     centroid_epochs: int = CompressConfig.centroid_epochs
@@ -105,7 +114,7 @@ class SearchConfig:
         if not (0 <= self.max_drop < math.inf and self.budget >= 1 and self.proxy_size >= 1):
             raise ConfigError(f"need max_drop >= 0, budget >= 1 and proxy_size >= 1 "
                               f"(got {self.max_drop}, {self.budget}, {self.proxy_size})")
-        if not (self.stop_drop > 0 and self.guess_drop >= 0):
+        if not (self.stop_drop > 0 and (self.guess_drop is None or self.guess_drop >= 0)):
             raise ConfigError("need stop_drop > 0 and guess_drop >= 0")
 
 
@@ -189,26 +198,15 @@ def search(model: nn.Module, data: Dataset, info: ModelInfo, cfg: SearchConfig |
     target_bytes = (S / cfg.target_ratio if cfg.goal == "ratio" else cfg.target_size if cfg.goal == "size" else None)
     layers = _layers(dense)
     prunable = set(prunable_weights(dense))
-    proxy_split = data.val.take(cfg.proxy_size)
-    proxy = Proxy(dense, layers, lambda m: score(m, proxy_split), info)
-    _say(cfg, f"[walk] {len(layers)} layers: sparsity, bits 8-2 and codebook kind, one notch at a time, by proxy "
-              f"{score.name} (no fine-tuning) on {len(proxy_split)} validation images")
-    path = greedy_path(start_point(layers), prunable, proxy.bytes, proxy.score, stop_drop=cfg.stop_drop / 100,
-                       min_bytes=int(target_bytes * 0.5) if target_bytes else 0, progress=cfg.progress)
-    _say(cfg, f"  {len(path)} points, {proxy.evaluations} proxy evaluations: {path[0].bytes:,} -> {path[-1].bytes:,} B, "
-              f"proxy {path[0].proxy * 100:.2f}% -> {path[-1].proxy * 100:.2f}%")
     gates = Gates.relative(dense_val, S)
     tried: dict[int, Candidate] = {}
     models: dict[int, nn.Module] = {}
     x1 = example_input(info)
+    base = dict(max_drop=cfg.max_drop, prune_epochs=cfg.prune_epochs, centroid_epochs=cfg.centroid_epochs,
+                prune_lr=cfg.prune_lr, augment=cfg.augment, val_size=len(data.val), seed=cfg.seed,
+                progress=cfg.progress, verbose=False)
 
-    def finetune(i: int) -> bool:
-        p = path[i]
-        fields = compress_fields(p.point)
-        _say(cfg, f"[fine-tune {len(tried) + 1}/{cfg.budget}] path point {i} of {len(path) - 1}: {describe(p.point)}")
-        ccfg = CompressConfig(max_drop=cfg.max_drop, attempts=1, prune_epochs=cfg.prune_epochs,
-                              centroid_epochs=cfg.centroid_epochs, prune_lr=cfg.prune_lr, augment=cfg.augment,
-                              val_size=len(data.val), seed=cfg.seed, progress=cfg.progress, verbose=False, **fields)
+    def run(i: int, ccfg: CompressConfig, fields: dict, described: str, proxy_bytes: int, proxy_score: float):
         ta = time.perf_counter()
         seed_everything(cfg.seed)
         res = compress(dense, data, ccfg, trained, report_test=False)
@@ -218,19 +216,49 @@ def search(model: nn.Module, data: Dataset, info: ModelInfo, cfg: SearchConfig |
         sc = competition_score(M, _memory(res.model, info), S, nbytes, min(max(val, 0.0), 1.0), gates)
         ok = drop <= cfg.max_drop and (target_bytes is None or nbytes <= target_bytes)
         lat = measure_latency(squash(copy.deepcopy(res.model)).eval(), x1, warmup=3, repeats=15).median_ms
-        tried[i] = Candidate(i, fields, describe(p.point), p.bytes, p.proxy, val, drop, nbytes, S / nbytes, lat, ok,
+        tried[i] = Candidate(i, fields, described, proxy_bytes, proxy_score, val, drop, nbytes, S / nbytes, lat, ok,
                              sc.to_dict(), time.perf_counter() - ta)
         models[i] = res.model
         _say(cfg, f"  validation {score.name} {dense_val * 100:.2f}% -> {val * 100:.2f}% ({-drop:+.2f} pp), "
                   f"{nbytes:,} B ({S / nbytes:.1f}x), score {sc.score:,.1f}: {'within' if ok else 'outside'} the goal")
-        return ok
+        return res, ok
 
-    if target_bytes is not None:
-        first = next((i for i, p in enumerate(path) if p.bytes <= target_bytes), len(path) - 1)
-        finetune(first)
+    # 1. the pipeline's own defaults, as `deepshrink compress --max-drop` would run them
+    _say(cfg, f"[fine-tune 1/{cfg.budget}] compress's defaults (sensitivity allocation, its bits and retries)")
+    res0, ok0 = run(-1, CompressConfig(**base), {}, "compress's defaults", 0, math.nan)
+    # 2. the walk: from the defaults' fine-tuned model when it is within the goal's floor, else from the dense one
+    if ok0 or (res0.within_budget and target_bytes is not None):
+        start_model, start = res0.model, _point_of(res0.model, layers, res0.bits)
     else:
-        guess = next((i for i, p in enumerate(path) if (path[0].proxy - p.proxy) * 100 > cfg.guess_drop), len(path) - 1)
-        furthest_feasible(len(path), finetune, guess, cfg.budget)
+        start_model, start = dense, start_point(layers)
+    tried[-1].described = f"compress's defaults: {describe(start) if start_model is res0.model else '(over the floor)'}"
+    proxy_split = data.val.take(cfg.proxy_size)
+    proxy = Proxy(start_model, layers, lambda m: score(m, proxy_split), info)
+    _say(cfg, f"[walk] from {'the defaults' if start_model is res0.model else 'the dense model'}: {len(layers)} layers, "
+              f"sparsity, bits 8-2 and codebook kind one notch at a time, by proxy {score.name} (no further "
+              f"fine-tuning) on {len(proxy_split)} validation images")
+    path = greedy_path(start, prunable, proxy.bytes, proxy.score, stop_drop=cfg.stop_drop / 100,
+                       min_bytes=int(target_bytes * 0.5) if target_bytes else 0, progress=cfg.progress)
+    _say(cfg, f"  {len(path)} points, {proxy.evaluations} proxy evaluations: {path[0].bytes:,} -> {path[-1].bytes:,} B, "
+              f"proxy {path[0].proxy * 100:.2f}% -> {path[-1].proxy * 100:.2f}%")
+    tried[-1].proxy_bytes, tried[-1].proxy_score = (path[0].bytes, path[0].proxy) if start_model is res0.model else (
+        tried[-1].file_bytes, math.nan)
+
+    def finetune(i: int) -> bool:
+        p = path[i]
+        fields = compress_fields(p.point)
+        _say(cfg, f"[fine-tune {len(tried) + 1}/{cfg.budget}] path point {i} of {len(path) - 1}: {describe(p.point)}")
+        return run(i, CompressConfig(attempts=1, **base, **fields), fields, describe(p.point), p.bytes, p.proxy)[1]
+
+    known = 0 if start_model is res0.model and ok0 else -1      # the path's start is the defaults' own point
+    if cfg.budget > 1 and len(path) > 1:
+        if target_bytes is not None:
+            if not ok0:
+                finetune(next((i for i, p in enumerate(path) if p.bytes <= target_bytes), len(path) - 1))
+        else:
+            drop = cfg.guess_drop if cfg.guess_drop is not None else max(0.5, 2 * cfg.max_drop)
+            guess = next((i for i, p in enumerate(path) if (path[0].proxy - p.proxy) * 100 > drop), len(path) - 1)
+            furthest_feasible(len(path), finetune, guess, cfg.budget - 1, known_feasible=known)
     feasible = [c for c in tried.values() if c.feasible]
     chosen = (max(feasible, key=lambda c: (c.score["score"], c.val_score)) if cfg.goal == "score" else
               max(feasible, key=lambda c: c.val_score) if cfg.goal in ("size", "memory") else
@@ -258,6 +286,17 @@ def _as_written(result: SearchResult, size: int) -> None:
     c.file_bytes, c.ratio = size, result.dense_bytes / size
     c.score = competition_score(sc["original_memory"], sc["memory"], sc["original_size"], size, sc["accuracy"],
                                 gates).to_dict()
+
+
+def _point_of(model: nn.Module, layers: list[str], bits: dict[str, int]):
+    """A compressed model's own point: each layer's sparsity and bits as they are, k-means codebooks."""
+    params = dict(model.named_parameters())
+    out = []
+    for n in layers:
+        w = params[n]
+        layer = n[: -len(".weight")]
+        out.append((n, LayerChoice(float((w == 0).sum()) / w.numel(), int(bits.get(layer, bits.get(n, 8))), "kmeans")))
+    return tuple(out)
 
 
 def search_file(src: str | os.PathLike, out: str | os.PathLike, cfg: SearchConfig | None = None, *,

@@ -50,8 +50,8 @@ def recipe_steps(result) -> list[dict]:
     if c is None:
         return []
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.fields.items()}
-    opts = {**fields, "max_drop": cfg["max_drop"], "attempts": 1, "prune_epochs": cfg["prune_epochs"],
-            "centroid_epochs": cfg["centroid_epochs"], "seed": cfg["seed"]}
+    opts = {**fields, "max_drop": cfg["max_drop"], **({"attempts": 1} if c.index >= 0 else {}),
+            "prune_epochs": cfg["prune_epochs"], "centroid_epochs": cfg["centroid_epochs"], "seed": cfg["seed"]}
     for k in ("prune_lr", "augment", "val_size"):
         if cfg.get(k) is not None:
             opts[k] = cfg[k]
@@ -101,7 +101,7 @@ def _plot(result, path: Path) -> None:
 
 
 def _candidate_rows(result) -> list[list]:
-    return [[c.index, c.described, f"{c.file_bytes:,}", f"{c.ratio:.1f}x", f"{c.val_score * 100:.2f}%",
+    return [[c.index if c.index >= 0 else "defaults", c.described, f"{c.file_bytes:,}", f"{c.ratio:.1f}x", f"{c.val_score * 100:.2f}%",
              f"{-c.drop_pp:+.2f}", f"{c.score['score']:,.1f}" if c.score else None, f"{c.latency_ms:.3f}",
              "yes" if c.feasible else "no", "chosen" if result.chosen is c else ""] for c in result.candidates]
 

@@ -3,7 +3,8 @@
 A point of the search space gives every Conv/Linear weight of the model a :class:`LayerChoice`:
 
 * ``sparsity`` from :data:`SPARSITY_STEPS` (the pruning targets only: the output layer, as in
-  fine-grained pruning, keeps every weight);
+  fine-grained pruning, keeps every weight), or any value between them where a walk starts
+  from a model already pruned (its next step is then the next one on the grid);
 * ``bits`` of its shared-weight codebook, from 8 down to 2 (:data:`BITS_STEPS`);
 * ``kind``: ``kmeans`` (Lloyd's iterations from a linear start, Han et al. 2016) or ``linear``
   (2^b evenly spaced values over the weights' range, no iterations).
@@ -42,9 +43,11 @@ def start_point(layers: list[str]) -> Point:
     return tuple((name, LayerChoice()) for name in layers)
 
 
-def _next(steps: tuple, value) -> object | None:
-    i = steps.index(value)
-    return steps[i + 1] if i + 1 < len(steps) else None
+def _next(steps: tuple, value, lower: bool = False) -> object | None:
+    """The next step past ``value`` (which may lie between steps): the smallest step above it, or
+    with ``lower`` the largest below it; None past the last."""
+    later = [v for v in steps if (v < value if lower else v > value + 1e-9)]
+    return (max(later) if lower else min(later)) if later else None
 
 
 def moves(point: Point, prunable: set[str]) -> list[tuple[str, str, Point]]:
@@ -56,7 +59,7 @@ def moves(point: Point, prunable: set[str]) -> list[tuple[str, str, Point]]:
         s = _next(SPARSITY_STEPS, c.sparsity) if name in prunable else None
         if s is not None:
             options.append((f"sparsity {s:g}", replace(c, sparsity=s)))
-        b = _next(BITS_STEPS, c.bits)
+        b = _next(BITS_STEPS, c.bits, lower=True)
         if b is not None:
             options += [(f"bits {b} {k}", LayerChoice(c.sparsity, b, k)) for k in KINDS]
         for what, new in options:
