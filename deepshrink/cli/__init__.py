@@ -25,13 +25,14 @@ from ..errors import DeepShrinkError
 from ..pipelines.export import version  # the one reader of the version, shared with the ONNX metadata
 from . import (compare, compress, conv_table, decompress, distill, early_exit, evaluate, export, models, profile, prune,
                prune_channels, prune_heads, quantize, run, search, sensitivity, train)
+from . import filter_analysis
 from .parser import Parser
 
 __all__ = ["main", "build_parser", "version"]
 
 # in the order ``deepshrink --help`` lists them
 COMMAND_MODULES = (train, evaluate, models, profile, compare, conv_table, sensitivity, prune, decompress, distill,
-                   prune_channels, prune_heads, compress, search, quantize, run, export, early_exit)
+                   prune_channels, filter_analysis, prune_heads, compress, search, quantize, run, export, early_exit)
 
 
 def build_parser() -> argparse.ArgumentParser:
