@@ -20,10 +20,33 @@ from torch import nn
 from .errors import FormatError, ModelError
 from .layers import cutter_for
 
-__all__ = ["ChannelPlan", "PLAN_KEY", "DIMS", "apply_plan", "compose_plans"]
+__all__ = ["ChannelPlan", "PLAN_KEY", "DIMS", "apply_plan", "compose_plans", "parse_index_lists"]
 
 PLAN_KEY = "channel_plan"
 DIMS = ("out", "in")
+
+
+def parse_index_lists(raw, where: str, keys: tuple[str, ...], unit: str, part: str,
+                      increasing: bool = False) -> dict[str, dict[str, list[int]]]:
+    """``raw["layers"]`` of a stored plan, checked: {name: {key: [index, ...]}} with ``keys`` only,
+    every list non-empty, of indices >= 0, none repeated (``increasing``: in increasing order).
+    ``unit``/``part`` name a layer and a key in the FormatError (file data is untrusted)."""
+    layers = raw.get("layers") if isinstance(raw, dict) else None
+    if not isinstance(layers, dict):
+        raise FormatError(f"{where}: expected an object with a 'layers' object")
+    out: dict[str, dict[str, list[int]]] = {}
+    for name, parts in layers.items():
+        if not isinstance(parts, dict) or not set(parts) <= set(keys):
+            raise FormatError(f"{where}: {unit} {name!r} must map {'/'.join(repr(k) for k in keys)} to index lists")
+        for k, idx in parts.items():
+            if not isinstance(idx, list) or not idx or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in idx):
+                raise FormatError(f"{where}: {unit} {name!r} {part} {k!r}: expected a non-empty list of indices")
+            if len(set(idx)) != len(idx) or (increasing and idx != sorted(idx)):
+                raise FormatError(f"{where}: {unit} {name!r} {part} {k!r}: "
+                                  + ("indices must increase, none repeated" if increasing else "repeated indices"))
+        out[name] = {k: list(v) for k, v in parts.items()}
+    return out
 
 
 @dataclass
@@ -38,21 +61,7 @@ class ChannelPlan:
 
     @classmethod
     def from_dict(cls, raw, where: str = "channel plan") -> "ChannelPlan":
-        layers = raw.get("layers") if isinstance(raw, dict) else None
-        if not isinstance(layers, dict):
-            raise FormatError(f"{where}: expected an object with a 'layers' object")
-        out: dict[str, dict[str, list[int]]] = {}
-        for name, dims in layers.items():
-            if not isinstance(dims, dict) or not set(dims) <= set(DIMS):
-                raise FormatError(f"{where}: layer {name!r} must map 'out'/'in' to index lists")
-            for d, idx in dims.items():
-                if not isinstance(idx, list) or not idx or not all(
-                        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in idx):
-                    raise FormatError(f"{where}: layer {name!r} dim {d!r}: expected a non-empty list of indices")
-                if len(set(idx)) != len(idx):
-                    raise FormatError(f"{where}: layer {name!r} dim {d!r}: repeated indices")
-            out[name] = {d: list(v) for d, v in dims.items()}
-        return cls(out)
+        return cls(parse_index_lists(raw, where, DIMS, "layer", "dim"))
 
     @classmethod
     def from_json(cls, text: str, where: str = "channel plan") -> "ChannelPlan":

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .channel_plan import parse_index_lists
 from .errors import FormatError, ModelError
 from .layers import prune_linear_in_channels, prune_linear_out_channels
 
@@ -59,21 +60,7 @@ class HeadPlan:
 
     @classmethod
     def from_dict(cls, raw, where: str = "head plan") -> "HeadPlan":
-        layers = raw.get("layers") if isinstance(raw, dict) else None
-        if not isinstance(layers, dict):
-            raise FormatError(f"{where}: expected an object with a 'layers' object")
-        out: dict[str, dict[str, list[int]]] = {}
-        for name, parts in layers.items():
-            if not isinstance(parts, dict) or not set(parts) <= set(PARTS):
-                raise FormatError(f"{where}: block {name!r} must map 'heads'/'ffn' to index lists")
-            for p, idx in parts.items():
-                if not isinstance(idx, list) or not idx or not all(
-                        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in idx):
-                    raise FormatError(f"{where}: block {name!r} {p!r}: expected a non-empty list of indices")
-                if idx != sorted(set(idx)):
-                    raise FormatError(f"{where}: block {name!r} {p!r}: indices must increase, none repeated")
-            out[name] = {p: list(v) for p, v in parts.items()}
-        return cls(out)
+        return cls(parse_index_lists(raw, where, PARTS, "block", "part", increasing=True))
 
     @classmethod
     def from_json(cls, text: str, where: str = "head plan") -> "HeadPlan":

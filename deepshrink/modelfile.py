@@ -254,8 +254,8 @@ def model_from_state(info: ModelInfo, state: dict[str, torch.Tensor], trust_code
     quantizers) runs on the built model before it is resized and loaded."""
     model = build_arch(info, trust_code, where)
     _attach_exit_heads(model, info, where)     # before the plan: it may cut the heads' inputs too
-    _apply_channel_plan(model, info, where)
-    _apply_head_plan(model, info, where)
+    _apply_stored_plan(model, info, where, PLAN_KEY, ChannelPlan, apply_plan)
+    _apply_stored_plan(model, info, where, HEAD_PLAN_KEY, HeadPlan, apply_head_plan)
     if transform is not None:
         model = transform(model)
     resized = resize_to_state(model, state, where)
@@ -299,24 +299,14 @@ def _attach_exit_heads(model: nn.Module, info: ModelInfo, where: str) -> None:
         attach_heads(model, ExitPlan.from_dict(raw, where), where)
 
 
-def _apply_channel_plan(model: nn.Module, info: ModelInfo, where: str) -> None:
-    """Re-apply a structured-pruning plan (``extra["channel_plan"]``) to the fresh architecture."""
-    raw = info.extra.get(PLAN_KEY)
+def _apply_stored_plan(model: nn.Module, info: ModelInfo, where: str, key: str, plan_cls, apply) -> None:
+    """Re-apply a plan the file keeps in ``extra[key]`` to the fresh architecture: a structured-pruning
+    channel plan (``channel_plan``) or a transformer's head/FFN plan (``head_plan``, :mod:`deepshrink.head_plan`)."""
+    raw = info.extra.get(key)
     if raw is None:
         return
     try:
-        apply_plan(model, ChannelPlan.from_dict(raw, f"{where}: channel_plan"))
-    except ModelError as exc:
-        raise ModelError(f"{where}: {exc}") from None
-
-
-def _apply_head_plan(model: nn.Module, info: ModelInfo, where: str) -> None:
-    """Re-apply a transformer's head/FFN plan (``extra["head_plan"]``, :mod:`deepshrink.head_plan`)."""
-    raw = info.extra.get(HEAD_PLAN_KEY)
-    if raw is None:
-        return
-    try:
-        apply_head_plan(model, HeadPlan.from_dict(raw, f"{where}: head_plan"))
+        apply(model, plan_cls.from_dict(raw, f"{where}: {key}"))
     except ModelError as exc:
         raise ModelError(f"{where}: {exc}") from None
 
