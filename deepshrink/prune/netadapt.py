@@ -8,8 +8,11 @@ latency. In iteration i, for every prunable group g (the coupled channels of :mo
    ``T(c) = sum over conv/linear layers L of table[L at the channels it then has] + R``,
    where the table (:mod:`.latency_table`) holds each layer measured alone, and the residual
    ``R = T_measured(original) - sum of table entries of the original layers`` stands for what
-   the table does not hold (BatchNorm, activations, pooling, Python between the ops);
-2. g's proposal is the *largest* c (among the measured candidates) with
+   the table does not hold (BatchNorm, activations, pooling, Python between the ops); where the
+   layers timed alone add up to more than the whole model, R would be negative and a prediction
+   could fall below zero, so the table entries are scaled to the measurement instead;
+2. g's proposal is the *largest* c (among the measured candidates, at most ``max_cut`` of its
+   channels fewer than now and at least ``min_keep`` of its original ones) with
    ``T(current) - T(c) >= step``, so a count that falls off the CPU's blocked kernels and saves
    nothing is passed over for the next one that does (:func:`choose_count`);
 3. the channels kept are the top c by the criterion (:mod:`.criteria`, L1 by default);
@@ -17,7 +20,9 @@ latency. In iteration i, for every prunable group g (the coupled channels of :mo
    validation accuracy without fine-tuning) is taken.
 
 The loop stops when the *measured* latency of the whole model is at most ``latency_target``
-times the original one. The step is a fixed fraction of the original latency, capped at what is
+times the original one; each measurement times the model side by side with the original
+(interleaved, the median of the per-pair ratios), so that a machine that slows down or speeds
+up between iterations does not stop the loop early or late. The step is a fixed fraction of the original latency, capped at what is
 still missing to the target. The paper fine-tunes each proposal briefly; here the caller
 fine-tunes once at the end. Measurements are injectable (``measure``, ``measure_layer``) so that
 tests can use a deterministic latency.
@@ -26,6 +31,7 @@ tests can use a deterministic latency.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -35,6 +41,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..profile import measure_latency, profile_model
+from ..profile.latency import compare_latency
 from .channel import score_groups
 from .criteria import get_criterion
 from .graph import Group, build_groups
@@ -62,6 +69,8 @@ class NetAdaptConfig:
     layer_warmup: int = 3                    # table entries: medians of few repeats
     layer_repeats: int = 9
     max_iterations: int = 200
+    max_cut: float = 0.5                     # one iteration removes at most this fraction of a group's channels
+    min_keep: float = 0.1                    # a group keeps at least this fraction of its original channels
     cache_dir: str | None = None             # None: $DEEPSHRINK_CACHE or ~/.cache/deepshrink
     seed: int = 0
     verbose: bool = False
@@ -74,6 +83,8 @@ class NetAdaptConfig:
             raise ConfigError(f"latency step is a fraction of the original latency, in (0, 1); got {self.step}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)} (the one measured), got {self.runtime!r}")
+        if not (0.0 < self.max_cut <= 1.0 and 0.0 <= self.min_keep < 1.0):
+            raise ConfigError(f"need max_cut in (0, 1] and min_keep in [0, 1) (got {self.max_cut}, {self.min_keep})")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if min(self.count_step, self.max_counts, self.min_channels, self.repeats, self.layer_repeats,
@@ -155,6 +166,14 @@ def _layout(groups: list[Group], specs: Mapping[str, LayerSpec]) -> Layout:
     return layout
 
 
+def _interleaved_ratio(original: nn.Module, model: nn.Module, example_input, cfg: NetAdaptConfig,
+                       threads: int) -> float:
+    """``model``'s latency over the original's, the two timed side by side (A B A B ..., median of
+    the per-pair ratios), so that a change in the machine's speed between measurements cancels."""
+    cmp = compare_latency(original, model, example_input, cfg.warmup, cfg.repeats, threads)
+    return 1.0 / cmp.ratio_median
+
+
 def _counts(model: nn.Module, example_input) -> tuple[int, int]:
     t = profile_model(model, example_input[:1]).totals
     return int(t["macs"]), int(t["params"])
@@ -166,11 +185,23 @@ class _Predictor:
     def __init__(self, table: LatencyTable, specs, layout: Layout, sizes: dict[str, int],
                  measure: Callable[[LayerSpec], float]):
         self.table, self.specs, self.layout, self.sizes, self.measure = table, specs, layout, sizes, measure
-        self.residual = 0.0
+        self.residual, self.scale = 0.0, 1.0
+
+    def calibrate(self, counts: Mapping[str, int], measured_ms: float) -> None:
+        """Match the prediction to a whole-model measurement: the rest as an additive residual
+        (NetAdapt), or, where the layers timed alone add up to more than the whole model (no
+        rest left), a scale on their sum, so that no prediction goes below zero."""
+        self.residual, self.scale = 0.0, 1.0
+        layers = self(counts)
+        if measured_ms >= layers:
+            self.residual = measured_ms - layers
+        elif layers > 0:
+            self.scale = measured_ms / layers
 
     def __call__(self, counts: Mapping[str, int]) -> float:
         shapes = layer_channels(self.specs, self.layout, self.sizes, counts)
-        return predict_ms({n: self.table.latency(s, self.measure) for n, s in shapes.items()}, self.residual)
+        layer_ms = {n: self.scale * self.table.latency(s, self.measure) for n, s in shapes.items()}
+        return predict_ms(layer_ms, self.residual)
 
 
 def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
@@ -185,6 +216,7 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
     cfg.check()
     t0 = time.perf_counter()
     threads = cfg.threads or torch.get_num_threads()
+    interleaved = measure is None
     measure = measure or (lambda m: measure_latency(m, example_input, cfg.warmup, cfg.repeats, threads).median_ms)
     measure_layer_ms = measure_layer_ms or (lambda s: measure_layer(s, threads, cfg.layer_warmup, cfg.layer_repeats))
     crit = get_criterion(cfg.criterion, cfg.seed)
@@ -202,8 +234,12 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
         for c in candidate_counts(size, cfg.count_step, cfg.min_channels, cfg.max_counts):
             predict({**counts, name: c})
 
-    before = measured = float(measure(current))
-    predict.residual = before - predict(counts)
+    original = model.eval()
+    before = float(measure(current))
+    if interleaved:     # every later measurement: a ratio to the original timed side by side, times this
+        measure = lambda m: before * _interleaved_ratio(original, m, example_input, cfg, threads)  # noqa: E731
+    measured = before
+    predict.calibrate(counts, before)
     target, step = cfg.latency_target * before, cfg.step * before
     macs0, params0 = _counts(current, example_input)
     plan, iterations, saved = ChannelPlan(), [], 0
@@ -216,7 +252,10 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
         for g in groups:
             if g.name not in counts or g.id not in scores:
                 continue
-            cands = candidate_counts(counts[g.name], cfg.count_step, cfg.min_channels, cfg.max_counts)
+            floor = max(cfg.min_channels, math.ceil(cfg.min_keep * sizes[g.name]),
+                        math.ceil((1 - cfg.max_cut) * counts[g.name]))
+            cands = [c for c in candidate_counts(counts[g.name], cfg.count_step, cfg.min_channels, cfg.max_counts)
+                     if c >= floor]
             c = choose_count({c: predict({**counts, g.name: c}) for c in cands}, now, saving)
             if c is None:
                 continue

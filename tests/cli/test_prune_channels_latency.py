@@ -21,8 +21,14 @@ def fake_latency(monkeypatch, tmp_path):
     """Milliseconds = conv/linear MACs x 1e-6, for layers and whole models; the cache under tmp_path."""
     monkeypatch.setenv("DEEPSHRINK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(netadapt_mod, "measure_layer", lambda spec, threads, warmup, repeats: spec.macs * 1e-6)
+    def ms(model, x):
+        return sum(s.macs for s in layer_specs(model, x).values()) * 1e-6
+
     monkeypatch.setattr(netadapt_mod, "measure_latency", lambda model, x, warmup, repeats, threads: SimpleNamespace(
-        median_ms=sum(s.macs for s in layer_specs(model, x).values()) * 1e-6))
+        median_ms=ms(model, x)))
+    # the side-by-side timing of a model against the original: time(a) / time(b), as compare_latency gives it
+    monkeypatch.setattr(netadapt_mod, "compare_latency", lambda a, b, x, warmup, repeats, threads: SimpleNamespace(
+        ratio_median=ms(a, x) / ms(b, x)))
     return tmp_path / "cache" / "latency"
 
 

@@ -185,3 +185,24 @@ def test_bad_settings_refused(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match) as err:
         _run(_model(Chain), torch.randn(1, 3, 8, 8), tmp_path, **kw)
     assert "\n" not in str(err.value)
+
+
+def test_no_iteration_cuts_more_than_max_cut_and_groups_keep_min_keep(tmp_path):
+    model, x = _model(Chain), torch.randn(2, 3, 8, 8)
+    res = _run(model, x, tmp_path, latency_target=0.2, step=0.5, max_cut=0.5, min_keep=0.25)
+    sizes = {n: before for n, (before, _) in res.channels.items()}
+    now = dict(sizes)
+    for it in res.iterations:
+        assert it["channels"] >= now[it["group"]] / 2                  # at most half of what it had
+        assert it["channels"] >= sizes[it["group"]] * 0.25              # never under a quarter of the original
+        now[it["group"]] = it["channels"]
+
+
+def test_a_table_that_overshoots_the_whole_model_scales_instead_of_going_negative(tmp_path):
+    model, x = _model(Chain), torch.randn(2, 3, 8, 8)
+    cfg = NetAdaptConfig(latency_target=0.5, cache_dir=str(tmp_path))
+    # every layer alone "takes" 3x what the whole model measures: an additive residual would be negative
+    res = netadapt(model, x, cfg, lambda m: 0.0, measure=fake_measure(x),
+                   measure_layer_ms=lambda s: 3 * fake_layer_ms(s))
+    assert all(it["predicted_ms"] > 0 for it in res.iterations)
+    assert res.predicted_after_ms == pytest.approx(res.latency_after_ms, rel=1e-6)
