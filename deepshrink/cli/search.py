@@ -48,6 +48,10 @@ def register(sub) -> None:
                       help="goal: peak inference memory at batch 1 of at most BYTES (default: --maximize score)")
     goal.add_argument("--maximize", choices=("score",),
                       help="goal: the competition score (deepshrink/score.py) (default: this goal)")
+    p.add_argument("--channels", type=float, metavar="F",
+                   help="first remove this fraction of the MACs by channel pruning (fine-tuned on the training "
+                        "images left after the validation split; lowers peak memory and latency, which weight "
+                        "pruning does not), then search on the smaller model (default: none)")
     p.add_argument("--budget", type=int, default=SearchConfig.budget, metavar="N",
                    help="fine-tuned candidates at most, each a Deep Compression run (default %(default)s)")
     p.add_argument("--proxy-size", type=int, default=SearchConfig.proxy_size, metavar="N",
@@ -81,7 +85,7 @@ def cmd_search(args) -> int:
                        target_memory=args.target_memory, maximize=args.maximize, budget=args.budget,
                        proxy_size=args.proxy_size, val_size=args.val_size, prune_epochs=args.finetune_epochs,
                        centroid_epochs=args.centroid_epochs, prune_lr=args.lr, augment=augment_choice(args),
-                       seed=args.seed, progress=not args.no_progress)
+                       channels=args.channels, seed=args.seed, progress=not args.no_progress)
     opts = model_file_options(args)
     with json_output(args.json):
         result, paths = search_file(args.file, args.out, cfg, data=args.data, **opts)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..data import Dataset, Split, with_validation
+from ..data import Dataset, Split, for_selection, with_validation
 from ..errors import ConfigError
 from ..exit_heads import EXITS_KEY, HEADS_ATTR, ExitPlan
 from ..exits.cut import cut_heads, run_order
@@ -99,6 +99,8 @@ def prune_channels_file(src: str | os.PathLike, out: str | os.PathLike, cfg: Cha
     if latency is not None:
         latency.check(cfg)                      # before any file is read
     model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer, model_kwargs=model_kwargs)
+    if cfg.hold_out:     # fine-tune on the training images left; every accuracy below is then a validation one
+        ds = for_selection(with_validation(ds, cfg.val_size))
     tune = finetune_settings("prune_channels", info, finetune)
     cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment,
                   label_smoothing=tune.label_smoothing)
@@ -118,7 +120,8 @@ def prune_channels_file(src: str | os.PathLike, out: str | os.PathLike, cfg: Cha
         old = {"layers": {k: v for k, v in old.get("layers", {}).items() if k.split(".")[0] != HEADS_ATTR}}
     plan = compose_plans(ChannelPlan.from_dict(old, f"{src}: channel_plan"), cut) if old else cut
     info.extra[PLAN_KEY] = plan.to_dict()
-    info.record("prune_channels", cfg, accuracy=result.accuracy_after, **result.to_dict())
+    info.record("prune_channels", cfg, accuracy=result.accuracy_after, **result.to_dict(),
+                accuracy_on="validation" if cfg.hold_out else "test")
     model.to(memory_format=torch.contiguous_format)
     save_model(model, out, info)
     if result.within_budget is False:

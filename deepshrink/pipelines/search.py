@@ -31,11 +31,17 @@ the competition's score (``maximize="score"``, :mod:`deepshrink.score`); the flo
    Pareto plot (``OUT.pareto.png``: validation score against file size for the walk and the
    fine-tuned points, and against measured batch-1 latency) and an HTML page.
 
+Channel removal (``channels``): before all of this, that fraction of the MACs is removed by
+channel pruning (``deepshrink prune-channels --macs-target``, fine-tuned on the training images
+left after the validation split), and the search runs on the smaller model; the floor, sizes,
+memory and score stay measured against the original. The recipe then starts with that
+``prune-channels`` step.
+
 Peak memory: weights pruned to zeros and shared decode to the same fp32 tensors and keep every
 activation, so fine-grained compression leaves the peak inference memory where it was (it is
-measured, not assumed: :func:`deepshrink.profile.peak_memory`). A ``target_memory`` below it is
-refused with the measured figure; channel pruning (``deepshrink prune-channels``) is what lowers
-it, and its output can be searched in turn.
+measured, not assumed: :func:`deepshrink.profile.peak_memory`). Channel removal is what lowers it:
+a ``target_memory`` below what the model (after ``channels``, if given) needs is refused with the
+measured figure.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,7 +61,7 @@ from ..compress import CompressConfig, compress
 from ..data import Dataset, val_label, with_validation
 from ..errors import ConfigError
 from ..holdout import warn_if_trained_on
-from ..io import ModelInfo
+from ..io import ModelInfo, load_model
 from ..masks import squash
 from ..modelfile import example_input
 from ..profile.latency import measure_latency
@@ -66,7 +73,9 @@ from ..search.space import LayerChoice, compress_fields, describe, start_point
 from ..search.walk import furthest_feasible, greedy_path
 from ..targets import prunable_weights
 from ..train import seed_everything
+from ..prune import ChannelConfig
 from .inputs import open_model_and_data
+from .prune_channels import prune_channels_file
 from .search_output import write_outputs
 
 __all__ = ["SearchConfig", "Candidate", "SearchResult", "search", "search_file", "GOALS"]
@@ -87,6 +96,7 @@ class SearchConfig:
     guess_drop: float | None = None       # the first point fine-tuned after the defaults: where the proxy has lost
                                           # this many pp more (None: twice max_drop, at least 0.5)
     val_size: int | None = None           # None: 10% of the training split, at most 5,000
+    channels: float | None = None         # remove this fraction of the MACs by channel pruning first (None: none)
     prune_epochs: int = CompressConfig.prune_epochs
     centroid_epochs: int = CompressConfig.centroid_epochs
     prune_lr: float | None = None
@@ -114,6 +124,8 @@ class SearchConfig:
         if not (0 <= self.max_drop < math.inf and self.budget >= 1 and self.proxy_size >= 1):
             raise ConfigError(f"need max_drop >= 0, budget >= 1 and proxy_size >= 1 "
                               f"(got {self.max_drop}, {self.budget}, {self.proxy_size})")
+        if self.channels is not None and not 0 < self.channels < 1:
+            raise ConfigError(f"channels is the fraction of MACs removed by channel pruning, in (0, 1); got {self.channels}")
         if not (self.stop_drop > 0 and (self.guess_drop is None or self.guess_drop >= 0)):
             raise ConfigError("need stop_drop > 0 and guess_drop >= 0")
 
@@ -180,21 +192,25 @@ def _layers(model: nn.Module) -> list[str]:
 
 
 def search(model: nn.Module, data: Dataset, info: ModelInfo, cfg: SearchConfig | None = None,
-           trained: dict | None = None) -> SearchResult:
-    """The search on ``model`` (not modified); see the module docstring."""
+           trained: dict | None = None, original: nn.Module | None = None) -> SearchResult:
+    """The search on ``model`` (not modified); see the module docstring. ``original``: the model
+    ``model`` was made from (by channel pruning), against which the floor, the sizes, the memory
+    and the score are measured (default: ``model`` itself)."""
     cfg = cfg or SearchConfig()
     cfg.check()
     t0 = time.perf_counter()
     data = with_validation(data, cfg.val_size)
     dense = copy.deepcopy(model).eval()
-    score = scorer_for(data, None if data.labelled else dense)
-    dense_val = score(dense, data.val)
-    S, M = _fp32_bytes(dense), _memory(dense, info)
-    if cfg.goal == "memory" and cfg.target_memory < M:
+    reference = (original if original is not None else model).eval()
+    score = scorer_for(data, None if data.labelled else reference)
+    dense_val = score(reference, data.val)
+    S, M = _fp32_bytes(reference), _memory(reference, info)
+    m_start = _memory(dense, info)
+    if cfg.goal == "memory" and cfg.target_memory < m_start:
         raise ConfigError(
-            f"target memory {cfg.target_memory:,} B is below the {M:,} B this model needs at batch 1 (measured); "
+            f"target memory {cfg.target_memory:,} B is below the {m_start:,} B this model needs at batch 1 (measured); "
             "pruning weights and sharing them leave that unchanged (the weights decode to fp32 and every "
-            "activation keeps its size). Remove channels first (deepshrink prune-channels), then search its output")
+            "activation keeps its size). Remove channels first (--channels F, or deepshrink prune-channels)")
     target_bytes = (S / cfg.target_ratio if cfg.goal == "ratio" else cfg.target_size if cfg.goal == "size" else None)
     layers = _layers(dense)
     prunable = set(prunable_weights(dense))
@@ -213,8 +229,10 @@ def search(model: nn.Module, data: Dataset, info: ModelInfo, cfg: SearchConfig |
         val = res.val_accuracy_after
         nbytes = len(dumps(res.model, info))
         drop = (dense_val - val) * 100
-        sc = competition_score(M, _memory(res.model, info), S, nbytes, min(max(val, 0.0), 1.0), gates)
-        ok = drop <= cfg.max_drop and (target_bytes is None or nbytes <= target_bytes)
+        mem = _memory(res.model, info)
+        sc = competition_score(M, mem, S, nbytes, min(max(val, 0.0), 1.0), gates)
+        ok = (drop <= cfg.max_drop and (target_bytes is None or nbytes <= target_bytes)
+              and (cfg.target_memory is None or mem <= cfg.target_memory))
         lat = measure_latency(squash(copy.deepcopy(res.model)).eval(), x1, warmup=3, repeats=15).median_ms
         tried[i] = Candidate(i, fields, described, proxy_bytes, proxy_score, val, drop, nbytes, S / nbytes, lat, ok,
                              sc.to_dict(), time.perf_counter() - ta)
@@ -265,7 +283,7 @@ def search(model: nn.Module, data: Dataset, info: ModelInfo, cfg: SearchConfig |
               max(feasible, key=lambda c: (c.ratio, c.val_score))) if feasible else None
     best = chosen or (max(tried.values(), key=lambda c: c.val_score) if tried else None)
     out_model = models[best.index] if best is not None else dense
-    dense_test = score(dense, data.test)
+    dense_test = score(reference, data.test)
     test_after = score(out_model, data.test) if best is not None else None    # once, for the reported figure
     met = chosen is not None
     _say(cfg, f"  test {score.name} {dense_test * 100:.2f}% -> {test_after * 100:.2f}% (reported only: every "
@@ -286,6 +304,26 @@ def _as_written(result: SearchResult, size: int) -> None:
     c.file_bytes, c.ratio = size, result.dense_bytes / size
     c.score = competition_score(sc["original_memory"], sc["memory"], sc["original_size"], size, sc["accuracy"],
                                 gates).to_dict()
+
+
+def channel_config(cfg: SearchConfig) -> ChannelConfig:
+    """The channel-pruning step of a search with ``channels``: the MACs kept, fine-tuned on the
+    training images left after the validation split (recorded in the recipe as it ran)."""
+    return ChannelConfig(macs_target=round(1 - cfg.channels, 6), epochs=cfg.prune_epochs, hold_out=True,
+                         val_size=cfg.val_size, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose)
+
+
+def _remove_channels(src, out, cfg: SearchConfig, data, arch, trust_code, model_kwargs, seq_len, tokenizer):
+    """Run the channel step exactly as a recipe's ``prune-channels`` step runs it (so the recipe
+    replays it), into a temporary file beside ``out``; returns (model, info) read back."""
+    _say(cfg, f"[channels] removing {cfg.channels:.0%} of the MACs by channel pruning, fine-tuned "
+              f"{cfg.prune_epochs} epochs on the training images left after the validation split")
+    with tempfile.TemporaryDirectory(prefix=".search-", dir=Path(out).parent) as tmp:
+        step = Path(tmp) / "channels.safetensors"
+        seed_everything(cfg.seed)
+        prune_channels_file(src, step, channel_config(cfg), data=data, arch=arch, trust_code=trust_code,
+                            model_kwargs=model_kwargs, seq_len=seq_len, tokenizer=tokenizer)
+        return load_model(step, trust_code=trust_code or arch is not None)
 
 
 def _point_of(model: nn.Module, layers: list[str], bits: dict[str, int]):
@@ -313,7 +351,11 @@ def search_file(src: str | os.PathLike, out: str | os.PathLike, cfg: SearchConfi
     ds = with_validation(ds, cfg.val_size)
     warn_if_trained_on(src, info, ds)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    result = search(model, ds, info, cfg, info.train_config())
+    original = None
+    if cfg.channels is not None:
+        original, (model, info) = model, _remove_channels(src, out, cfg, data, arch, trust_code, model_kwargs,
+                                                          seq_len, tokenizer)
+    result = search(model, ds, info, cfg, info.train_config(), original=original)
     if result.chosen is not None or result.candidates:
         info.record("search", cfg, goal=result.goal, met=result.met, accuracy=result.test_after,
                     accuracy_on="test", val_accuracy=result.chosen.val_score if result.chosen else None,

@@ -45,7 +45,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def recipe_steps(result) -> list[dict]:
-    """The chosen candidate as a recipe: one ``compress`` step with everything it was trained with."""
+    """The chosen candidate as a recipe: one ``compress`` step with everything it was trained with,
+    after a ``prune-channels`` step when the search removed channels first."""
     c, cfg = result.chosen or (result.candidates[-1] if result.candidates else None), result.config
     if c is None:
         return []
@@ -55,7 +56,12 @@ def recipe_steps(result) -> list[dict]:
     for k in ("prune_lr", "augment", "val_size"):
         if cfg.get(k) is not None:
             opts[k] = cfg[k]
-    return [{"compress": opts}]
+    steps = [{"compress": opts}]
+    if cfg.get("channels") is not None:      # the channel step first, as the search ran it
+        ch = {"macs_target": round(1 - cfg["channels"], 6), "epochs": cfg["prune_epochs"], "hold_out": True,
+              "seed": cfg["seed"], **({"val_size": cfg["val_size"]} if cfg.get("val_size") is not None else {})}
+        steps.insert(0, {"prune-channels": ch})
+    return steps
 
 
 def _plot(result, path: Path) -> None:

@@ -49,6 +49,8 @@ class ChannelConfig:
     round_to: int = 1
     seed: int = 0
     max_drop: float | None = 1.0             # test-accuracy drop (pp) past which the result is flagged
+    hold_out: bool = False                   # leave the validation split out of the fine-tuning (and report on it)
+    val_size: int | None = None              # its size with hold_out (None: 10% of the training split, at most 5,000)
     progress: bool = True
     verbose: bool = True
 

@@ -78,3 +78,26 @@ def test_search_errors_are_one_line(tmp_path, train_cli_model, run_error, capsys
     assert ".dsz" in err
     err = run_error(capsys, ["search", model_file, "--out", out, "--data", spec, "--budget", "0"])
     assert "--budget" in err
+
+
+def test_channels_first_lower_the_memory_and_the_recipe_replays_both_steps(tmp_path, train_cli_model, capsys):
+    root, spec, model_file = train_cli_model(tmp_path, "mlp.safetensors")
+    dense, info = load_model(model_file)
+    from deepshrink.modelfile import example_input
+    from deepshrink.profile.peak_memory import peak_memory
+    M = peak_memory(dense, example_input(info)).predicted_peak_bytes
+    out = tmp_path / "c.dsz"
+    capsys.readouterr()
+    code = main(["search", str(model_file), "--out", str(out), "--data", spec, "--channels", "0.5",
+                 "--target-memory", str(int(M * 0.8)), "--max-drop", "100", "--json", *FAST])
+    got = json.loads(capsys.readouterr().out)
+    assert code == 0 and got["goal"] == "memory" and got["met"]
+    assert got["score"]["memory"] <= M * 0.8 and got["score"]["original_memory"] == M   # measured against the original
+    recipe = yaml.safe_load((tmp_path / "c.recipe.yaml").read_text())
+    assert [next(iter(s)) for s in recipe["steps"]] == ["prune-channels", "compress"]
+    assert recipe["steps"][0]["prune-channels"]["hold_out"] is True
+    again = tmp_path / "again.dsz"
+    assert main(["run", str(tmp_path / "c.recipe.yaml"), str(model_file), "--out", str(again), "--data", spec,
+                 "--no-progress", "--no-latency"]) == 0
+    a, b = load_compressed(out).state_dict(), load_compressed(again).state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
