@@ -89,12 +89,19 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=["lenet5", "lenet300"])
     ap.add_argument("--max-drop", type=float, default=0.5)
     ap.add_argument("--budget", type=int, default=4)
+    ap.add_argument("--merge", nargs="*", default=[], metavar="JSON",
+                    help="measure nothing: add the models of these results files (runs made apart, e.g. in "
+                         "another clone) to the stored ones and rebuild the table")
     args = ap.parse_args()
     torch.set_num_threads(2)
     old = {r["model"]: r for r in previous("search").get("results", [])}
+    for path in args.merge:
+        for r in json.loads(Path(path).read_text()).get("results", []):
+            old[r["model"]] = {**r, "command": json.loads(Path(path).read_text()).get("command")}
     with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
-        for name in args.models:
-            old[name] = _measure(name, args.max_drop, args.budget, Path(tmp))
+        for name in ([] if args.merge else args.models):
+            old[name] = {**_measure(name, args.max_drop, args.budget, Path(tmp)),
+                         "command": command_from_args("search", args).replace("python ", ".venv/bin/python ", 1)}
     results = [old[k] for k in sorted(old)]
     rows = []
     for r in results:
@@ -112,10 +119,13 @@ def main() -> int:
              "pp: test accuracy change (reported once); val pp: the validation change each command chose by",
              "memory term: the decoded model's predicted peak at batch 1 (masks and codebooks dropped) against the "
              "dense one's; fine-grained pruning and weight sharing leave it unchanged",
+             "seconds: each command's wall time as run (the 2026-11-30 runs: OMP_NUM_THREADS=1, the two models in "
+             "parallel clones beside other jobs on the 2 cores, so inflated)",
              "search better than compress's defaults: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in better.items())]
+    commands = list(dict.fromkeys(r["command"] for r in results if r.get("command")))
     path = write_result("search", {
         "title": "Target-driven search: the competition score of compress's defaults and of search --maximize score",
-        "command": command_from_args("search", args).replace("python ", ".venv/bin/python ", 1),
+        "command": " ; ".join(commands) or command_from_args("search", args),
         "table": {"columns": ["model", "command", "exit", ".dsz (B)", "x smaller", "dense test", "test", "pp",
                               "val pp", "size term", "memory term", "A", "B", "score", "seconds"], "rows": rows},
         "notes": notes, "results": results, "search_better": better})
