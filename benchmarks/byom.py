@@ -266,12 +266,13 @@ def _prune_cli(folder: Path, text: Path, x: torch.Tensor, ref: torch.Tensor, epo
             "--finetune-epochs", str(epochs), "--out", str(out), "--json", "--no-progress"]
     _, stdout, seconds = _cli(*argv)
     rec = json.loads(stdout)
-    pruned, _ = load_model(out)
+    pruned, info = load_model(out)
+    ran = [h for h in info.history if h.get("op") == "prune"][-1].get("config", {})
     cos = _cos(_embed_all(pruned, x), ref)
     int8 = _cos(_embed_all(quantize_ptq(pruned, None, QuantConfig(method="swap")), x), ref)
     print(f"prune: {cos} int8 {int8} ({seconds:.0f} s)", flush=True)
     return {"command": _shown("deepshrink " + " ".join(argv[:-2]), folder), "seconds": seconds, "record": rec,
-            "cosine": cos, "cosine_int8": int8}
+            "cosine": cos, "cosine_int8": int8, "hidden_weight": ran.get("hidden_weight")}
 
 
 def _compress_cli(folder: Path, text: Path, x: torch.Tensor, ref: torch.Tensor, fp32_bytes: int) -> dict:
@@ -323,7 +324,10 @@ def tables(res: dict) -> list[dict]:
         if pr and "cosine_int8" in pr:
             on = (f"; {pr['sentences'] - pr['eval_sentences']:,} training and {pr['eval_sentences']:,} held-out sentences"
                   if "eval_sentences" in pr else "")
-            rows.append([f"pruned 50%: `{pr['command']}` (reconstruct + {b['finetune_epochs']} epochs of distillation{on})",
+            hid = (f", the output and every block's hidden states (weight {pr['hidden_weight']:g})"
+                   if pr.get("hidden_weight") else "")
+            rows.append([f"pruned 50%: `{pr['command']}` (reconstruct + {b['finetune_epochs']} epochs of distillation"
+                         f"{hid}{on})",
                          round(pr["cosine"]["mean"], 4), round(pr["cosine"]["min"], 4)])
             rows.append(["the same + ours int8", round(pr["cosine_int8"]["mean"], 4), round(pr["cosine_int8"]["min"], 4)])
         dz = b.get("dsz")
