@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from torch import nn
 from .errors import FormatError, ModelError
 from .layers import cutter_for
 
-__all__ = ["ChannelPlan", "PLAN_KEY", "DIMS", "apply_plan", "compose_plans", "parse_index_lists"]
+__all__ = ["ChannelPlan", "IndexPlan", "PLAN_KEY", "DIMS", "apply_plan", "compose_plans", "parse_index_lists"]
 
 PLAN_KEY = "channel_plan"
 DIMS = ("out", "in")
@@ -50,28 +51,47 @@ def parse_index_lists(raw, where: str, keys: tuple[str, ...], unit: str, part: s
 
 
 @dataclass
-class ChannelPlan:
+class IndexPlan:
+    """A stored plan: {layer or block name: {key: [kept index, ...]}}, plain data. Subclasses name
+    their keys (``KEYS``), what a name and a key are called in errors, and whether the indices
+    must increase."""
+
     layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    KEYS: ClassVar[tuple[str, ...]] = ()
+    UNIT: ClassVar[str] = "layer"
+    PART: ClassVar[str] = "key"
+    INCREASING: ClassVar[bool] = False
+    WHAT: ClassVar[str] = "plan"
 
     def to_dict(self) -> dict:
-        return {"layers": {k: {d: list(map(int, v)) for d, v in dims.items()} for k, dims in self.layers.items()}}
+        return {"layers": {k: {d: list(map(int, v)) for d, v in parts.items()} for k, parts in self.layers.items()}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, raw, where: str = "channel plan") -> "ChannelPlan":
-        return cls(parse_index_lists(raw, where, DIMS, "layer", "dim"))
+    def from_dict(cls, raw, where: str | None = None):
+        return cls(parse_index_lists(raw, where or cls.WHAT, cls.KEYS, cls.UNIT, cls.PART, cls.INCREASING))
 
     @classmethod
-    def from_json(cls, text: str, where: str = "channel plan") -> "ChannelPlan":
+    def from_json(cls, text: str, where: str | None = None):
         try:
             return cls.from_dict(json.loads(text), where)
         except json.JSONDecodeError as exc:
-            raise FormatError(f"{where}: not valid JSON ({exc})") from None
+            raise FormatError(f"{where or cls.WHAT}: not valid JSON ({exc})") from None
 
     def __bool__(self) -> bool:
         return bool(self.layers)
+
+
+@dataclass
+class ChannelPlan(IndexPlan):
+    """{layer: {"out": [kept output channels], "in": [kept input channels]}}."""
+
+    KEYS: ClassVar[tuple[str, ...]] = DIMS
+    UNIT: ClassVar[str] = "layer"
+    PART: ClassVar[str] = "dim"
+    WHAT: ClassVar[str] = "channel plan"
 
 
 @torch.no_grad()

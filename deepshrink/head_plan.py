@@ -26,14 +26,14 @@ A block keeps at least one head and one neuron: an empty Linear is no model.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from .channel_plan import parse_index_lists
-from .errors import FormatError, ModelError
+from .channel_plan import IndexPlan
+from .errors import ModelError
 from .layers import prune_linear_in_channels, prune_linear_out_channels
 
 __all__ = ["HEAD_PLAN_KEY", "PARTS", "HeadPlan", "Block", "find_blocks", "apply_head_plan", "compose_head_plans",
@@ -49,28 +49,14 @@ FFN_OUT = "output.dense"
 
 
 @dataclass
-class HeadPlan:
-    layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+class HeadPlan(IndexPlan):
+    """{block: {"heads": [kept heads], "ffn": [kept intermediate neurons]}}, indices increasing."""
 
-    def to_dict(self) -> dict:
-        return {"layers": {k: {p: list(map(int, v)) for p, v in parts.items()} for k, parts in self.layers.items()}}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, raw, where: str = "head plan") -> "HeadPlan":
-        return cls(parse_index_lists(raw, where, PARTS, "block", "part", increasing=True))
-
-    @classmethod
-    def from_json(cls, text: str, where: str = "head plan") -> "HeadPlan":
-        try:
-            return cls.from_dict(json.loads(text), where)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{where}: not valid JSON ({exc})") from None
-
-    def __bool__(self) -> bool:
-        return bool(self.layers)
+    KEYS: ClassVar[tuple[str, ...]] = PARTS
+    UNIT: ClassVar[str] = "block"
+    PART: ClassVar[str] = "part"
+    INCREASING: ClassVar[bool] = True
+    WHAT: ClassVar[str] = "head plan"
 
 
 @dataclass
