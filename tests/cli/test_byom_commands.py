@@ -60,6 +60,10 @@ def test_every_command_on_a_plain_state_dict(plain, tmp_path, capsys):
         "compress": ["compress", *_model(path), *common, "--prune-epochs", "1", "--centroid-epochs", "0",
                      "--attempts", "1", "--no-progress", "--out", str(tmp_path / "c.dsz")],
         "export": ["export", *_model(path), *common, "--onnx", str(tmp_path / "m.onnx")],
+        "search": ["search", *_model(path), *common, "--budget", "2", "--finetune-epochs", "1", "--centroid-epochs",
+                   "0", "--max-drop", "100", "--no-progress", "--out", str(tmp_path / "s.dsz")],
+        "filter-analysis": ["filter-analysis", *_model(path), *common, "--ratios", "0.5", "--no-progress",
+                            "--out-dir", str(tmp_path / "fa")],
     }
     for name, argv in runs.items():
         capsys.readouterr()
@@ -74,6 +78,8 @@ def test_every_command_on_a_plain_state_dict(plain, tmp_path, capsys):
         model, _ = load_model(tmp_path / out, trust_code=True)
         assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 4)
     assert read_compressed_info(tmp_path / "c.dsz").kwargs == {"width": 6}
+    assert read_compressed_info(tmp_path / "s.dsz").kwargs == {"width": 6}       # the search's choice too
+    assert (tmp_path / "s.recipe.yaml").is_file() and (tmp_path / "fa" / "filter_analysis.json").is_file()
     assert (tmp_path / "m.onnx").stat().st_size > 0
 
 
