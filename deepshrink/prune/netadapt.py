@@ -10,9 +10,12 @@ latency. In iteration i, for every prunable group g (the coupled channels of :mo
    ``R = T_measured(original) - sum of table entries of the original layers`` stands for what
    the table does not hold (BatchNorm, activations, pooling, Python between the ops); where the
    layers timed alone add up to more than the whole model, R would be negative and a prediction
-   could fall below zero, so the table entries are scaled to the measurement instead;
+   could fall below zero, so the table entries are scaled to the measurement instead; R (or the
+   scale) is set again after every whole-model measurement, so the prediction starts each
+   iteration from what was measured, not from what the table drifted to;
 2. g's proposal is the *largest* c (among the measured candidates, at most ``max_cut`` of its
-   channels fewer than now and at least ``min_keep`` of its original ones) with
+   channels fewer than now and at least ``min_keep`` of its original ones; where no such c saves
+   the whole step, the c that saves most, so that the loop does not stop while cuts still save) with
    ``T(current) - T(c) >= step``, so a count that falls off the CPU's blocked kernels and saves
    nothing is passed over for the next one that does (:func:`choose_count`);
 3. the channels kept are the top c by the criterion (:mod:`.criteria`, L1 by default);
@@ -98,7 +101,7 @@ class NetAdaptResult:
     plan: ChannelPlan                        # on the original model's layers
     latency_before_ms: float                 # measured
     latency_after_ms: float                  # measured
-    predicted_after_ms: float                # table sum + residual (predicted before = measured before)
+    predicted_after_ms: float                # the last step's prediction, made before it was measured
     target_ms: float
     reached: bool
     macs_before: int
@@ -256,7 +259,10 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
                         math.ceil((1 - cfg.max_cut) * counts[g.name]))
             cands = [c for c in candidate_counts(counts[g.name], cfg.count_step, cfg.min_channels, cfg.max_counts)
                      if c >= floor]
-            c = choose_count({c: predict({**counts, g.name: c}) for c in cands}, now, saving)
+            preds = {c: predict({**counts, g.name: c}) for c in cands}
+            c = choose_count(preds, now, saving)
+            if c is None and preds and min(preds.values()) < now:
+                c = min(preds, key=preds.get)     # the step is out of this group's reach: its largest saving
             if c is None:
                 continue
             keep = torch.topk(scores[g.id], c).indices.sort().values
@@ -270,6 +276,7 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
         counts[name] = c
         plan = compose_plans(plan, step_plan)
         measured = float(measure(current))
+        predict.calibrate(counts, measured)   # the rest (or the scale) follows each measurement, as NetAdapt re-measures
         iterations.append({"iteration": len(iterations) + 1, "group": name, "channels": c, "score": s,
                            "predicted_ms": -neg_pred, "measured_ms": measured, "proposals": len(proposals)})
         if cfg.verbose:
@@ -280,6 +287,7 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
             saved = table.measured
     path = save_table(table) if table.measured > saved else table.path
     macs1, params1 = _counts(current, example_input)
-    return NetAdaptResult(current, plan, before, measured, predict(counts), target, measured <= target,
+    predicted = iterations[-1]["predicted_ms"] if iterations else predict(counts)   # before its measurement
+    return NetAdaptResult(current, plan, before, measured, predicted, target, measured <= target,
                           macs0, macs1, params0, params1, {n: [sizes[n], counts[n]] for n in sizes}, frozen,
                           iterations, str(path) if path else None, table.measured, time.perf_counter() - t0)
