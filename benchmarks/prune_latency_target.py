@@ -336,7 +336,7 @@ def notes(res: dict, args) -> list[str]:
         f"entry's raw numbers (this run: {args.threads} thread(s), {args.repeats} repeats).",
         "MACs: profile_model at batch 1. 'latency cut / MAC cut' = (1 - latency after/before) / "
         f"(1 - MACs after/before); issue #18 asks for >= {SHARE_TARGET}.",
-        "Table B: 'NetAdapt's own measured ratio' is netadapt's sequential measurement (median of its repeats, "
+        "Table B: 'NetAdapt's own measured ratio' is netadapt's own last measurement (its start timed alone, then each step timed interleaved with the dense model, "
         "after / before); 'measured ratio (interleaved)' is the same model timed again against the dense one; "
         f"'within {TOLERANCE:.0%}' is |interleaved / asked - 1| <= {TOLERANCE}. Random nets: proposals scored "
         "by fidelity to the dense logits; zoo models: by accuracy on validation images, no fine-tuning.",
