@@ -17,7 +17,6 @@ Writes benchmarks/results/search.json and BENCHMARKS.md. Downloads nothing.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import sys
@@ -32,9 +31,7 @@ from _results import ROOT, baseline_path, command_from_args, previous, write_res
 from deepshrink.codec import load_compressed
 from deepshrink.data import load as load_data
 from deepshrink.io import load_model
-from deepshrink.masks import squash
-from deepshrink.modelfile import example_input
-from deepshrink.profile.peak_memory import peak_memory
+from deepshrink.pipelines.search import fp32_bytes, inference_memory
 from deepshrink.score import SIZE_TERM_MEANS, Gates, score
 from deepshrink.train import evaluate
 
@@ -51,16 +48,12 @@ def _run(argv: list[str]) -> tuple[int, dict, float]:
     return proc.returncode, json.loads(lines[-1]), seconds
 
 
-def _memory(model, info) -> int:
-    return peak_memory(squash(copy.deepcopy(model)).eval(), example_input(info)).predicted_peak_bytes
-
-
 def _measure(name: str, max_drop: float, budget: int, work: Path) -> dict:
     src = baseline_path(name)
     dense, info = load_model(src)
     data = load_data(info.data)
-    S = 4 * sum(p.numel() for p in dense.parameters())
-    M = _memory(dense, info)
+    S = fp32_bytes(dense)
+    M = inference_memory(dense, info)
     z0 = evaluate(dense, data.test)
     gates = Gates.relative(z0, S)
     runs = {}
@@ -75,7 +68,7 @@ def _measure(name: str, max_drop: float, budget: int, work: Path) -> dict:
         model = load_compressed(out)
         z = evaluate(model, data.test)
         s = out.stat().st_size
-        sc = score(M, _memory(model, info), S, s, z, gates)
+        sc = score(M, inference_memory(model, info), S, s, z, gates)
         val_drop = (js.get("val_accuracy_before", 0) - (js.get("val_accuracy") or js.get("val_accuracy_after") or 0)) * 100
         runs[how] = {"exit": code, "bytes": s, "ratio": S / s, "test_accuracy": z, "test_drop_pp": (z0 - z) * 100,
                      "val_drop_pp": val_drop, "seconds": seconds, "score": sc.to_dict(), "json": js}

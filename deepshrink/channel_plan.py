@@ -107,11 +107,12 @@ def apply_plan(model: nn.Module, plan: ChannelPlan) -> nn.Module:
     return model
 
 
-def compose_plans(first: ChannelPlan, second: ChannelPlan) -> ChannelPlan:
-    """One plan doing ``first`` then ``second`` (whose indices refer to first's result)."""
+def compose_plans(first: IndexPlan, second: IndexPlan) -> IndexPlan:
+    """One plan doing ``first`` then ``second`` (whose indices refer to first's result), of
+    ``first``'s kind (a channel plan, or a head plan)."""
     layers = {k: dict(v) for k, v in first.layers.items()}
     for name, dims in second.layers.items():
         for dim, idx in dims.items():
             base = layers.get(name, {}).get(dim)
             layers.setdefault(name, {})[dim] = [base[i] for i in idx] if base is not None else list(idx)
-    return ChannelPlan(layers)
+    return type(first)(layers)

@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .channel_plan import IndexPlan
+from .channel_plan import IndexPlan, compose_plans
 from .errors import ModelError
 from .layers import prune_linear_in_channels, prune_linear_out_channels
 
@@ -157,9 +157,4 @@ def apply_head_plan(model: nn.Module, plan: HeadPlan) -> nn.Module:
 
 def compose_head_plans(first: HeadPlan, second: HeadPlan) -> HeadPlan:
     """One plan doing ``first`` then ``second`` (whose indices refer to first's result)."""
-    layers = {k: dict(v) for k, v in first.layers.items()}
-    for name, parts in second.layers.items():
-        for part, idx in parts.items():
-            base = layers.get(name, {}).get(part)
-            layers.setdefault(name, {})[part] = [base[i] for i in idx] if base is not None else list(idx)
-    return HeadPlan(layers)
+    return compose_plans(first, second)

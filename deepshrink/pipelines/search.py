@@ -78,7 +78,8 @@ from .inputs import open_model_and_data
 from .prune_channels import prune_channels_file
 from .search_output import write_outputs
 
-__all__ = ["SearchConfig", "Candidate", "SearchResult", "search", "search_file", "GOALS"]
+__all__ = ["SearchConfig", "Candidate", "SearchResult", "search", "search_file", "GOALS", "fp32_bytes",
+           "inference_memory"]
 
 GOALS = ("ratio", "size", "memory", "score")
 
@@ -176,11 +177,13 @@ def _say(cfg: SearchConfig, text: str) -> None:
         print(text, flush=True)
 
 
-def _fp32_bytes(model: nn.Module) -> int:
+def fp32_bytes(model: nn.Module) -> int:
+    """S: the model's floating-point parameters as fp32 bytes."""
     return 4 * sum(p.numel() for p in model.parameters() if p.is_floating_point())
 
 
-def _memory(model: nn.Module, info: ModelInfo) -> int:
+def inference_memory(model: nn.Module, info: ModelInfo) -> int:
+    """M or m: predicted peak memory of one batch-1 forward, masks and codebooks dropped (as at inference)."""
     clean = squash(copy.deepcopy(model))      # masks and codebooks are not needed to run it
     return peak_memory(clean, example_input(info)).predicted_peak_bytes
 
@@ -204,8 +207,8 @@ def search(model: nn.Module, data: Dataset, info: ModelInfo, cfg: SearchConfig |
     reference = (original if original is not None else model).eval()
     score = scorer_for(data, None if data.labelled else reference)
     dense_val = score(reference, data.val)
-    S, M = _fp32_bytes(reference), _memory(reference, info)
-    m_start = _memory(dense, info)
+    S, M = fp32_bytes(reference), inference_memory(reference, info)
+    m_start = M if original is None else inference_memory(dense, info)
     if cfg.goal == "memory" and cfg.target_memory < m_start:
         raise ConfigError(
             f"target memory {cfg.target_memory:,} B is below the {m_start:,} B this model needs at batch 1 (measured); "
@@ -229,7 +232,7 @@ def search(model: nn.Module, data: Dataset, info: ModelInfo, cfg: SearchConfig |
         val = res.val_accuracy_after
         nbytes = len(dumps(res.model, info))
         drop = (dense_val - val) * 100
-        mem = _memory(res.model, info)
+        mem = inference_memory(res.model, info)
         sc = competition_score(M, mem, S, nbytes, min(max(val, 0.0), 1.0), gates)
         ok = (drop <= cfg.max_drop and (target_bytes is None or nbytes <= target_bytes)
               and (cfg.target_memory is None or mem <= cfg.target_memory))
