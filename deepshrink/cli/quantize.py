@@ -35,6 +35,10 @@ def register(sub) -> None:
                    help="activation range observer (linear; default %(default)s)")
     p.add_argument("--weight-observer", choices=["minmax", "mse"], default=QuantizeConfig.weight_observer,
                    help="weight range observer (linear; default: %(default)s)")
+    p.add_argument("--smooth-alpha", type=_alpha, default=QuantizeConfig.smooth_alpha, metavar="A|off",
+                   help="module swap (transformers, models fx cannot trace): SmoothQuant migration strength in "
+                        "[0, 1] for the linear layers' inputs, from the calibration data; off: none (default "
+                        "%(default)s)")
     p.add_argument("--calib", type=int, default=QuantizeConfig.calib, metavar="N",
                    help="calibration images from the training split (default %(default)s)")
     add_option(p, "--finetune-epochs", aliases=("--qat-epochs", "--centroid-epochs"), dest="finetune_epochs",
@@ -48,12 +52,24 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_quantize)
 
 
+def _alpha(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        a = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'off', got {text!r}") from None
+    if not 0.0 <= a <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'off', got {text!r}")
+    return a
+
+
 def cmd_quantize(args) -> int:
     check_output_path(args.out)
     if args.calib < 1:
         raise ConfigError(f"--calib must be >= 1, got {args.calib}")
     cfg = QuantizeConfig(method=args.method, bits=args.bits, fc_bits=args.fc_bits, act_bits=args.act_bits,
-                         per_channel=args.per_channel, act_observer=args.observer,
+                         per_channel=args.per_channel, act_observer=args.observer, smooth_alpha=args.smooth_alpha,
                          weight_observer=args.weight_observer, calib=args.calib, qat_epochs=args.finetune_epochs,
                          lsq=args.lsq, seed=args.seed, progress=not args.no_progress)
     opts = model_file_options(args)
@@ -64,6 +80,14 @@ def cmd_quantize(args) -> int:
         print_json(_json(args, cfg, run))
         return 0
     before, after = run.accuracy_before, run.accuracy_after
+    if run.fidelity is not None and cfg.method == "linear":    # text: post-training, fidelity on test
+        fid = run.fidelity["after"]
+        print(f"linear {cfg.bits}-bit weights (per-channel), {cfg.act_bits}-bit dynamic activations, calibrated on "
+              f"{run.calib} training rows"
+              + (f", smoothed (alpha {cfg.smooth_alpha:g})" if cfg.smooth_alpha is not None else ""))
+        print(f"cosine to the original: mean {fid.cosine_mean:.4f}, min {fid.cosine_min:.4f} (test split)")
+        print(f"-> {args.out}")
+        return 0
     if run.fidelity is not None:   # unlabelled data (text): fidelity to the original, no accuracy
         mid, fid = run.fidelity["kmeans"], run.fidelity["after"]
         print(f"k-means {cfg.bits}-bit conv, {cfg.linear_bits}-bit fc")
@@ -95,7 +119,8 @@ def _json(args, cfg: QuantizeConfig, run) -> dict:
     out = {"command": "quantize", **output_facts(args.out), "file": args.file, "method": cfg.method,
            "bits": cfg.bits, "fc_bits": cfg.linear_bits, "finetune_epochs": cfg.qat_epochs}
     if cfg.method == "linear":
-        out.update(act_bits=cfg.act_bits, per_channel=cfg.per_channel, calib=run.calib)
+        out.update(act_bits=cfg.act_bits, per_channel=cfg.per_channel, calib=run.calib,
+                   smooth_alpha=cfg.smooth_alpha)
     if run.fidelity is not None:
         out["fidelity"] = {k: v.to_dict() for k, v in run.fidelity.items()}
         return out

@@ -14,9 +14,12 @@ Fractional ``qat_epochs`` train one epoch on that first fraction of the training
 fine-tuning LR, weight decay and augmentation follow :func:`.defaults.finetune_settings`
 (methods ``qat`` and ``kmeans``) unless :class:`.defaults.Finetune` overrides them.
 
-Unlabelled data (``text:FILE``): ``kmeans`` only; its centroid fine-tuning distils from the
-original model (:func:`deepshrink.distill.fidelity_loss.cached_fidelity_loss`), and the run reports
-fidelity to the original on the test split (:func:`deepshrink.fidelity.fidelity`) instead of accuracy.
+Unlabelled data (``text:FILE``): the run reports fidelity to the original on the test split
+(:func:`deepshrink.fidelity.fidelity`) instead of accuracy. ``linear`` there is post-training only
+(a transformer does not trace, so module swap: int8 weights per channel, dynamic activations with a
+zero point per token, smoothed from the first ``calib`` training rows); ``kmeans``' centroid
+fine-tuning distils from the original model
+(:func:`deepshrink.distill.fidelity_loss.cached_fidelity_loss`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class QuantizeConfig:
     act_bits: int = QuantConfig.act_bits             # linear only
     per_channel: bool = QuantConfig.per_channel      # one weight scale per output channel (linear)
     act_observer: str = QuantConfig.act_observer     # activation range observer (linear)
+    smooth_alpha: float | None = QuantConfig.smooth_alpha   # module swap: SmoothQuant strength (None: off)
     weight_observer: str = QuantConfig.weight_observer
     calib: int = 512                                 # calibration images, the first of the training split
     qat_epochs: float = 0.0                          # linear: QAT; k-means: centroid fine-tuning
@@ -91,7 +95,8 @@ class QuantizeConfig:
         method = "swap" if isinstance(getattr(model, HEADS_ATTR, None), nn.Module) else QuantConfig.method
         return QuantConfig(weight_bits=self.bits, act_bits=self.act_bits, per_channel=self.per_channel,
                            weight_observer=self.weight_observer, act_observer=self.act_observer,
-                           layer_bits={k: v for k, v in layer_bits.items() if v != self.bits}, method=method)
+                           layer_bits={k: v for k, v in layer_bits.items() if v != self.bits}, method=method,
+                           smooth_alpha=self.smooth_alpha)
 
     def kmeans_config(self) -> KMeansConfig:
         return KMeansConfig(conv_bits=self.bits, fc_bits=self.linear_bits)
@@ -224,6 +229,25 @@ def _kmeans_unlabelled(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig,
     return QuantizeRun(model, info, None, None, fidelity={"kmeans": mid, "after": after})
 
 
+def _linear_unlabelled(model, info: ModelInfo, ds: Dataset, cfg: QuantizeConfig, out) -> QuantizeRun:
+    """Linear PTQ on text: calibrated on the first ``calib`` training rows, fidelity on test."""
+    if cfg.qat_epochs:
+        raise DataError(f"{ds.name}: text has no labels for quantization-aware training; quantize without "
+                        "--finetune-epochs (post-training), or use --method kmeans, whose fine-tuning distils "
+                        "from the original")
+    qcfg = cfg.quant_config(model)
+    qcfg.check()
+    calib = calibration_images(ds, cfg.calib)
+    _say(cfg, f"PTQ: {cfg.bits}-bit weights, {cfg.act_bits}-bit activations, calibrated on {len(calib):,} "
+              "training rows ...")
+    gm = quantize_ptq(model, calib, qcfg)
+    after = fidelity(gm, model, ds.test.x)
+    info.record("quantize", qcfg, method="linear", calib=len(calib), fidelity=after.to_dict(),
+                fidelity_to="the original model", fidelity_on="test")
+    save_quantized(gm, out, info, qcfg)
+    return QuantizeRun(gm, info, None, None, calib=len(calib), fidelity={"after": after})
+
+
 def quantize_file(src: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeConfig | None = None, *,
                   finetune: Finetune | None = None, data: str | None = None, arch: str | None = None,
                   trust_code: bool = False, seq_len: int | None = None, tokenizer: str | None = None, model_kwargs: dict | None = None) -> QuantizeRun:
@@ -234,10 +258,8 @@ def quantize_file(src: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeC
     model, info, ds = open_model_and_data(src, data, arch, trust_code, seq_len=seq_len, tokenizer=tokenizer,
                                           model_kwargs=model_kwargs, need_labels=False)
     if not ds.labelled:
-        if cfg.method != "kmeans":
-            raise DataError(f"{ds.name}: text has no labels, and linear quantization reports accuracy; use "
-                            "--method kmeans (its fine-tuning distils from the original), or measure a quantized "
-                            "model by its agreement with the original: deepshrink evaluate FILE --reference ORIGINAL")
+        if cfg.method == "linear":
+            return _linear_unlabelled(model, info, ds, cfg, out)
         return _kmeans_unlabelled(model, info, ds, cfg, out, finetune)
     (cfg.kmeans_config() if cfg.method == "kmeans" else cfg.quant_config(model)).check()  # before any evaluation
     before = evaluate(model, ds.test, progress=cfg.progress, desc="test accuracy, original")

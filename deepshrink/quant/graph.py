@@ -54,7 +54,10 @@ class QuantConfig:
     # where the quantizers go: "fx" (a traced graph, static activation grids), "swap" (module swap,
     # any nn.Module: integer twins of Linear/Conv/Embedding, see swap.py), "auto" (fx where it traces)
     method: str = "auto"
-    dynamic_activations: bool = True   # swap: linear inputs quantized per row at run time (act_bits)
+    dynamic_activations: bool = True   # swap: linear inputs quantized per row at run time (act_bits;
+                                       # a zero point per row unless act_symmetric)
+    smooth_alpha: float | None = 0.5   # swap, given calibration inputs: SmoothQuant's migration strength
+                                       # for those layers (Xiao et al. 2023; None: no smoothing)
     embeddings: bool = False           # swap: nn.Embedding tables too (one scale per row)
     exclude: list[str] = field(default_factory=list)   # swap: layer-name globs left in float
 
@@ -63,9 +66,13 @@ class QuantConfig:
             raise ConfigError(f"quantization method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not isinstance(self.exclude, list) or not all(isinstance(g, str) for g in self.exclude):
             raise ConfigError(f"exclude must be a list of layer-name globs, got {self.exclude!r}")
-        for name in ("dynamic_activations", "embeddings"):
+        for name in ("dynamic_activations", "embeddings", "act_symmetric"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.smooth_alpha is not None and (isinstance(self.smooth_alpha, bool) or
+                                              not isinstance(self.smooth_alpha, (int, float)) or
+                                              not 0.0 <= self.smooth_alpha <= 1.0):
+            raise ConfigError(f"smooth_alpha must be null or a number in [0, 1], got {self.smooth_alpha!r}")
         for name in (self.weight_observer, self.act_observer):
             if name not in OBSERVERS:
                 raise ConfigError(f"unknown observer {name!r}; choose from {', '.join(OBSERVERS)}")

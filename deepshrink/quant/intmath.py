@@ -13,6 +13,12 @@ Dynamic activations (the scheme of ``torch.ao.quantization.quantize_dynamic``, h
 each row x_t of a linear layer's input (one token) gets its own scale at run time,
 S_t = max|x_t| / q_max, so y[t, c] = S_t S_c sum_k q_x[t, k] q_w[c, k] + b[c]; the sum is
 exact integer arithmetic in int32 (:func:`int_matmul`).
+
+Asymmetric rows (:func:`row_codes_asym`, the default of module swap): a row's grid spans
+[min(x_t, 0), max(x_t, 0)] with a zero point Z_t, x ~ S_t (q_x - Z_t), so a one-sided row (the
+output of a GELU or ReLU) uses all 2^b codes instead of half of them:
+    y[t, c] = S_t S_c (sum_k q_x[t, k] q_w[c, k] - Z_t sum_k q_w[c, k]) + b[c],
+still exact in int32 (:func:`zero_point_matmul`).
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from ..errors import ConfigError
 from .linear import QScheme, choose_qparams, quantize
 from .observers import make_observer
 
-__all__ = ["PACK_BITS", "packed", "weight_codes", "pack_int4", "unpack_int4", "row_codes", "int_matmul",
-           "int_mm_native"]
+__all__ = ["PACK_BITS", "packed", "weight_codes", "pack_int4", "unpack_int4", "row_codes", "row_codes_asym",
+           "int_matmul", "zero_point_matmul", "int_mm_native"]
 
 PACK_BITS = 4          # codes of at most this many bits are stored two per byte
 
@@ -79,6 +85,18 @@ def row_codes(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tenso
     return codes.to(torch.int8), scale
 
 
+def row_codes_asym(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dynamic asymmetric codes per row of x (M, K): (codes int8 (M, K) in [-2^(b-1), 2^(b-1) - 1],
+    scales float32 (M,), zero points int32 (M,)), x ~ scale (codes - zero). The grid holds 0 exactly."""
+    qmin, qmax = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    x = x.float()
+    lo, hi = x.amin(1).clamp_max(0), x.amax(1).clamp_min(0)
+    scale = ((hi - lo) / (qmax - qmin)).clamp_min(1e-8)      # (M,)
+    zero = (qmin - torch.round(lo / scale)).clamp(qmin, qmax)  # lo maps to qmin
+    codes = (torch.round(x / scale[:, None]) + zero[:, None]).clamp(qmin, qmax)
+    return codes.to(torch.int8), scale, zero.to(torch.int32)
+
+
 @lru_cache(maxsize=None)
 def int_mm_native() -> bool:
     """Whether ``torch._int_mm`` (int8 x int8 -> int32) runs here; probed once, on first use."""
@@ -100,3 +118,9 @@ def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.device.type == "cpu" and int_mm_native():
         return torch._int_mm(a, b)
     return torch.matmul(a.double(), b.double()).to(torch.int32)
+
+
+def zero_point_matmul(a: torch.Tensor, zero: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(a - zero[:, None]) @ b for a (M, K) int8 with zero points (M,) int32 and b (K, N) int8:
+    int32 (M, N), exact (``int_matmul`` minus each row's zero point times b's column sums)."""
+    return int_matmul(a, b) - zero[:, None] * b.sum(0, dtype=torch.int32)[None, :]

@@ -86,18 +86,19 @@ def quantize_ptq(model: nn.Module, calib_x=None, cfg: QuantConfig | None = None,
 
     * ``fx``: the fake-quantized (folded, traced) GraphModule, calibrated on ``calib_x``
       (images (N, ...), or a loader yielding images or (images, labels) batches);
-    * ``swap``: the module-swapped model (``calib_x`` is not used);
+    * ``swap``: the module-swapped model; ``calib_x``, when given, calibrates the smoothing of its
+      dynamic-activation linear layers (``cfg.smooth_alpha``, :mod:`.smooth`);
     * ``auto`` (default): fx when torch.fx traces ``model``, else swap."""
     cfg = cfg or QuantConfig()
     cfg.check()
     if cfg.method == "swap":
-        return swap_quantize(model, cfg)
+        return swap_quantize(model, cfg, calib_x)
     try:
         traced = trace(copy.deepcopy(model).eval())
     except ModelError:
         if cfg.method == "fx":
             raise
-        return swap_quantize(model, cfg)
+        return swap_quantize(model, cfg, calib_x)
     if calib_x is None:
         raise ConfigError("fx quantization calibrates its activation grids: give calibration inputs")
     gm = prepare(traced, cfg)
@@ -113,12 +114,16 @@ def save_quantized(gm: nn.Module, path: str | os.PathLike, info: ModelInfo, cfg:
     extra["quant"] = {"method": "linear", "config": cfg.to_dict()}
     swapped = swapped_layers(gm)
     if swapped:                                 # the swap is data: which layers, at which bits
-        acts = {getattr(m, "act_bits", None) for m in swapped.values() if isinstance(m, QuantLinear)}
-        if len(acts) > 1:
-            raise ModelError(f"swapped linear layers mix activation bits {sorted(acts, key=str)}; one file "
-                             "records one setting")
+        linear = [m for m in swapped.values() if isinstance(m, QuantLinear)]
+        acts = {m.act_bits for m in linear}
+        grids = {m.act_symmetric for m in linear}
+        if len(acts) > 1 or len(grids) > 1:
+            raise ModelError("swapped linear layers mix activation settings (bits "
+                             f"{sorted(acts, key=str)}, symmetric {sorted(grids)}); one file records one setting")
         extra["quant"].update(placement="swap", layers={n: m.weight_bits for n, m in swapped.items()},
-                              act_bits=acts.pop() if acts else None)
+                              act_bits=acts.pop() if acts else None,
+                              act_symmetric=grids.pop() if grids else True,
+                              smoothed=sorted(n for n, m in swapped.items() if getattr(m, "smoothed", False)))
     new = ModelInfo(**{**info.__dict__, "extra": extra,
                        "history": list(info.history) + ([history] if history else []),
                        "accuracy": accuracy if accuracy is not None else info.accuracy})
@@ -129,16 +134,23 @@ def is_quantized_file(info: ModelInfo) -> bool:
     return isinstance(info.extra.get("quant"), dict) and info.extra["quant"].get("method") == "linear"
 
 
-def _swap_plan(record: dict, where: str) -> tuple[dict[str, int], int | None]:
-    """``extra.quant.layers`` ({layer name: bits in 2..8}) and ``act_bits`` (2..8 or null) of a
-    module-swapped file, checked."""
+def _swap_plan(record: dict, where: str) -> tuple[dict[str, int], int | None, bool, set[str]]:
+    """``extra.quant.layers`` ({layer name: bits in 2..8}), ``act_bits`` (2..8 or null),
+    ``act_symmetric`` (absent: true, as files written before zero points were) and ``smoothed``
+    (layer names; absent: none) of a module-swapped file, checked."""
     layers, act_bits = record.get("layers"), record.get("act_bits")
+    symmetric, smoothed = record.get("act_symmetric", True), record.get("smoothed", [])
+    if not isinstance(symmetric, bool):
+        raise FormatError(f"{where}: metadata field 'extra.quant.act_symmetric' must be true or false, "
+                          f"got {symmetric!r}")
+    if not isinstance(smoothed, list) or not all(isinstance(n, str) for n in smoothed):
+        raise FormatError(f"{where}: metadata field 'extra.quant.smoothed' must be a list of layer names")
     if not isinstance(layers, dict) or not all(isinstance(k, str) and type(v) is int and 2 <= v <= 8
                                                for k, v in layers.items()):
         raise FormatError(f"{where}: metadata field 'extra.quant.layers' must map layer names to bits in 2..8")
     if act_bits is not None and not (type(act_bits) is int and 2 <= act_bits <= 8):
         raise FormatError(f"{where}: metadata field 'extra.quant.act_bits' must be null or 2..8, got {act_bits!r}")
-    return layers, act_bits
+    return layers, act_bits, symmetric, set(smoothed)
 
 
 def load_quantized(path: str | os.PathLike, trust_code: bool = False) -> tuple[nn.Module, ModelInfo]:
@@ -155,9 +167,9 @@ def load_quantized(path: str | os.PathLike, trust_code: bool = False) -> tuple[n
         raise FormatError(f"{path}: metadata field 'extra.quant.config' is not a quantization config ({exc})") from None
     placement = info.extra["quant"].get("placement", "fx")
     if placement == "swap":
-        plan, act_bits = _swap_plan(info.extra["quant"], str(path))
+        plan, act_bits, symmetric, smoothed = _swap_plan(info.extra["quant"], str(path))
         model = model_from_state(info, state, trust_code, str(path),
-                                 transform=lambda m: swap_shells_(m, plan, act_bits, str(path)))
+                                 transform=lambda m: swap_shells_(m, plan, act_bits, str(path), symmetric, smoothed))
         return model.eval(), info
     if placement != "fx":
         raise FormatError(f"{path}: metadata field 'extra.quant.placement' must be 'fx' or 'swap', got {placement!r}")

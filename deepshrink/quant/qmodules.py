@@ -10,8 +10,11 @@ output channel (per row for an embedding table), see :mod:`.intmath` (Jacob et a
 * attribute ``weight_bits``: the bits per code (the profiler's ``<p>_bits`` convention);
 * ``bias``: a float parameter, as in the float layer.
 
-A linear twin with ``act_bits`` set also quantizes its input at run time, one scale per row
-(token), and computes int8 x int8 -> int32 exactly (:func:`.intmath.int_matmul`). Convolutions
+A linear twin with ``act_bits`` set also quantizes its input at run time, one grid per row
+(token): asymmetric (a zero point per row, :func:`.intmath.row_codes_asym`) unless
+``act_symmetric``, and computes int8 x int8 -> int32 exactly (:func:`.intmath.zero_point_matmul`).
+A smoothed twin (SmoothQuant, :mod:`.smooth`) also holds ``input_smooth`` (K,): its codes
+quantize W * s and its input is divided by s first. Convolutions
 and embeddings dequantize their weight (weight-only quantization). ``weight`` is a read-only
 property (the dequantized weight) so code that reads ``layer.weight`` keeps working, and
 ``profiled_layer`` shows the profiler the float layer the twin computes, with the codes as its
@@ -26,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .intmath import int_matmul, pack_int4, packed, row_codes, unpack_int4, weight_codes
+from .intmath import (int_matmul, pack_int4, packed, row_codes, row_codes_asym, unpack_int4, weight_codes,
+                      zero_point_matmul)
+from .smooth import SMOOTH
 
 __all__ = ["CODES", "SCALE", "QuantLinear", "QuantConv", "QuantEmbedding", "QUANT_MODULES"]
 
@@ -81,18 +86,33 @@ class _CodedWeight(nn.Module):
 
 
 class QuantLinear(_CodedWeight):
-    """y = x W^T + b, W as codes; ``act_bits``: x quantized per row at run time (None: float x)."""
+    """y = x W^T + b, W as codes; ``act_bits``: x quantized per row at run time (None: float x),
+    asymmetric unless ``act_symmetric``; ``smoothed``: x divided by ``input_smooth`` first."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 8,
-                 act_bits: int | None = 8):
+                 act_bits: int | None = 8, act_symmetric: bool = True, smoothed: bool = False):
         super().__init__()
         self.in_features, self.out_features, self.act_bits = in_features, out_features, act_bits
+        self.act_symmetric = bool(act_symmetric)
         self._init_codes((out_features, in_features), bits)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.register_buffer(SMOOTH, torch.ones(in_features) if smoothed else None)
 
     @classmethod
-    def shell(cls, m: nn.Linear, bits: int, act_bits: int | None) -> "QuantLinear":
-        return cls(m.in_features, m.out_features, m.bias is not None, bits, act_bits)
+    def shell(cls, m: nn.Linear, bits: int, act_bits: int | None, act_symmetric: bool = True,
+              smoothed: bool = False) -> "QuantLinear":
+        return cls(m.in_features, m.out_features, m.bias is not None, bits, act_bits, act_symmetric, smoothed)
+
+    @property
+    def smoothed(self) -> bool:
+        return self.input_smooth is not None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized float weight of the layer as it computes (read-only): a smoothed twin's
+        codes hold W * s, so this is (codes * scale) / s."""
+        w = super().weight
+        return w if self.input_smooth is None else w / self.input_smooth[None, :]
 
     def _float_twin(self) -> nn.Module:
         return nn.Linear(self.in_features, self.out_features, bias=False, device="meta")
@@ -101,15 +121,23 @@ class QuantLinear(_CodedWeight):
         if self.act_bits is None:
             return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         rows = x.reshape(-1, self.in_features)                    # (M, K): one row per token
-        qx, sx = row_codes(rows, self.act_bits)                   # int8 (M, K), (M,)
-        acc = int_matmul(qx, self.int_codes().t())                # int32 (M, N), exact
+        if self.input_smooth is not None:
+            rows = rows.float() / self.input_smooth
+        w = self.int_codes().t()                                  # (K, N) int8
+        if self.act_symmetric:
+            qx, sx = row_codes(rows, self.act_bits)               # int8 (M, K), (M,)
+            acc = int_matmul(qx, w)                               # int32 (M, N), exact
+        else:
+            qx, sx, zx = row_codes_asym(rows, self.act_bits)      # int8 (M, K), (M,), int32 (M,)
+            acc = zero_point_matmul(qx, zx, w)                    # int32 (M, N), exact
         y = acc.float() * sx[:, None] * self.weight_scale[None, :]
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        act = f"int{self.act_bits} dynamic per row" if self.act_bits else "float"
+        act = (f"int{self.act_bits} dynamic per row, {'symmetric' if self.act_symmetric else 'zero point'}"
+               + (", smoothed" if self.smoothed else "") if self.act_bits else "float")
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"weight=int{self.weight_bits} per channel, activations={act}")
 

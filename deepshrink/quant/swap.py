@@ -6,10 +6,12 @@ module tree: every ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d`` (and, with ``cfg.e
 every ``nn.Embedding``) whose name no ``cfg.exclude`` glob matches is replaced by its twin of
 :mod:`.qmodules`, holding int8 or packed int4 codes with per-channel symmetric scales; linear
 layers also quantize their inputs per row at run time when ``cfg.dynamic_activations`` is set
-(the scheme of ``torch.ao.quantization.quantize_dynamic``, with per-channel weights and
-per-token activation scales). Everything else (LayerNorm, attention arithmetic, activations)
-stays float. Which layers were swapped, at which bits, is data (``{name: bits}``): a file
-records it and :func:`swap_shells_` rebuilds the same twins on a fresh architecture.
+(the scheme of ``torch.ao.quantization.quantize_dynamic``, with per-channel weights and a grid
+per token: asymmetric, with a zero point, unless ``cfg.act_symmetric``). Given calibration inputs,
+those layers are first smoothed (SmoothQuant, :mod:`.smooth`, ``cfg.smooth_alpha``).
+Everything else (LayerNorm, attention arithmetic, activations) stays float. Which layers were swapped, at which bits, is data (``{name: bits}``, and the
+names of the smoothed ones): a file records it and :func:`swap_shells_` rebuilds the same twins
+on a fresh architecture.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from __future__ import annotations
 import copy
 from fnmatch import fnmatchcase
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError
 from .graph import QuantConfig
-from .qmodules import QUANT_MODULES
+from .qmodules import QUANT_MODULES, QuantLinear
+from .smooth import input_ranges, smooth_factors
 
 __all__ = ["swap_plan", "swap_quantize", "swap_shells_", "swapped_layers"]
 
@@ -58,13 +62,23 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def _shell(m: nn.Module, bits: int, act_bits: int | None) -> nn.Module:
-    twin = QUANT_MODULES[type(m)].shell(m, bits, act_bits)
+def _shell(m: nn.Module, bits: int, act_bits: int | None, act_symmetric: bool = True,
+           smoothed: bool = False) -> nn.Module:
+    if isinstance(m, nn.Linear):
+        twin = QuantLinear.shell(m, bits, act_bits, act_symmetric, smoothed)
+    else:
+        twin = QUANT_MODULES[type(m)].shell(m, bits, act_bits)
     return twin.to(next(iter(m.parameters())).device)
 
 
-def swap_shells_(model: nn.Module, plan: dict[str, int], act_bits: int | None, where: str = "model") -> nn.Module:
-    """Replace the layers named in ``plan`` by twins with empty codes (to be loaded), in place."""
+def swap_shells_(model: nn.Module, plan: dict[str, int], act_bits: int | None, where: str = "model",
+                 act_symmetric: bool = True, smoothed: frozenset[str] | set[str] = frozenset()) -> nn.Module:
+    """Replace the layers named in ``plan`` by twins with empty codes (to be loaded), in place;
+    linear twins quantize their inputs symmetrically or not (``act_symmetric``), and those named in
+    ``smoothed`` hold a smoothing vector."""
+    stray = set(smoothed) - set(plan)
+    if stray:
+        raise ModelError(f"{where}: smoothed layers {sorted(stray)[:5]} are not among the quantized layers")
     for name, bits in plan.items():
         try:
             m = model.get_submodule(name)
@@ -73,22 +87,45 @@ def swap_shells_(model: nn.Module, plan: dict[str, int], act_bits: int | None, w
         if type(m) not in QUANT_MODULES:
             raise ModelError(f"{where}: quantized layer {name!r} is a {type(m).__name__}, not one of "
                              f"{', '.join(t.__name__ for t in QUANT_MODULES)}")
-        _set(model, name, _shell(m, bits, act_bits))
+        if name in smoothed and not isinstance(m, nn.Linear):
+            raise ModelError(f"{where}: smoothed layer {name!r} is a {type(m).__name__}, not a Linear")
+        _set(model, name, _shell(m, bits, act_bits, act_symmetric, name in smoothed))
     return model
 
 
-def swap_quantize(model: nn.Module, cfg: QuantConfig | None = None) -> nn.Module:
+def _calibration_batches(calib, batch_size: int = 64):
+    """Inputs from a tensor (N, ...) in batches, or from a loader yielding x or (x, y)."""
+    if isinstance(calib, torch.Tensor):
+        for lo in range(0, len(calib), batch_size):
+            yield calib[lo:lo + batch_size]
+        return
+    for item in calib:
+        yield item[0] if isinstance(item, (tuple, list)) else item
+
+
+def swap_quantize(model: nn.Module, cfg: QuantConfig | None = None, calib=None) -> nn.Module:
     """A copy of ``model`` (eval mode) with its layers swapped for integer twins, per ``cfg``.
 
-    Shared (tied) layers are quantized once per name they appear under."""
+    With ``calib`` (inputs (N, ...) or a loader) and ``cfg.smooth_alpha`` set, the linear layers
+    that quantize their activations are smoothed first (:mod:`.smooth`), from the input ranges the
+    float model shows on ``calib``. Shared (tied) layers are quantized once per name they appear under."""
     cfg = cfg or QuantConfig()
     plan = swap_plan(model, cfg)
     out = copy.deepcopy(model).eval()
     act_bits = cfg.act_bits if cfg.dynamic_activations else None
+    ranges: dict = {}
+    if calib is not None and act_bits is not None and cfg.smooth_alpha is not None:
+        linear = [n for n in plan if isinstance(out.get_submodule(n), nn.Linear)]
+        ranges = input_ranges(out, linear, _calibration_batches(calib))
     for name, bits in plan.items():
         m = out.get_submodule(name)
-        twin = _shell(m, bits, act_bits)
-        twin.set_weight(m.weight, cfg.per_channel, cfg.weight_observer)
+        twin = _shell(m, bits, act_bits, cfg.act_symmetric, name in ranges)
+        weight = m.weight.detach()
+        if name in ranges:
+            s = smooth_factors(ranges[name], weight, cfg.smooth_alpha)      # (K,)
+            twin.input_smooth.copy_(s)
+            weight = weight * s[None, :]
+        twin.set_weight(weight, cfg.per_channel, cfg.weight_observer)
         if getattr(m, "bias", None) is not None:
             twin.bias.data.copy_(m.bias.detach())
         _set(out, name, twin)

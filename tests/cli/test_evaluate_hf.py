@@ -83,10 +83,10 @@ def test_errors_are_one_line(bert, capsys, run_error, tmp_path, write_npz):
 
 def test_commands_that_need_labels_refuse_text_instead_of_a_placeholder_accuracy(bert, capsys, run_error, tmp_path):
     folder, spec, _ = bert
-    # prune fine-tunes on text by distilling from the unpruned model (tests/cli/test_prune_text.py)
-    for argv in (["quantize", f"hf:{folder}", "--data", spec, "--out", tmp_path / "q.safetensors"],):
-        line = run_error(capsys, argv)
-        assert "no labels" in line and "--reference" in line
+    # prune and quantize work on text, by distillation and fidelity (tests/cli/test_prune_text.py); QAT needs labels
+    line = run_error(capsys, ["quantize", f"hf:{folder}", "--data", spec, "--qat-epochs", "1",
+                              "--out", tmp_path / "q.safetensors"])
+    assert "no labels" in line and "--method kmeans" in line
     assert not (tmp_path / "q.safetensors").exists()
     assert "--reference" in run_error(capsys, ["export", f"hf:{folder}", "--check", "8", "--onnx", tmp_path / "b.onnx"])
 

@@ -126,3 +126,28 @@ def test_kmeans_quantize_on_text_fine_tunes_its_centroids_against_the_original(t
     assert entry["op"] == "quantize" and "accuracy" not in entry and entry["fidelity_on"] == "test"
     assert entry["fidelity_kmeans"]["cosine_mean"] < 0.9                      # 2-bit sharing shows
     assert entry["fidelity"]["cosine_mean"] >= entry["fidelity_kmeans"]["cosine_mean"]
+
+
+def test_linear_quantize_on_text_is_smoothed_int8_with_fidelity(text, capsys, tmp_path):
+    root, spec = text
+    folder = bert_folder(tmp_path / "wide", initializer_range=0.2)
+    out = tmp_path / "q8.safetensors"
+    capsys.readouterr()
+    assert main(["quantize", f"hf:{folder}", "--data", spec, "--seq-len", "16", "--calib", "24", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "smoothed (alpha 0.5)" in printed and "cosine to the original: mean" in printed
+    q, info = load_model(out)
+    entry = info.history[-1]
+    assert entry["op"] == "quantize" and entry["calib"] == 24 and entry["fidelity_on"] == "test"
+    assert info.extra["quant"]["placement"] == "swap" and info.extra["quant"]["smoothed"]
+    assert entry["fidelity"]["cosine_mean"] >= 0.99
+    original, _ = load_model(f"hf:{folder}", seq_len=16)
+    ids = torch.randint(5, 22, (6, 16), generator=torch.Generator().manual_seed(0))
+    assert fidelity(q, original, ids).cosine_mean >= 0.99                   # the file computes what was measured
+    assert main(["quantize", f"hf:{folder}", "--data", spec, "--seq-len", "16", "--smooth-alpha", "off",
+                 "--out", str(tmp_path / "plain.safetensors"), "--json", "--no-progress"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["smooth_alpha"] is None and rec["fidelity"]["after"]["cosine_mean"] >= 0.99
+    _, info = load_model(tmp_path / "plain.safetensors")
+    assert info.extra["quant"]["smoothed"] == []

@@ -70,7 +70,7 @@ def peer_dynamic(model: nn.Module) -> nn.Module:
 def test_quant_linear_equals_the_integer_formula(bits):
     torch.manual_seed(1)
     lin = nn.Linear(21, 7)
-    q = swap_quantize(nn.Sequential(lin), QuantConfig(weight_bits=bits))[0]
+    q = swap_quantize(nn.Sequential(lin), QuantConfig(weight_bits=bits, act_symmetric=True))[0]
     assert isinstance(q, QuantLinear) and q.weight_codes.dtype == (torch.uint8 if bits == 4 else torch.int8)
     x = torch.randn(3, 5, 21)
     # oracle: codes from the formulas, the sum in int64, then the two scales and the bias
