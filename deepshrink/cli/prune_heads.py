@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--data", metavar="text:FILE",
                    help="sentences, one a line: taylor calibrates on the training split, and the pruned model's "
                         "fidelity to the original is reported on the held-out split (default: none)")
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+                   help="epochs of distillation back towards the unpruned model on --data's training sentences "
+                        "(its output and every block's hidden states; default: %(default)s, none)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while fine-tuning")
     p.add_argument("--batches", type=int, default=HeadConfig.batches,
                    help="taylor: calibration batches (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=HeadConfig.batch_size,
@@ -43,7 +47,8 @@ def cmd_prune_heads(args) -> int:
     with json_output(args.json):
         run = prune_transformer_file(args.file, args.out, args.ratio, args.criterion, args.data,
                                      batches=args.batches, batch_size=args.batch_size, seed=args.seed,
-                                     seq_len=seq_len, tokenizer=args.tokenizer)
+                                     seq_len=seq_len, tokenizer=args.tokenizer,
+                                     finetune_epochs=args.finetune_epochs, progress=not args.no_progress)
     if args.json:
         print_json({"command": "prune-heads", **output_facts(args.out), "file": args.file, **run.to_dict()})
         return 0
@@ -52,8 +57,12 @@ def cmd_prune_heads(args) -> int:
               f"{len(parts['ffn']) if 'ffn' in parts else 'all'}")
     print(f"MACs {run.macs_before:,} -> {run.macs_after:,} ({run.macs_after / run.macs_before:.3f}x)  "
           f"params {run.params_before:,} -> {run.params_after:,}")
+    if run.fidelity_cut is not None:
+        print(f"fidelity to the original on {run.fidelity_cut.samples} held-out sentences right after the cut: "
+              f"mean cosine {run.fidelity_cut.cosine_mean:.4f} (min {run.fidelity_cut.cosine_min:.4f})")
     if run.fidelity is not None:
-        print(f"fidelity to the original on {run.fidelity.samples} held-out sentences: mean cosine "
+        after = f" after {run.finetune_epochs:g} epochs of distillation" if run.finetune_epochs else ""
+        print(f"fidelity to the original on {run.fidelity.samples} held-out sentences{after}: mean cosine "
               f"{run.fidelity.cosine_mean:.4f} (min {run.fidelity.cosine_min:.4f})")
     print(f"-> {args.out}")
     return 0

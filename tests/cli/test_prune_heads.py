@@ -105,6 +105,24 @@ def test_cli_taylor_on_text_reports_fidelity_on_held_out_sentences(bert, tmp_pat
     assert "MACs" in printed and "heads kept" in printed
 
 
+def test_finetune_distils_the_cut_model_back_towards_the_original(bert, tmp_path, capsys):
+    src, text = bert
+    out = tmp_path / "ft.safetensors"
+    capsys.readouterr()
+    assert main(["prune-heads", src, "--ratio", "0.5", "--data", text, "--seq-len", str(SEQ), "--finetune-epochs",
+                 "3", "--out", str(out), "--json", "--no-progress"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    cut, after = got["fidelity_cut"], got["fidelity"]
+    assert got["finetune_epochs"] == 3 and cut["samples"] == after["samples"] > 0
+    assert after["cosine_mean"] > cut["cosine_mean"]             # distillation recovered part of the cut
+    model, info = load_model(out)
+    assert info.history[-1]["op"] == "prune_heads" and info.history[-1]["fidelity_cut"] == cut
+    run = prune_transformer_file(src, tmp_path / "again.safetensors", 0.5, data=text, seq_len=SEQ,
+                                 finetune_epochs=3, progress=False)
+    with torch.no_grad():                                        # seeded: the same run gives the same model
+        assert torch.equal(run.model(ids()), model(ids()))
+
+
 def test_bad_input_is_one_error_line(bert, tmp_path, capsys, run_error):
     src, _ = bert
     out = str(tmp_path / "o.safetensors")
@@ -112,6 +130,7 @@ def test_bad_input_is_one_error_line(bert, tmp_path, capsys, run_error):
     assert "ratio" in run_error(capsys, ["prune-heads", src, "--ratio", "0", "--out", out])
     assert "batch" in run_error(capsys, ["prune-heads", src, "--ratio", "0.3", "--batches", "0", "--out", out])
     assert "--data" in run_error(capsys, ["prune-heads", src, "--ratio", "0.3", "--criterion", "taylor", "--out", out])
+    assert "--data" in run_error(capsys, ["prune-heads", src, "--ratio", "0.3", "--finetune-epochs", "1", "--out", out])
     lenet = tmp_path / "lenet.safetensors"
     save_model(build_zoo("lenet300"), lenet, ModelInfo(arch="lenet300"))
     assert "no transformer blocks" in run_error(capsys, ["prune-heads", str(lenet), "--ratio", "0.3", "--out", out])
