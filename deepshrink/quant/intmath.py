@@ -81,7 +81,7 @@ def row_codes(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tenso
     qmax = 2 ** (bits - 1) - 1
     x = x.float()
     scale = (x.abs().amax(1) / qmax).clamp_min(1e-8)          # (M,) an all-zero row: codes 0
-    codes = torch.round(x / scale[:, None]).clamp(-qmax, qmax)
+    codes = (x / scale[:, None]).round_().clamp_(-qmax, qmax)  # one new (M, K) tensor, then in place
     return codes.to(torch.int8), scale
 
 
@@ -90,10 +90,11 @@ def row_codes_asym(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.
     scales float32 (M,), zero points int32 (M,)), x ~ scale (codes - zero). The grid holds 0 exactly."""
     qmin, qmax = -2 ** (bits - 1), 2 ** (bits - 1) - 1
     x = x.float()
-    lo, hi = x.amin(1).clamp_max(0), x.amax(1).clamp_min(0)
+    lo, hi = torch.aminmax(x, dim=1)
+    lo, hi = lo.clamp_max(0), hi.clamp_min(0)
     scale = ((hi - lo) / (qmax - qmin)).clamp_min(1e-8)      # (M,)
     zero = (qmin - torch.round(lo / scale)).clamp(qmin, qmax)  # lo maps to qmin
-    codes = (torch.round(x / scale[:, None]) + zero[:, None]).clamp(qmin, qmax)
+    codes = (x / scale[:, None]).round_().add_(zero[:, None]).clamp_(qmin, qmax)   # one new (M, K) tensor
     return codes.to(torch.int8), scale, zero.to(torch.int32)
 
 
