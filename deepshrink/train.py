@@ -62,6 +62,8 @@ class TrainConfig:
     seed: int = 0
     channels_last: bool = True        # faster CPU convolutions; no effect on MLPs
     eval_every: int = 1               # epochs between test-set evaluations (0: only at the end)
+    evaluate_at_end: bool = True      # with eval_every 0: measure the test accuracy once at the end
+                                      # (False: FitResult.accuracy stays None, e.g. a short-term tune)
     checkpoint: str | None = None     # training-state file: written during training, resumed from
     checkpoint_every: int = 0         # optimizer steps between checkpoints (0: end of each epoch)
     progress: bool = True
@@ -395,7 +397,7 @@ def _finish(run: _Run) -> FitResult:
     result.seconds = time.perf_counter() - run.t0
     if result.history and result.history[-1].get("accuracy") is not None:
         result.accuracy = result.history[-1]["accuracy"]
-    elif run.data.labelled:
+    elif run.data.labelled and run.cfg.evaluate_at_end:
         result.accuracy = evaluate(run.model, run.data.test)
     return result
 

@@ -35,6 +35,10 @@ def register(sub) -> None:
     p.add_argument("--runtime", choices=RUNTIMES,
                    help="with --latency-target: the runtime measured; torch (eager, on torch's thread setting) "
                         "is the one runtime measured so far (default: torch)")
+    p.add_argument("--short-term-batches", type=int, metavar="N",
+                   help="with --latency-target: NetAdapt's short-term fine-tuning, N training batches after each "
+                        "iteration, so the next proposals are scored on a model that has recovered (default: "
+                        f"{LatencyChoice.tune_batches}; 0: none)")
     add_val_size_arg(p, "--latency-target's proposals are scored")
     p.add_argument("--criterion", choices=list(CRITERIA), default=ChannelConfig.criterion,
                    help="l1/l2 filter norm, fro (input-channel norm), fpgm, bn (BatchNorm scale), random "
@@ -70,13 +74,16 @@ def _latency_choice(args) -> LatencyChoice | None:
                           + (f", not {' and '.join(given)}" if given else ""))
     if args.latency_target is None:
         extra = [o for o, v in (("--batch-size", args.batch_size), ("--runtime", args.runtime),
-                                ("--val-size", args.val_size)) if v is not None]
+                                ("--val-size", args.val_size), ("--short-term-batches", args.short_term_batches))
+                 if v is not None]
         if extra:
             raise ConfigError(f"{' and '.join(extra)}: only with --latency-target")
         return None
     check_val_size_arg(args)
     return LatencyChoice(NetAdaptConfig(args.latency_target, runtime=args.runtime or "torch"),
-                         batch_size=1 if args.batch_size is None else args.batch_size, val_size=args.val_size)
+                         batch_size=1 if args.batch_size is None else args.batch_size, val_size=args.val_size,
+                         tune_batches=LatencyChoice.tune_batches if args.short_term_batches is None
+                         else args.short_term_batches)
 
 
 def cmd_prune_channels(args) -> int:

@@ -55,6 +55,9 @@ class LatencyChoice:
     batch_size: int = 1
     val_size: int | None = None              # None: the data set's default validation size
     score_images: int = 1000
+    tune_batches: int = 30                   # NetAdapt's short-term fine-tuning: training batches after each
+                                             # iteration (0: none; the proposals are then scored on a model
+                                             # that has not recovered from the previous cuts)
 
     def check(self, cfg: ChannelConfig) -> None:
         if cfg.ratio is not None or cfg.macs_target is not None:
@@ -70,6 +73,8 @@ class LatencyChoice:
         replace(cfg, ratio=0.0).check()         # epochs, max_drop: as for a ratio
         if self.batch_size < 1 or self.score_images < 1:
             raise ConfigError(f"batch size and score images must be >= 1 (got {self.batch_size}, {self.score_images})")
+        if self.tune_batches < 0 or self.tune_batches != int(self.tune_batches):
+            raise ConfigError(f"short-term fine-tuning batches must be a whole number >= 0, got {self.tune_batches}")
         self.netadapt.check()
 
 
@@ -129,6 +134,24 @@ def prune_channels_file(src: str | os.PathLike, out: str | os.PathLike, cfg: Cha
     return ChannelRun(info, result, plan)
 
 
+def _short_term(ds: Dataset, cfg: ChannelConfig, batches: int):
+    """NetAdapt's short-term fine-tuning: one pass over ``batches`` x ``cfg.batch_size`` training
+    images, a different seeded draw each call, at the fine-tuning settings of ``cfg``."""
+    calls = [0]
+
+    def tune(model: nn.Module) -> None:
+        calls[0] += 1
+        n = min(len(ds.train), batches * cfg.batch_size)
+        pick = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(cfg.seed + calls[0]))[:n]
+        part = Dataset(ds.name, Split(ds.train.x[pick], ds.train.y[pick]), ds.test, ds.mean, ds.std, ds.num_classes,
+                       labelled=ds.labelled)
+        tc = TrainConfig(epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
+                         augment=cfg.augment, label_smoothing=cfg.label_smoothing, seed=cfg.seed + calls[0],
+                         eval_every=0, progress=False, verbose=False, evaluate_at_end=False)
+        fit(model, part, tc)
+    return tune
+
+
 def _netadapt_and_finetune(model, ds: Dataset, example: torch.Tensor, cfg: ChannelConfig,
                            latency: LatencyChoice) -> LatencyResult:
     """Cut ``model`` in place by NetAdapt (proposals scored on validation images), then fine-tune
@@ -140,12 +163,15 @@ def _netadapt_and_finetune(model, ds: Dataset, example: torch.Tensor, cfg: Chann
     na_cfg = replace(latency.netadapt, criterion=cfg.criterion, min_channels=cfg.min_channels, seed=cfg.seed,
                      verbose=cfg.verbose)
     x = torch.randn(latency.batch_size, *example.shape[1:])      # (batch, *input shape): the batch measured
-    na = netadapt(model, x, na_cfg, score=lambda m: evaluate(m, scored))
+    tune = _short_term(ds, cfg, latency.tune_batches) if latency.tune_batches else None
+    na = netadapt(model, x, na_cfg, score=lambda m: evaluate(m, scored), tune=tune)
     if not na.reached:
         print(f"deepshrink: warning: latency target {na_cfg.latency_target:g} not reached: measured "
               f"{na.latency_after_ms:.3f} ms of {na.latency_before_ms:.3f} ms ({na.latency_ratio:.3f}x) when no group "
               "could be cut further (min channels) or the iterations ran out", file=sys.stderr, flush=True)
     apply_plan(model, na.plan)
+    if tune is not None:                                         # the short-term tuned weights, same shapes
+        model.load_state_dict(na.model.state_dict())
     pruned = evaluate(model, ds.test, progress=cfg.progress, desc="test accuracy, after the cuts")
     rec = {"round": 1, "iterations": len(na.iterations), "macs": na.macs_after, "accuracy_pruned": pruned,
            "finetune_epochs": int(cfg.epochs), "finetune_images": int(cfg.epochs) * len(ds.train)}
@@ -158,6 +184,7 @@ def _netadapt_and_finetune(model, ds: Dataset, example: torch.Tensor, cfg: Chann
         rec["accuracy_tuned"] = fits[-1].accuracy
     after = fits[-1].accuracy if fits else pruned
     facts = {"latency_target": na_cfg.latency_target, "batch_size": latency.batch_size, "runtime": na_cfg.runtime,
+             "tune_batches": latency.tune_batches,
              "threads": na_cfg.threads or torch.get_num_threads(), "val_images": len(ds.val), "score_images": k,
              **na.summary()}
     return LatencyResult(model, na.plan, before, pruned, after, na.macs_before, na.macs_after, na.params_before,

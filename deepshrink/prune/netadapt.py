@@ -209,13 +209,17 @@ class _Predictor:
 
 def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
              score: Callable[[nn.Module], float], *, measure: Callable[[nn.Module], float] | None = None,
-             measure_layer_ms: Callable[[LayerSpec], float] | None = None) -> NetAdaptResult:
+             measure_layer_ms: Callable[[LayerSpec], float] | None = None,
+             tune: Callable[[nn.Module], None] | None = None) -> NetAdaptResult:
     """Shrink a copy of ``model`` until its measured latency on ``example_input`` (whose batch is
     the batch size measured) is at most ``cfg.latency_target`` of the original's.
 
     ``score(model)``: higher is better (the caller's validation accuracy); ``measure(model)``:
     whole-model milliseconds (default: :func:`measure_latency`'s median); ``measure_layer_ms(spec)``:
-    a table entry's milliseconds (default: :func:`.latency_table.measure_layer`)."""
+    a table entry's milliseconds (default: :func:`.latency_table.measure_layer`); ``tune(model)``:
+    NetAdapt's short-term fine-tuning of the chosen model, in place, after each iteration, so the
+    next iteration's proposals are scored on a recovered model (the result's ``model`` then holds
+    tuned weights, which ``apply_plan(original, plan)`` would not)."""
     cfg.check()
     t0 = time.perf_counter()
     threads = cfg.threads or torch.get_num_threads()
@@ -272,13 +276,18 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
                               candidate))
         if not proposals:
             break
+        n_proposals = len(proposals)
         s, neg_pred, name, c, step_plan, current = max(proposals, key=lambda p: (p[0], p[1]))
+        proposals.clear()                      # the losing candidates' memory
+        if tune is not None:
+            tune(current)
+            current.eval()
         counts[name] = c
         plan = compose_plans(plan, step_plan)
         measured = float(measure(current))
         predict.calibrate(counts, measured)   # the rest (or the scale) follows each measurement, as NetAdapt re-measures
         iterations.append({"iteration": len(iterations) + 1, "group": name, "channels": c, "score": s,
-                           "predicted_ms": -neg_pred, "measured_ms": measured, "proposals": len(proposals)})
+                           "predicted_ms": -neg_pred, "measured_ms": measured, "proposals": n_proposals})
         if cfg.verbose:
             print(f"netadapt {len(iterations)}: group {name!r} -> {c} channels, score {s:.4f}, latency predicted "
                   f"{-neg_pred:.3f} ms, measured {measured:.3f} ms (target {target:.3f})", flush=True)

@@ -8,6 +8,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import deepshrink.prune.netadapt as netadapt_mod
 from deepshrink.cli import main
@@ -54,6 +55,7 @@ def test_latency_target_command(tmp_path, trained, fake_latency, capsys):
     obj = json.loads(capsys.readouterr().out)
     lat = obj["latency"]
     assert lat["table_measured"] == 0 and lat["reached"] and lat["batch_size"] == 2
+    assert lat["tune_batches"] == 30                            # NetAdapt's short-term fine-tuning, by default
     assert lat["predicted_after_ms"] == pytest.approx(lat["latency_after_ms"])
     assert obj["macs_after"] < obj["macs_before"] and obj["params_after"] < obj["params_before"]
 
@@ -71,9 +73,34 @@ def test_latency_target_command(tmp_path, trained, fake_latency, capsys):
     (["--latency-target", "0.5", "--round-to", "16"], "do not apply"),
     (["--latency-target", "0.5", "--scope", "global"], "do not apply"),
     (["--latency-target", "0.5", "--finetune-epochs", "-1"], "epochs"),
+    (["--latency-target", "0.5", "--short-term-batches", "-1"], "short-term"),
+    (["--ratio", "0.5", "--short-term-batches", "5"], "only with --latency-target"),
 ])
 def test_bad_latency_options_are_one_line(tmp_path, trained, run_error, capsys, extra, match):
     _, spec, src = trained
     line = run_error(capsys, ["prune-channels", src, *extra, "--data", spec, "--out", tmp_path / "x.safetensors"])
     assert match in line
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_short_term_tuning_is_in_the_written_weights(tmp_path, trained, fake_latency, capsys):
+    """With no final fine-tuning, the file holds NetAdapt's short-term tuned weights: they differ
+    from the original's cut to the same plan, and the tuned model scores what the file scores."""
+    from deepshrink.prune.plan import ChannelPlan, apply_plan
+    _, spec, src = trained
+    outs = {}
+    for n in (0, 2):
+        out = tmp_path / f"t{n}.safetensors"
+        assert main(["prune-channels", str(src), "--latency-target", "0.6", "--val-size", "32", "--finetune-epochs",
+                     "0", "--short-term-batches", str(n), "--data", spec, "--no-progress", "--json",
+                     "--out", str(out)]) == 0
+        capsys.readouterr()
+        outs[n] = load_model(out)
+    (cut, info0), (tuned, info2) = outs[0], outs[2]
+    assert info2.history[-1]["latency"]["tune_batches"] == 2
+    original, _ = load_model(src)
+    replayed = apply_plan(original, ChannelPlan.from_dict(info2.extra[PLAN_KEY]))
+    assert {k: v.shape for k, v in replayed.state_dict().items()} == {k: v.shape for k, v in tuned.state_dict().items()}
+    assert any(not torch.equal(a, b) for a, b in zip(replayed.state_dict().values(), tuned.state_dict().values()))
+    replayed0 = apply_plan(load_model(src)[0], ChannelPlan.from_dict(info0.extra[PLAN_KEY]))
+    assert all(torch.equal(a, b) for a, b in zip(replayed0.state_dict().values(), cut.state_dict().values()))

@@ -206,3 +206,26 @@ def test_a_table_that_overshoots_the_whole_model_scales_instead_of_going_negativ
                    measure_layer_ms=lambda s: 3 * fake_layer_ms(s))
     assert all(it["predicted_ms"] > 0 for it in res.iterations)
     assert res.predicted_after_ms == pytest.approx(res.latency_after_ms, rel=1e-6)
+
+
+def test_short_term_tuning_runs_after_each_iteration_and_its_weights_are_kept(tmp_path):
+    """``tune`` sees the chosen model once per iteration, before the next proposals are scored;
+    the result holds the tuned weights on the plan's shapes."""
+    model, x = _model(Residual), torch.randn(1, 3, 8, 8)
+    seen = []
+
+    def tune(m):                                 # a stand-in for training: a visible, cumulative change
+        seen.append(m.conv1.out_channels)
+        with torch.no_grad():
+            m.conv2.weight.add_(1.0)
+
+    cfg = NetAdaptConfig(0.7, cache_dir=str(tmp_path), step=0.1)
+    res = netadapt(model, x, cfg, lambda m: 0.0, measure=fake_measure(x), measure_layer_ms=fake_layer_ms, tune=tune)
+    assert len(seen) == len(res.iterations) >= 2
+    replayed = apply_plan(copy.deepcopy(model), res.plan)
+    assert {k: v.shape for k, v in replayed.state_dict().items()} == \
+        {k: v.shape for k, v in res.model.state_dict().items()}
+    diff = res.model.conv2.weight - replayed.conv2.weight
+    assert torch.allclose(diff, torch.full_like(diff, float(len(seen))))   # every tune kept, nothing else
+    untuned = _run(model, x, tmp_path, latency_target=0.7, step=0.1)
+    assert untuned.channels == res.channels     # the same counts; which channels go follows the tuned weights
