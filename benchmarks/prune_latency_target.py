@@ -66,6 +66,9 @@ from deepshrink.prune import prune_channels
 from deepshrink.prune.channel_finetune import ChannelConfig
 from deepshrink.prune.netadapt import NetAdaptConfig, netadapt
 from deepshrink.prune.transformer import HeadConfig, prune_transformer
+from deepshrink.quant.export_fp32 import export_onnx
+from deepshrink.quant.fold import fold_batchnorm
+from deepshrink.quant.session import OrtSession
 from deepshrink.train import TrainConfig, evaluate, fit
 
 NAME = "prune_latency_target"
@@ -292,6 +295,45 @@ def tp_finetuned(name: str, macs_ratio: float, args) -> dict:
     return e
 
 
+class _Ort(nn.Module):
+    """An ONNX Runtime session as a module, so compare_latency times it like the others."""
+
+    def __init__(self, path: Path, threads: int):
+        super().__init__()
+        self.sess = OrtSession(path, threads=threads)
+
+    def forward(self, x):
+        return torch.from_numpy(self.sess.run(x.numpy()))
+
+
+def run_why(name: str, args) -> dict:
+    """Part D: the MACs-halved model (prune_channels, l1) against the dense one in three runtimes:
+    eager PyTorch (BatchNorm, ReLU and the residual add as separate passes over the activations),
+    the fx graph with BatchNorm folded into the convolutions, and ONNX Runtime (BatchNorm folded,
+    Conv + ReLU (+ Add) fused). Those passes cost in proportion to channels x pixels, the
+    convolutions to channels^2 x pixels: halving the MACs uniformly keeps 1/sqrt(2) of the channels."""
+    print(f"{name}, where the time goes:", flush=True)
+    model, x, _, _ = build(name, args)
+    half = prune_channels(model, x, macs_target=0.5, measure=False).model.eval()
+    ratio = macs(half, x) / macs(model, x)
+    out = {"macs_ratio": ratio, "runtimes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = {"eager PyTorch": (model, half),
+                 "PyTorch, BatchNorm folded (fx)": (fold_batchnorm(model).eval(), fold_batchnorm(half).eval())}
+        paths = []
+        for tag, m in (("dense", model), ("half", half)):
+            path = Path(tmp) / f"{tag}.onnx"
+            export_onnx(m, path, tuple(x.shape[1:]))
+            paths.append(_Ort(path, args.threads))
+        pairs["ONNX Runtime"] = tuple(paths)
+        for runtime, (a, b) in pairs.items():
+            lat = interleaved(a, b, x, args)
+            out["runtimes"][runtime] = {"latency": lat, "share": share(lat["ratio"], ratio)}
+            print(f"  {runtime}: {lat['before_ms']:.3f} -> {lat['after_ms']:.3f} ms, ratio {lat['ratio']:.3f}; "
+                  f"latency cut / MAC cut {share(lat['ratio'], ratio):.3f}", flush=True)
+    return out
+
+
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)   # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
@@ -427,6 +469,14 @@ def tables(res: dict) -> tuple[dict, list]:
                                  "latency after / before", "latency cut / MAC cut", f">= {SHARE_TARGET}",
                                  "fidelity after the cut", "fidelity distilled", "cut s"],
                      "rows": rows})
+    if res.get("why"):
+        more.append({"title": "D. Where the time goes: MACs halved (prune_channels, l1) against dense, batch 1, "
+                              "in three runtimes",
+                     "columns": ["model", "runtime", "MACs after / before", "ms before", "ms after",
+                                 "latency after / before", "latency cut / MAC cut", f">= {SHARE_TARGET}"],
+                     "rows": [[m, rt, e["macs_ratio"], v["latency"]["before_ms"], v["latency"]["after_ms"],
+                               v["latency"]["ratio"], v["share"], _ok(v["share"] >= SHARE_TARGET)]
+                              for m, e in res["why"].items() for rt, v in e["runtimes"].items()]})
     return main, more
 
 
@@ -485,6 +535,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--latency-target", type=float, default=0.5, help="NetAdapt's asked latency ratio")
     ap.add_argument("--finetune", action="store_true", help="zoo models: also the prune-channels command, fine-tuned")
     ap.add_argument("--bert", action="store_true", help="part C: all-MiniLM-L6-v2 heads + FFN")
+    ap.add_argument("--why", action="store_true", help="part D: the MACs-halved script nets in three runtimes")
+    ap.add_argument("--skip-b", action="store_true", help="parts A and B not run (e.g. --why alone)")
     ap.add_argument("--bert-sentences", type=int, default=2560,
                     help="part C: fortunes sentences for the distillation (10%% held out for the fidelity)")
     ap.add_argument("--bert-epochs", type=int, default=2, help="part C: distillation epochs, ours and the peer's")
@@ -508,13 +560,16 @@ def main() -> None:
     args.cache = args.cache_dir or tempfile.mkdtemp(prefix="netadapt-")
     res = {} if args.quick else dict(previous(NAME).get("runs", {}))   # parts not rerun are kept
     try:
-        for name in args.models:
+        for name in [] if args.skip_b else args.models:
             a, b = run_model(name, args)
             if a:
                 res.setdefault("part_a", {})[name] = [{**e, "command": cmd} for e in a]
             res.setdefault("part_b", {})[name] = {**b, "command": cmd}
             if args.finetune and name in ZOO:
                 res.setdefault("finetune", {})[name] = {**run_cli(name, args), "command": cmd}
+        if args.why:
+            for name in [m for m in args.models if m in SCRIPT_NETS]:
+                res.setdefault("why", {})[name] = {**run_why(name, args), "command": cmd}
         if args.bert:
             res["bert"] = {**run_bert(args), "command": cmd}
     finally:
@@ -523,7 +578,8 @@ def main() -> None:
     main_table, more = tables(res)
     commands = merge_commands([e["command"] for es in res.get("part_a", {}).values() for e in es],
                               [e["command"] for part in ("part_b", "finetune") for e in res.get(part, {}).values()],
-                              [res["bert"]["command"]] if "bert" in res else [])
+                              [res["bert"]["command"]] if "bert" in res else [],
+                              [e["command"] for e in res.get("why", {}).values()])
     write_result(NAME, {
         "title": "Pruning against latency: latency cut per MAC cut, and NetAdapt's latency target (issue #18)"
                  + (" [--quick smoke test]" if args.quick else ""),
