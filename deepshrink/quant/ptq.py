@@ -31,7 +31,7 @@ from ..tracing import trace
 from .graph import QuantConfig, fake_quants, prepare, quant_layers
 from .qmodules import QuantLinear
 from .storage import decode_weights, encode_weights
-from .swap import swap_quantize, swap_shells_, swapped_layers
+from .swap import calibration_batches, swap_quantize, swap_shells_, swapped_layers
 
 __all__ = ["set_mode", "calibrate", "freeze_observers", "quantize_ptq", "save_quantized", "load_quantized",
            "is_quantized_file"]
@@ -45,23 +45,13 @@ def set_mode(gm: nn.Module, observing: bool | None = None, enabled: bool | None 
             fq.enabled = enabled
 
 
-def _batches(x, batch_size: int):
-    """Batches of images from a tensor (N, ...) or a loader yielding x or (x, y)."""
-    if isinstance(x, torch.Tensor):
-        for lo in range(0, len(x), batch_size):
-            yield x[lo:lo + batch_size]
-        return
-    for item in x:
-        yield item[0] if isinstance(item, (tuple, list)) else item
-
-
 @torch.no_grad()
 def calibrate(gm: fx.GraphModule, x, batch_size: int = 256) -> None:
     """Observe activations in float on ``x`` (a tensor (N, ...) or a calibration loader)."""
     gm.eval()
     set_mode(gm, observing=True, enabled=False)
     seen = 0
-    for xb in _batches(x, batch_size):
+    for xb in calibration_batches(x, batch_size):
         gm(xb)
         seen += len(xb)
     set_mode(gm, observing=False)

@@ -27,7 +27,7 @@ from .graph import QuantConfig
 from .qmodules import QUANT_MODULES, QuantLinear
 from .smooth import input_ranges, smooth_factors
 
-__all__ = ["swap_plan", "swap_quantize", "swap_shells_", "swapped_layers"]
+__all__ = ["calibration_batches", "swap_plan", "swap_quantize", "swap_shells_", "swapped_layers"]
 
 
 def _wanted(name: str, module: nn.Module, cfg: QuantConfig) -> bool:
@@ -93,8 +93,8 @@ def swap_shells_(model: nn.Module, plan: dict[str, int], act_bits: int | None, w
     return model
 
 
-def _calibration_batches(calib, batch_size: int = 64):
-    """Inputs from a tensor (N, ...) in batches, or from a loader yielding x or (x, y)."""
+def calibration_batches(calib, batch_size: int = 64):
+    """Inputs from a tensor (N, ...) in batches of ``batch_size``, or from a loader yielding x or (x, y)."""
     if isinstance(calib, torch.Tensor):
         for lo in range(0, len(calib), batch_size):
             yield calib[lo:lo + batch_size]
@@ -116,7 +116,7 @@ def swap_quantize(model: nn.Module, cfg: QuantConfig | None = None, calib=None) 
     ranges: dict = {}
     if calib is not None and act_bits is not None and cfg.smooth_alpha is not None:
         linear = [n for n in plan if isinstance(out.get_submodule(n), nn.Linear)]
-        ranges = input_ranges(out, linear, _calibration_batches(calib))
+        ranges = input_ranges(out, linear, calibration_batches(calib))
     for name, bits in plan.items():
         m = out.get_submodule(name)
         twin = _shell(m, bits, act_bits, cfg.act_symmetric, name in ranges)
