@@ -281,7 +281,9 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
         proposals.clear()                      # the losing candidates' memory
         if tune is not None:
             tune(current)
-            current.eval()
+            # training may leave conv weights channels_last (train.fit does): measured against the
+            # original in its own layout, the ratio would credit the layout, not the cut
+            current.to(memory_format=torch.contiguous_format).eval()
         counts[name] = c
         plan = compose_plans(plan, step_plan)
         measured = float(measure(current))

@@ -218,6 +218,7 @@ def test_short_term_tuning_runs_after_each_iteration_and_its_weights_are_kept(tm
         seen.append(m.conv1.out_channels)
         with torch.no_grad():
             m.conv2.weight.add_(1.0)
+        m.to(memory_format=torch.channels_last)  # as train.fit leaves a conv net
 
     cfg = NetAdaptConfig(0.7, cache_dir=str(tmp_path), step=0.1)
     res = netadapt(model, x, cfg, lambda m: 0.0, measure=fake_measure(x), measure_layer_ms=fake_layer_ms, tune=tune)
@@ -229,3 +230,5 @@ def test_short_term_tuning_runs_after_each_iteration_and_its_weights_are_kept(tm
     assert torch.allclose(diff, torch.full_like(diff, float(len(seen))))   # every tune kept, nothing else
     untuned = _run(model, x, tmp_path, latency_target=0.7, step=0.1)
     assert untuned.channels == res.channels     # the same counts; which channels go follows the tuned weights
+    # measured and returned in the original's layout, not the one training left
+    assert all(p.is_contiguous() for p in res.model.parameters())
