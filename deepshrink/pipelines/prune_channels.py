@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, field, replace
 
 import torch
+from torch import nn
 
 from ..data import Dataset, Split, for_selection, with_validation
 from ..errors import ConfigError

@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .intmath import (int_matmul, pack_int4, packed, row_codes, row_codes_asym, unpack_int4, weight_codes,
-                      zero_point_matmul)
+from .intmath import int_matmul, pack_int4, packed, row_codes, row_codes_asym, unpack_int4, weight_codes
 from .smooth import SMOOTH
 
 __all__ = ["CODES", "SCALE", "QuantLinear", "QuantConv", "QuantEmbedding", "QUANT_MODULES"]
