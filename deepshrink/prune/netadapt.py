@@ -1,4 +1,4 @@
-"""Latency-aware channel pruning: the NetAdapt loop (Yang et al. 2018), without per-step fine-tuning.
+"""Latency-aware channel pruning: the NetAdapt loop (Yang et al. 2018).
 
 NetAdapt ("NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Applications", ECCV
 2018, algorithm 1) shrinks a network in iterations, each asked to save a further ``step`` of
@@ -20,15 +20,21 @@ latency. In iteration i, for every prunable group g (the coupled channels of :mo
    nothing is passed over for the next one that does (:func:`choose_count`);
 3. the channels kept are the top c by the criterion (:mod:`.criteria`, L1 by default);
 4. the proposal whose model keeps the highest short-term ``score(model)`` (the caller's:
-   validation accuracy without fine-tuning) is taken.
+   validation accuracy) is taken, and, with ``tune``, trained briefly (the paper's short-term
+   fine-tuning, here of the chosen proposal only) before the next iteration scores its proposals.
+
+Where the table predicts no saving for any group (small layers at batch 1, whose time alone is
+mostly fixed cost and noise), the loop does not stop on the prediction: each group proposes its
+largest allowed cut, every such model is *measured* against the original, and those that save at
+least half the step compete by score as above (``measured`` in the iteration's record). It stops
+when no cut saves that much when measured.
 
 The loop stops when the *measured* latency of the whole model is at most ``latency_target``
 times the original one; each measurement times the model side by side with the original
 (interleaved, the median of the per-pair ratios), so that a machine that slows down or speeds
-up between iterations does not stop the loop early or late. The step is a fixed fraction of the original latency, capped at what is
-still missing to the target. The paper fine-tunes each proposal briefly; here the caller
-fine-tunes once at the end. Measurements are injectable (``measure``, ``measure_layer``) so that
-tests can use a deterministic latency.
+up between iterations does not stop the loop early or late. The step is a fixed fraction of the
+original latency, capped at what is still missing to the target. Measurements are injectable
+(``measure``, ``measure_layer``) so that tests can use a deterministic latency.
 """
 
 from __future__ import annotations
@@ -255,7 +261,7 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
         now = predict(counts)
         groups = build_groups(current, example_input)
         scores = score_groups(groups, crit)
-        proposals = []
+        proposals, fallback = [], []
         for g in groups:
             if g.name not in counts or g.id not in scores:
                 continue
@@ -268,12 +274,22 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
             if c is None and preds and min(preds.values()) < now:
                 c = min(preds, key=preds.get)     # the step is out of this group's reach: its largest saving
             if c is None:
+                if cands:                         # no saving predicted: its largest cut, to be measured
+                    fallback.append((g, min(cands)))
                 continue
             keep = torch.topk(scores[g.id], c).indices.sort().values
             step_plan = make_plan(groups, {g.id: keep})
             candidate = apply_plan(copy.deepcopy(current), step_plan)
             proposals.append((float(score(candidate)), -predict({**counts, g.name: c}), g.name, c, step_plan,
                               candidate))
+        by_measure = not proposals
+        for g, c in fallback if by_measure else ():
+            keep = torch.topk(scores[g.id], c).indices.sort().values
+            step_plan = make_plan(groups, {g.id: keep})
+            candidate = apply_plan(copy.deepcopy(current), step_plan)
+            ms = float(measure(candidate))
+            if measured - ms >= saving / 2:
+                proposals.append((float(score(candidate)), -ms, g.name, c, step_plan, candidate))
         if not proposals:
             break
         n_proposals = len(proposals)
@@ -289,10 +305,12 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
         measured = float(measure(current))
         predict.calibrate(counts, measured)   # the rest (or the scale) follows each measurement, as NetAdapt re-measures
         iterations.append({"iteration": len(iterations) + 1, "group": name, "channels": c, "score": s,
-                           "predicted_ms": -neg_pred, "measured_ms": measured, "proposals": n_proposals})
+                           "predicted_ms": -neg_pred, "measured_ms": measured, "proposals": n_proposals,
+                           "measured": by_measure})
         if cfg.verbose:
-            print(f"netadapt {len(iterations)}: group {name!r} -> {c} channels, score {s:.4f}, latency predicted "
-                  f"{-neg_pred:.3f} ms, measured {measured:.3f} ms (target {target:.3f})", flush=True)
+            print(f"netadapt {len(iterations)}: group {name!r} -> {c} channels, score {s:.4f}, latency "
+                  f"{'measured as a proposal' if by_measure else 'predicted'} {-neg_pred:.3f} ms, measured "
+                  f"{measured:.3f} ms (target {target:.3f})", flush=True)
         if table.measured > saved:          # a long run keeps what it measured, even if stopped
             save_table(table)
             saved = table.measured

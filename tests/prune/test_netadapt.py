@@ -232,3 +232,15 @@ def test_short_term_tuning_runs_after_each_iteration_and_its_weights_are_kept(tm
     assert untuned.channels == res.channels     # the same counts; which channels go follows the tuned weights
     # measured and returned in the original's layout, not the one training left
     assert all(p.is_contiguous() for p in res.model.parameters())
+
+
+def test_a_flat_table_falls_back_to_measured_proposals(tmp_path):
+    """Per-layer times that do not move with the channel count (fixed cost, noise) predict no
+    saving; the loop then measures each group's largest cut and goes on while those save."""
+    model, x = _model(Residual), torch.randn(1, 3, 8, 8)
+    cfg = NetAdaptConfig(0.7, cache_dir=str(tmp_path), step=0.1)
+    res = netadapt(model, x, cfg, lambda m: 0.0, measure=fake_measure(x), measure_layer_ms=lambda s: 1.0)
+    assert res.reached and res.latency_after_ms <= 0.7 * res.latency_before_ms
+    assert res.iterations and all(it["measured"] for it in res.iterations)
+    stuck = netadapt(model, x, cfg, lambda m: 0.0, measure=lambda m: 5.0, measure_layer_ms=lambda s: 1.0)
+    assert not stuck.reached and stuck.iterations == []      # nothing saves when measured: it stops, reported
