@@ -342,6 +342,32 @@ def run_why(name: str, args) -> dict:
     return out
 
 
+def run_layers(name: str, args) -> dict:
+    """Part E: each conv/linear layer of the dense and the MACs-halved net (prune_channels, l1) timed
+    alone (NetAdapt's table measurement: the layer built on its own at the shape it sees, batch 1,
+    the best of three medians of 15), so the whole-model ratio can be traced to the layers."""
+    from deepshrink.prune.latency_table import layer_specs, measure_layer
+    print(f"{name}, each layer alone:", flush=True)
+    model, x, _, _ = build(name, args)
+    half = prune_channels(model, x, macs_target=0.5, measure=False).model.eval()
+    a, b = layer_specs(model, x), layer_specs(half, x)
+    rows = {}
+    for layer in a:
+        ta = min(measure_layer(a[layer], args.threads, 3, 15) for _ in range(3))
+        tb = min(measure_layer(b[layer], args.threads, 3, 15) for _ in range(3))
+        rows[layer] = {"channels_before": [a[layer].in_channels, a[layer].out_channels],
+                       "channels_after": [b[layer].in_channels, b[layer].out_channels],
+                       "out_spatial": list(a[layer].out_spatial), "ms_before": ta, "ms_after": tb,
+                       "macs_ratio": b[layer].macs / a[layer].macs}
+        print(f"  {layer}: {a[layer].in_channels}->{a[layer].out_channels} to {b[layer].in_channels}->"
+              f"{b[layer].out_channels} at {tuple(a[layer].out_spatial)}: {ta:.3f} -> {tb:.3f} ms "
+              f"({tb / ta:.2f}; MACs {rows[layer]['macs_ratio']:.2f})", flush=True)
+    before, after = sum(r["ms_before"] for r in rows.values()), sum(r["ms_after"] for r in rows.values())
+    print(f"  sum of the layers alone: {before:.3f} -> {after:.3f} ms ({after / before:.3f}); MACs "
+          f"{macs(half, x) / macs(model, x):.3f}", flush=True)
+    return {"layers": rows, "sum_before_ms": before, "sum_after_ms": after, "macs_ratio": macs(half, x) / macs(model, x)}
+
+
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)   # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
@@ -490,6 +516,15 @@ def tables(res: dict) -> tuple[dict, list]:
                                             *([("eager PyTorch, counts rounded to 16",
                                                 e["eager, counts rounded to 16"])]
                                               if "eager, counts rounded to 16" in e else [])]]})
+    for m, e in res.get("layers", {}).items():
+        more.append({"title": f"E. {m}: each conv/linear layer timed alone, dense and MACs halved (prune_channels, "
+                              f"l1), batch 1; sum of the layers {e['sum_before_ms']:.3f} -> {e['sum_after_ms']:.3f} ms "
+                              f"({e['sum_after_ms'] / e['sum_before_ms']:.3f}) at MACs {e['macs_ratio']:.3f}",
+                     "columns": ["layer", "channels before", "channels after", "output size", "ms before", "ms after",
+                                 "time after / before", "MACs after / before"],
+                     "rows": [[k, "->".join(map(str, v["channels_before"])), "->".join(map(str, v["channels_after"])),
+                               "x".join(map(str, v["out_spatial"])), v["ms_before"], v["ms_after"],
+                               v["ms_after"] / v["ms_before"], v["macs_ratio"]] for k, v in e["layers"].items()]})
     return main, more
 
 
@@ -549,6 +584,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--finetune", action="store_true", help="zoo models: also the prune-channels command, fine-tuned")
     ap.add_argument("--bert", action="store_true", help="part C: all-MiniLM-L6-v2 heads + FFN")
     ap.add_argument("--why", action="store_true", help="part D: the MACs-halved script nets in three runtimes")
+    ap.add_argument("--layers", action="store_true", help="part E: the script nets' layers timed alone, dense "
+                                                          "and MACs halved")
     ap.add_argument("--skip-b", action="store_true", help="parts A and B not run (e.g. --why alone)")
     ap.add_argument("--bert-sentences", type=int, default=2560,
                     help="part C: fortunes sentences for the distillation (10%% held out for the fidelity)")
@@ -580,6 +617,9 @@ def main() -> None:
             res.setdefault("part_b", {})[name] = {**b, "command": cmd}
             if args.finetune and name in ZOO:
                 res.setdefault("finetune", {})[name] = {**run_cli(name, args), "command": cmd}
+        if args.layers:
+            for name in [m for m in args.models if m in SCRIPT_NETS]:
+                res.setdefault("layers", {})[name] = {**run_layers(name, args), "command": cmd}
         if args.why:
             for name in [m for m in args.models if m in SCRIPT_NETS]:
                 res.setdefault("why", {})[name] = {**run_why(name, args), "command": cmd}
@@ -592,7 +632,8 @@ def main() -> None:
     commands = merge_commands([e["command"] for es in res.get("part_a", {}).values() for e in es],
                               [e["command"] for part in ("part_b", "finetune") for e in res.get(part, {}).values()],
                               [res["bert"]["command"]] if "bert" in res else [],
-                              [e["command"] for e in res.get("why", {}).values()])
+                              [e["command"] for e in res.get("why", {}).values()],
+                              [e["command"] for e in res.get("layers", {}).values()])
     write_result(NAME, {
         "title": "Pruning against latency: latency cut per MAC cut, and NetAdapt's latency target (issue #18)"
                  + (" [--quick smoke test]" if args.quick else ""),
