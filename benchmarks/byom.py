@@ -209,22 +209,25 @@ def run_bert(parts: tuple[str, ...], n_sentences: int, repeats: int, epochs: int
         b["prune"] = {**_prune_cli(folder, text, x, ref, epochs), **counts}
         yield res
     if "int8-choice" in parts:
-        pr = b.get("prune")
-        if not pr or pr.get("sentences") != len(lines) or not (RUNS / "minilm-p50.safetensors").is_file():
-            raise SystemExit("int8-choice screens the stored pruned model: run --part bert-prune with the same "
-                             "--sentences first")
+        _stored_pruned(b, len(lines), "int8-choice")
         b["int8_choice"] = _int8_choice(model, ds, x, ref)
         yield res
     if "prune-int8" in parts:
-        pr = b.get("prune")
-        if not pr or pr.get("sentences") != len(lines) or not (RUNS / "minilm-p50.safetensors").is_file():
-            raise SystemExit("prune-int8 quantizes the stored pruned model: run --part bert-prune with the same "
-                             "--sentences first")
-        pr.update(_quantize_cli(folder, RUNS / "minilm-p50.safetensors", text, x, ref))
+        b["prune"].update(_quantize_cli(folder, _stored_pruned(b, len(lines), "prune-int8"), text, x, ref))
         yield res
     if "dsz" in parts:
         b["dsz"] = _compress_cli(folder, text, x, ref, fp32_file.stat().st_size)
         yield res
+
+
+def _stored_pruned(b: dict, n_lines: int, part: str) -> Path:
+    """The pruned model the stored prune row measured (same sentences), or a clear exit."""
+    path = RUNS / "minilm-p50.safetensors"
+    pr = b.get("prune")
+    if not pr or pr.get("sentences") != n_lines or not path.is_file():
+        raise SystemExit(f"{part} works on the stored pruned model: run --part bert-prune with the same "
+                         "--sentences first")
+    return path
 
 
 def _bits_part(model, info, x, ref, fp32_bytes: int) -> list[dict]:
@@ -306,7 +309,7 @@ def _int8_choice(model, ds, x, ref) -> list[dict]:
     training sentences (what ``deepshrink quantize`` uses) and scored on 512 other training
     sentences (a validation set: the held-out sentences are not used to choose); the held-out
     cosine is shown beside it, not used."""
-    pruned, _ = load_model(RUNS / "minilm-p50.safetensors")
+    pruned, _ = load_model(RUNS / "minilm-p50.safetensors")      # checked by _stored_pruned
     calib = ds.train.x[:CALIB]
     pick = CALIB + torch.randperm(len(ds.train.x) - CALIB, generator=torch.Generator().manual_seed(1))[:512]
     val = ds.train.x[pick]
