@@ -213,7 +213,8 @@ def run_bert(parts: tuple[str, ...], n_sentences: int, repeats: int, epochs: int
         b["int8_choice"] = _int8_choice(model, ds, x, ref)
         yield res
     if "prune-int8" in parts:
-        b["prune"].update(_quantize_cli(folder, _stored_pruned(b, len(lines), "prune-int8"), text, x, ref))
+        pruned = _stored_pruned(b, len(lines), "prune-int8")
+        b["prune"].update(_quantize_cli(folder, pruned, text, x, ref))
         yield res
     if "dsz" in parts:
         b["dsz"] = _compress_cli(folder, text, x, ref, fp32_file.stat().st_size)
