@@ -9,9 +9,9 @@ layers also quantize their inputs per row at run time when ``cfg.dynamic_activat
 (the scheme of ``torch.ao.quantization.quantize_dynamic``, with per-channel weights and a grid
 per token: asymmetric, with a zero point, unless ``cfg.act_symmetric``). Given calibration inputs,
 those layers are first smoothed (SmoothQuant, :mod:`.smooth`, ``cfg.smooth_alpha``).
-Everything else (LayerNorm, attention arithmetic, activations) stays float. Which layers were swapped, at which bits, is data (``{name: bits}``, and the
-names of the smoothed ones): a file records it and :func:`swap_shells_` rebuilds the same twins
-on a fresh architecture.
+Everything else (LayerNorm, attention arithmetic, activations) stays float. Which layers were
+swapped, at which bits, is data (``{name: bits}``, and the names of the smoothed ones): a file
+records it and :func:`swap_shells_` rebuilds the same twins on a fresh architecture.
 """
 
 from __future__ import annotations
