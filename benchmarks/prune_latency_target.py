@@ -246,6 +246,8 @@ def run_cli(name: str, args) -> dict:
         out = Path(tmp) / f"{name}.safetensors"
         argv = ["prune-channels", str(baseline_path(name)), "--latency-target", str(args.latency_target),
                 "--out", str(out), "--json", "--no-progress"]
+        if args.zoo_epochs is not None:
+            argv += ["--finetune-epochs", str(args.zoo_epochs)]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "DEEPSHRINK_CACHE": args.cache}
         print(f"  deepshrink {' '.join(argv)}", flush=True)
         proc = subprocess.run([sys.executable, "-m", "deepshrink", *argv], capture_output=True, text=True,
@@ -282,7 +284,8 @@ def tp_finetuned(name: str, macs_ratio: float, args) -> dict:
     m = tp["model"]
     pruned = evaluate(m, ds.test)
     tune = finetune_settings("prune_channels", info)
-    tc = TrainConfig(epochs=ChannelConfig.epochs, lr=tune.lr, weight_decay=tune.weight_decay,
+    epochs = ChannelConfig.epochs if args.zoo_epochs is None else args.zoo_epochs
+    tc = TrainConfig(epochs=epochs, lr=tune.lr, weight_decay=tune.weight_decay,
                      batch_size=ChannelConfig.batch_size, augment=tune.augment, label_smoothing=tune.label_smoothing,
                      seed=0, eval_every=0, progress=False, verbose=False)
     torch.manual_seed(0)
@@ -582,11 +585,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--latency-target", type=float, default=0.5, help="NetAdapt's asked latency ratio")
     ap.add_argument("--finetune", action="store_true", help="zoo models: also the prune-channels command, fine-tuned")
+    ap.add_argument("--zoo-epochs", type=int, help="--finetune: fine-tuning epochs of the command and the peer "
+                                                   "(default: the command's own, 3)")
     ap.add_argument("--bert", action="store_true", help="part C: all-MiniLM-L6-v2 heads + FFN")
     ap.add_argument("--why", action="store_true", help="part D: the MACs-halved script nets in three runtimes")
     ap.add_argument("--layers", action="store_true", help="part E: the script nets' layers timed alone, dense "
                                                           "and MACs halved")
-    ap.add_argument("--skip-b", action="store_true", help="parts A and B not run (e.g. --why alone)")
+    ap.add_argument("--skip-b", action="store_true", help="parts A and B not run (e.g. --why, or --finetune alone)")
     ap.add_argument("--bert-sentences", type=int, default=2560,
                     help="part C: fortunes sentences for the distillation (10%% held out for the fidelity)")
     ap.add_argument("--bert-epochs", type=int, default=2, help="part C: distillation epochs, ours and the peer's")
@@ -610,13 +615,15 @@ def main() -> None:
     args.cache = args.cache_dir or tempfile.mkdtemp(prefix="netadapt-")
     res = {} if args.quick else dict(previous(NAME).get("runs", {}))   # parts not rerun are kept
     try:
-        for name in [] if args.skip_b else args.models:
-            a, b = run_model(name, args)
-            if a:
-                res.setdefault("part_a", {})[name] = [{**e, "command": cmd} for e in a]
-            res.setdefault("part_b", {})[name] = {**b, "command": cmd}
+        for name in args.models:
+            if not args.skip_b:
+                a, b = run_model(name, args)
+                if a:
+                    res.setdefault("part_a", {})[name] = [{**e, "command": cmd} for e in a]
+                res.setdefault("part_b", {})[name] = {**b, "command": cmd}
             if args.finetune and name in ZOO:
-                res.setdefault("finetune", {})[name] = {**run_cli(name, args), "command": cmd}
+                key = name if args.zoo_epochs is None else f"{name}, {args.zoo_epochs} epochs"
+                res.setdefault("finetune", {})[key] = {**run_cli(name, args), "command": cmd}
         if args.layers:
             for name in [m for m in args.models if m in SCRIPT_NETS]:
                 res.setdefault("layers", {})[name] = {**run_layers(name, args), "command": cmd}
