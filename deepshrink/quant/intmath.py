@@ -121,7 +121,10 @@ def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a.double(), b.double()).to(torch.int32)
 
 
-def zero_point_matmul(a: torch.Tensor, zero: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def zero_point_matmul(a: torch.Tensor, zero: torch.Tensor, b: torch.Tensor,
+                      col_sums: torch.Tensor | None = None) -> torch.Tensor:
     """(a - zero[:, None]) @ b for a (M, K) int8 with zero points (M,) int32 and b (K, N) int8:
-    int32 (M, N), exact (``int_matmul`` minus each row's zero point times b's column sums)."""
-    return int_matmul(a, b) - zero[:, None] * b.sum(0, dtype=torch.int32)[None, :]
+    int32 (M, N), exact (``int_matmul`` minus each row's zero point times b's column sums, in place;
+    ``col_sums``: those sums (N,) int32 when the caller keeps them, else computed here)."""
+    sums = b.sum(0, dtype=torch.int32) if col_sums is None else col_sums
+    return int_matmul(a, b).addr_(zero, sums, alpha=-1)

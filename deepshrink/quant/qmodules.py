@@ -12,8 +12,8 @@ output channel (per row for an embedding table), see :mod:`.intmath` (Jacob et a
 
 A linear twin with ``act_bits`` set also quantizes its input at run time, one grid per row
 (token): asymmetric (a zero point per row, :func:`.intmath.row_codes_asym`) unless
-``act_symmetric``, and computes int8 x int8 -> int32 exactly (:func:`.intmath.int_matmul`); the
-zero points' term, Z_t times the weight codes' column sums (cached), is subtracted in float32.
+``act_symmetric``, and computes int8 x int8 -> int32 exactly (:func:`.intmath.zero_point_matmul`,
+with the weight codes' column sums cached).
 A smoothed twin (SmoothQuant, :mod:`.smooth`) also holds ``input_smooth`` (K,): its codes
 quantize W * s and its input is divided by s first. Convolutions
 and embeddings dequantize their weight (weight-only quantization). ``weight`` is a read-only
@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .intmath import int_matmul, pack_int4, packed, row_codes, row_codes_asym, unpack_int4, weight_codes
+from .intmath import (int_matmul, pack_int4, packed, row_codes, row_codes_asym, unpack_int4, weight_codes,
+                      zero_point_matmul)
 from .smooth import SMOOTH
 
 __all__ = ["CODES", "SCALE", "QuantLinear", "QuantConv", "QuantEmbedding", "QUANT_MODULES"]
@@ -126,23 +127,22 @@ class QuantLinear(_CodedWeight):
         w = self.int_codes().t()                                  # (K, N) int8
         if self.act_symmetric:
             qx, sx = row_codes(rows, self.act_bits)               # int8 (M, K), (M,)
-            y = int_matmul(qx, w).float()                         # exact int32 (M, N), then float
+            acc = int_matmul(qx, w)                               # exact int32 (M, N)
         else:
             qx, sx, zx = row_codes_asym(rows, self.act_bits)      # int8 (M, K), (M,), int32 (M,)
-            y = int_matmul(qx, w).float()
-            # minus Z_t * sum_k q_w[c, k]: |Z_t sum| < 2^24 for K < 1,040, exact in float32 below that
-            y.addr_(zx.float(), self._column_sums(), alpha=-1)
+            acc = zero_point_matmul(qx, zx, w, self._column_sums())   # exact int32 (M, N)
+        y = acc.float()
         y.mul_(sx[:, None]).mul_(self.weight_scale[None, :])      # in place: (M, N) is the big tensor
         if self.bias is not None:
             y.add_(self.bias)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def _column_sums(self) -> torch.Tensor:
-        """sum_k q_w[c, k] (N,) float32, cached while the codes are unchanged."""
+        """sum_k q_w[c, k] (N,) int32, cached while the codes are unchanged."""
         key = (self.weight_codes.data_ptr(), self.weight_codes._version)
         cached = self.__dict__.get("_colsum")
         if cached is None or cached[0] != key:
-            cached = (key, self.int_codes().sum(1, dtype=torch.int32).float())
+            cached = (key, self.int_codes().sum(1, dtype=torch.int32))
             self.__dict__["_colsum"] = cached
         return cached[1]
 
