@@ -262,6 +262,13 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
         groups = build_groups(current, example_input)
         scores = score_groups(groups, crit)
         proposals, fallback = [], []
+
+        def cut(g: Group, c: int) -> tuple[ChannelPlan, nn.Module]:
+            """Group g cut to its top c channels by the criterion: (the step's plan, the cut copy)."""
+            keep = torch.topk(scores[g.id], c).indices.sort().values
+            step_plan = make_plan(groups, {g.id: keep})
+            return step_plan, apply_plan(copy.deepcopy(current), step_plan)
+
         for g in groups:
             if g.name not in counts or g.id not in scores:
                 continue
@@ -277,16 +284,11 @@ def netadapt(model: nn.Module, example_input: torch.Tensor, cfg: NetAdaptConfig,
                 if cands:                         # no saving predicted: its largest cut, to be measured
                     fallback.append((g, min(cands)))
                 continue
-            keep = torch.topk(scores[g.id], c).indices.sort().values
-            step_plan = make_plan(groups, {g.id: keep})
-            candidate = apply_plan(copy.deepcopy(current), step_plan)
-            proposals.append((float(score(candidate)), -predict({**counts, g.name: c}), g.name, c, step_plan,
-                              candidate))
+            step_plan, candidate = cut(g, c)
+            proposals.append((float(score(candidate)), -preds[c], g.name, c, step_plan, candidate))
         by_measure = not proposals
         for g, c in fallback if by_measure else ():
-            keep = torch.topk(scores[g.id], c).indices.sort().values
-            step_plan = make_plan(groups, {g.id: keep})
-            candidate = apply_plan(copy.deepcopy(current), step_plan)
+            step_plan, candidate = cut(g, c)
             ms = float(measure(candidate))
             if measured - ms >= saving / 2:
                 proposals.append((float(score(candidate)), -ms, g.name, c, step_plan, candidate))
