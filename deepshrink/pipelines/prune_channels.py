@@ -144,8 +144,7 @@ def _short_term(ds: Dataset, cfg: ChannelConfig, batches: int):
         calls[0] += 1
         n = min(len(ds.train), batches * cfg.batch_size)
         pick = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(cfg.seed + calls[0]))[:n]
-        part = Dataset(ds.name, Split(ds.train.x[pick], ds.train.y[pick]), ds.test, ds.mean, ds.std, ds.num_classes,
-                       labelled=ds.labelled)
+        part = replace(ds, train=Split(ds.train.x[pick], ds.train.y[pick]))
         tc = TrainConfig(epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
                          augment=cfg.augment, label_smoothing=cfg.label_smoothing, seed=cfg.seed + calls[0],
                          eval_every=0, progress=False, verbose=False, evaluate_at_end=False)
