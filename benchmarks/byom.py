@@ -148,17 +148,6 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> dict:
     return {"mean": float(c.mean()), "min": float(c.min())}
 
 
-class _Ort(nn.Module):
-    """An ONNX Runtime session as a module, for the same fidelity and timing code."""
-
-    def __init__(self, path: Path, threads: int):
-        super().__init__()
-        self.sess = OrtSession(path, threads=threads)
-
-    def forward(self, ids):
-        return torch.from_numpy(self.sess.run(ids))
-
-
 def _full_length(tok, lines: list[str], n: int) -> torch.Tensor:
     """``n`` rows of 128 real tokens (consecutive sentences joined, truncated): the timed inputs.
     Our encoder drops trailing padding, which ONNX Runtime cannot, so timing padded short
@@ -257,7 +246,7 @@ def _int8_part(model, tok, lines, calib, x, ref, repeats: int, b: dict) -> None:
     with tempfile.TemporaryDirectory() as d:
         ort_int8 = Path(d) / "int8.onnx"
         export_ort_dynamic_int8(model, ort_int8, x[:1])
-        ort = _Ort(ort_int8, threads=2)
+        ort = OrtSession(ort_int8, threads=2)   # callable: token ids -> embeddings tensor
         b["int8"] = {"ours (int8 weights per channel + dynamic int8 activations)": _cos(_embed_all(ours, x), ref),
                      "ours, symmetric activations, no smoothing (before 2026-11-30)": _cos(_embed_all(
                          quantize_ptq(model, None, QuantConfig(method="swap", act_symmetric=True)), x), ref),

@@ -298,17 +298,6 @@ def tp_finetuned(name: str, macs_ratio: float, args) -> dict:
     return e
 
 
-class _Ort(nn.Module):
-    """An ONNX Runtime session as a module, so compare_latency times it like the others."""
-
-    def __init__(self, path: Path, threads: int):
-        super().__init__()
-        self.sess = OrtSession(path, threads=threads)
-
-    def forward(self, x):
-        return torch.from_numpy(self.sess.run(x.numpy()))
-
-
 def run_why(name: str, args) -> dict:
     """Part D: the MACs-halved model (prune_channels, l1) against the dense one in three runtimes:
     eager PyTorch (BatchNorm, ReLU and the residual add as separate passes over the activations),
@@ -335,7 +324,7 @@ def run_why(name: str, args) -> dict:
         for tag, m in (("dense", model), ("half", half)):
             path = Path(tmp) / f"{tag}.onnx"
             export_onnx(m, path, tuple(x.shape[1:]))
-            paths.append(_Ort(path, args.threads))
+            paths.append(OrtSession(path, threads=args.threads))   # callable, as compare_latency needs
         pairs["ONNX Runtime"] = tuple(paths)
         for runtime, (a, b) in pairs.items():
             lat = interleaved(a, b, x, args)
