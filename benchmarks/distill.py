@@ -95,7 +95,8 @@ def prune_runs(seed: int, epochs: int, ds, teacher, cache, schedules, which, tem
             model, _, trained = load_baseline("lenet300")
             pcfg = PruneConfig(sparsity=PRUNE_SPARSITY, rule="magnitude", scope="global", schedule=schedule,
                                epochs=epochs, lr=trained["lr"], weight_decay=trained["weight_decay"],
-                               augment=trained["augment"], seed=seed, progress=False, verbose=False, **(extra or {}))
+                               augment=trained["augment"], seed=seed, progress=False, verbose=False,
+                               **{"distill": False, **(extra or {})})
             t0 = time.perf_counter()
             if extra is not None:
                 r = prune_and_finetune(model, ds, pcfg)

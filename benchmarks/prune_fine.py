@@ -104,7 +104,7 @@ def ours(name: str, ds, target: float, epochs: int, schedule: str = "agp", seed:
     t0 = time.perf_counter()
     cfg = PruneConfig(sparsity=target, rule="magnitude", scope="global", **_schedule(schedule), epochs=epochs,
                       lr=_lr(name, trained), weight_decay=trained["weight_decay"], augment=trained["augment"],
-                      seed=seed, progress=False, verbose=False, include=ALL_LAYERS, **extra)
+                      seed=seed, progress=False, verbose=False, include=ALL_LAYERS, **{"distill": False, **extra})
     r = prune_and_finetune(model, ds, cfg, loss_fn=teacher_loss_for(teacher, ds))
     return {"sparsity": r.sparsity, "accuracy": r.accuracy_after, "seconds": time.perf_counter() - t0,
             "layers": r.layers, "seed": seed}

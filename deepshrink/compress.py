@@ -40,7 +40,7 @@ from .data import Dataset, check_val_size, for_selection, val_label, with_valida
 from .distill import cached_teacher_loss
 from .distill.fidelity_loss import cached_fidelity_loss, dropout_off
 from .distill.losses import check_settings
-from .errors import ConfigError, FormatError
+from .errors import ConfigError, FormatError, ModelError
 from .holdout import warn_if_trained_on
 from .io import load_teacher
 from .masks import layer_sparsities, sparsity
@@ -50,27 +50,38 @@ from .pipelines.defaults import Finetune, finetune_settings
 from .pipelines.inputs import open_model_and_data
 from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
 from .prune.finetune import PRUNE_RULES, RECONSTRUCT, resolve_rule
+from .prune.regularize import remove_dead_neurons
+from .prune.variational import VDConfig, sparse_vd_prune_
 from .prune.threshold import check_sparsity_map, resolve_layer_names, std_threshold_sparsities
 from .targets import prunable_weights
+from .quant.bit_allocation import choose_bits, shared_layers
 from .quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
 from .scoring import Scorer, scorer_for
 from .train import TrainConfig
 
-__all__ = ["CompressConfig", "CompressResult", "Attempt", "compress", "compress_file", "SCAN_GRID", "LABELLED_DEFAULTS",
+__all__ = ["CompressConfig", "CompressResult", "Attempt", "compress", "compress_file", "SCAN_GRID", "METHODS", "LABELLED_DEFAULTS",
            "TEXT_DEFAULTS"]
 
 SCAN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 
 
-# What None means for the four settings whose default depends on the data (CompressConfig.resolved).
-# Labelled images: the Deep Compression recipe. Unlabelled text (a pretrained transformer scored by
+# What None means for the settings whose default depends on the data (CompressConfig.resolved).
+# Labelled images: the Deep Compression recipe as measured on both LeNets (benchmarks/compression_frontier.py,
+# the validation split): one global magnitude threshold beat the scan's per-layer allocation at 95% (LeNet-300
+# -0.70 vs -0.74 pp, LeNet-5 -0.46 vs -0.54 pp, and no scan to pay for); 20 AGP epochs instead of 10 took
+# LeNet-300 from -0.70 to -0.12 pp; widths measured per layer (biases shared too) and dead units removed
+# cost nothing measurable and took the files from 2 fixed widths' ~60x to 80x+. Unlabelled text (a pretrained transformer scored by
 # the mean cosine of its embeddings to the original's): no pruning, 7-bit Linear and 4-bit embedding
 # codebooks, a budget of 3 points of cosine. Measured on all-MiniLM-L6-v2 (benchmarks/byom.py, before
 # centroid fine-tuning): fc/embedding bits 4/4 10.6x at cosine 0.884, 6/4 9.1x at 0.963, 7/4 8.4x at
 # 0.978; 50% of the Linear weights pruned (reconstruct + distillation) 0.955 after 3 epochs on 2.3k sentences,
 # 0.967 after 2 epochs on 11.8k, 0.971 after 3 with hidden-state distillation (0.968 int8), before any weight sharing.
-LABELLED_DEFAULTS = {"max_drop": 0.5, "sparsity": 0.92, "fc_bits": 5, "embedding_bits": 0}
-TEXT_DEFAULTS = {"max_drop": 3.0, "sparsity": 0.0, "fc_bits": 7, "embedding_bits": 4}
+LABELLED_DEFAULTS = {"max_drop": 0.5, "sparsity": 0.95, "allocation": "global", "prune_epochs": 20, "fc_bits": 5,
+                     "embedding_bits": 0, "bit_widths": "auto", "remove_dead": True, "share_biases": True}
+TEXT_DEFAULTS = {"max_drop": 3.0, "sparsity": 0.0, "allocation": "sensitivity", "prune_epochs": 10, "fc_bits": 7,
+                 "embedding_bits": 4, "bit_widths": "fixed", "remove_dead": False, "share_biases": False}
+METHODS = ("agp", "variational")
+BIT_RETRIES = 2     # measured widths: shared again at half the tolerance at most this often per attempt
 
 
 @dataclass
@@ -82,19 +93,27 @@ class CompressConfig:
 
     max_drop: float | None = None
     sparsity: float | None = None       # first target; lowered by ``backoff`` while over budget; 0: no pruning
-    allocation: str = "sensitivity"     # "sensitivity" (per-layer, from the scan) or "global"
+    allocation: str | None = None       # "sensitivity" (per-layer, from the scan) or "global"
     rule: str | None = None             # None: magnitude with AGP; reconstruct (one-shot) on unlabelled data
     include: tuple[str, ...] = ()       # name globs adding / removing pruned weights (deepshrink/targets.py;
     exclude: tuple[str, ...] = ()       # default: the Linear/Conv weights but the output layer's)
     val_size: int | None = None         # validation images carved from the training split and held out
                                         # of the fine-tuning (None: 10% of it, at most 5,000)
-    prune_epochs: int = 10              # AGP fine-tuning budget
+    prune_epochs: int | None = None     # AGP fine-tuning budget
     prune_lr: float | None = None       # None: the model's recorded training LR (finetune_settings "prune")
     weight_decay: float | None = None   # None: the model's
     conv_bits: int = 8
     fc_bits: int | None = None
     embedding_bits: int | None = None   # nn.Embedding tables (0: left in fp32, the paper's setting)
-    bits: dict[str, int] = field(default_factory=dict)
+    bits: dict[str, int] = field(default_factory=dict)   # {layer: bits} by hand, kept under "auto" too
+    bit_widths: str | None = None       # "auto": each layer's fewest bits within bit_tolerance on the validation
+                                        # split (quant/bit_allocation.py); "fixed": conv_bits / fc_bits
+    bit_tolerance: float = 0.1          # pp of validation score one layer's sharing may cost under "auto"
+    method: str = "agp"                 # "agp": magnitude pruning under AGP (or ``rule``); "variational":
+                                        # sparse variational dropout (prune/variational.py), then fine-tuning
+    remove_dead: bool | None = None     # drop hidden units left with no input or no output (prune/regularize.py)
+    share_biases: bool | None = None    # the biases of the shared Conv/Linear layers shared too (8 bits, or
+                                        # measured with bit_widths "auto"); BatchNorm and the rest stay fp32
     linear_codebooks: tuple[str, ...] = ()   # layers whose codebook stays linear (evenly spaced, no Lloyd steps)
     # per-layer targets given by hand (prune/threshold.py), each instead of the scan's allocation:
     layer_sparsity: dict[str, float] = field(default_factory=dict)   # {layer or weight name: sparsity}
@@ -103,8 +122,8 @@ class CompressConfig:
     centroid_epochs: int = 1
     centroid_lr: float = 1e-4           # AdamW; a centroid's gradient sums over its members
     distill: bool = False               # the dense model as teacher in both fine-tunings
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
+    kd_temperature: float = 2.0         # as prune's (PruneConfig): measured on the LeNets
+    kd_alpha: float = 0.5
     attempts: int = 2
     backoff: float = 0.02
     augment: bool | None = None         # None: as the model was trained
@@ -121,6 +140,12 @@ class CompressConfig:
         if any(getattr(self, k) is None for k in LABELLED_DEFAULTS):   # checked as the labelled defaults fill in
             self.resolved(True).check()
             return
+        if self.bit_widths not in ("auto", "fixed"):
+            raise ConfigError(f"bit_widths must be 'auto' or 'fixed', got {self.bit_widths!r}")
+        if not 0 <= self.bit_tolerance < math.inf:
+            raise ConfigError(f"bit_tolerance must be finite and >= 0, got {self.bit_tolerance}")
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.allocation not in ("sensitivity", "global"):
             raise ConfigError(f"allocation must be 'sensitivity' or 'global', got {self.allocation!r}")
         if not 0 <= self.sparsity < 1:
@@ -153,8 +178,11 @@ class Attempt:
     layer_targets: dict[str, float]
     val_accuracy_pruned: float
     val_accuracy_quantized: float
-    sparsity: float
+    sparsity: float                     # what pruning reached, before dead units were removed
     seconds: float
+    dead_removed: dict[str, int] = field(default_factory=dict)   # {first layer: hidden units removed}
+    bits: dict[str, int] = field(default_factory=dict)           # the widths it shared the weights at
+    bit_tolerance: float | None = None                           # pp per layer the widths were chosen at
 
     def drop_pp(self, val_before: float) -> float:
         """The validation-accuracy drop from ``val_before`` (the dense model's), in percentage points."""
@@ -239,7 +267,8 @@ def compress(model: nn.Module, data: Dataset, cfg: CompressConfig | None = None,
     target = cfg.sparsity if hand is None else _map_sparsity(hand, targets)
     for i in range(cfg.attempts):
         layer_map = None if hand is None else {k: max(0.0, round(v - i * cfg.backoff, 6)) for k, v in hand.items()}
-        work, bits, att = _attempt(dense, select, cfg, tune, scan, target, loss_fn, i, score, layer_map)
+        work, bits, att = _attempt(dense, select, cfg, tune, scan, target, loss_fn, i, score,
+                                   (val_before, cfg.max_drop), layer_map)
         attempts.append(att)
         _say(cfg, f"  validation {score.name} {val_before * 100:.2f}% -> pruned {att.val_accuracy_pruned * 100:.2f}% "
              f"-> quantized {att.val_accuracy_quantized * 100:.2f}% ({-att.drop_pp(val_before):+.2f} pp; "
@@ -290,7 +319,7 @@ def _finetune_loss(dense: nn.Module, data: Dataset, cfg: CompressConfig, tune, t
 def _scan(dense: nn.Module, data: Dataset, cfg: CompressConfig, score: Scorer) -> tuple[dict | None, str]:
     """The sensitivity scan that allocates sparsity per layer, on the validation split (None with
     ``allocation="global"``)."""
-    if cfg.allocation != "sensitivity" or cfg.sparsity == 0:
+    if cfg.allocation != "sensitivity" or cfg.sparsity == 0 or cfg.method == "variational":
         return None, "-"
     scan_on = val_label(data)
     _say(cfg, f"[scan] sensitivity of each layer on {scan_on}, scored by {score.name}")
@@ -301,7 +330,7 @@ def _scan(dense: nn.Module, data: Dataset, cfg: CompressConfig, score: Scorer) -
 
 
 def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan: dict | None, target: float,
-             loss_fn, i: int, score: Scorer, layer_map: dict[str, float] | None = None
+             loss_fn, i: int, score: Scorer, budget: tuple[float, float], layer_map: dict[str, float] | None = None
              ) -> tuple[nn.Module, dict, Attempt]:
     """One try at ``target`` sparsity: AGP pruning with fine-tuning, k-means sharing, centroid
     fine-tuning; returns (the compressed copy, its bits per layer, the attempt's record).
@@ -320,11 +349,14 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
         sparsity=layer_targets, scope=scope, rule=rule, schedule=None,
         epochs=cfg.prune_epochs, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment, seed=cfg.seed,
         optimizer=tune.optimizer, warmup_epochs=tune.warmup_epochs, batch_size=tune.batch_size or PruneConfig.batch_size,
-        include=cfg.include, exclude=cfg.exclude,
+        include=cfg.include, exclude=cfg.exclude, distill=False,     # distillation: loss_fn, from cfg.distill
         progress=cfg.progress, verbose=cfg.verbose), select)
     how = (f"AGP over {cfg.prune_epochs} epochs" if prune_cfg.schedule == "agp" else
            f"{prune_cfg.rule} at once, then {cfg.prune_epochs} epochs of fine-tuning")
-    if target > 0:
+    if cfg.method == "variational":
+        _say(cfg, f"[prune] attempt {i + 1}: sparse variational dropout over {cfg.prune_epochs} epochs "
+             "(the sparsity is learnt, not set)")
+    elif target > 0:
         _say(cfg, f"[prune] attempt {i + 1}: {target:.1%} sparsity, {how}"
              + ("" if not isinstance(layer_targets, dict) else
                " (" + ", ".join(f"{k} {v:.2f}" for k, v in layer_targets.items()) + ")"))
@@ -333,23 +365,96 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
     # on text both fine-tunings distil a deterministic target: dropout off (distill/fidelity_loss.py)
     quiet = dropout_off(work) if not select.labelled else contextlib.nullcontext()
     with quiet:
-        acc_pruned = (prune_and_finetune(work, select, prune_cfg, loss_fn=loss_fn, score=score).accuracy_after
-                      if target > 0 else score(work, select.test))
-        bits = kmeans_quantize_(work, KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits),
-                                                   embedding_bits=cfg.embedding_bits,
-                                                   linear=list(cfg.linear_codebooks)))
-        emb = f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else ""
-        _say(cfg, f"[quantize] k-means ({cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc{emb}), "
-             f"centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
-        if cfg.centroid_epochs > 0:
-            centroid_finetune(work, select, TrainConfig(
-                epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
-                augment=tune.augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
-                loss_fn=loss_fn)
-    acc_q = score(work, select.test)
+        if cfg.method == "variational":
+            acc_pruned = sparse_vd_prune_(work, select, VDConfig(
+                epochs=cfg.prune_epochs, seed=cfg.seed, augment=tune.augment, progress=cfg.progress,
+                verbose=cfg.verbose), loss_fn=loss_fn, score=score, include=cfg.include, exclude=cfg.exclude)
+            target = sparsity(work)     # what it learnt
+        elif target > 0:
+            acc_pruned = prune_and_finetune(work, select, prune_cfg, loss_fn=loss_fn, score=score).accuracy_after
+        else:
+            acc_pruned = score(work, select.test)
+        reached = sparsity(work)       # the pruning's, over the layers as they were (before units go)
+        dead = _remove_dead(work, cfg)
+    work, bits, acc_q, tolerance = _share_weights(work, select, cfg, tune, loss_fn, score, budget, acc_pruned)
     att = Attempt(target, layer_targets if isinstance(layer_targets, dict) else {},
-                  acc_pruned, acc_q, sparsity(work), time.perf_counter() - ta)
+                  acc_pruned, acc_q, reached, time.perf_counter() - ta, dead, bits, tolerance)
     return work, bits, att
+
+
+def _share_weights(work: nn.Module, select: Dataset, cfg: CompressConfig, tune, loss_fn, score: Scorer,
+                   budget: tuple[float, float], acc_pruned: float) -> tuple[nn.Module, dict, float, float | None]:
+    """k-means weight sharing and centroid fine-tuning of the pruned ``work``: returns (the shared
+    model, its bits, its validation score, the per-layer tolerance in pp its widths were chosen at).
+
+    With measured widths (``bit_widths="auto"``) a result over ``budget`` = (validation score of the
+    dense model, max drop in pp) is shared again from the same pruned model at half the per-layer
+    tolerance, twice at most, before the caller gives up sparsity: widths cost a centroid epoch to
+    retry, pruning a whole fine-tuning. Not when the pruned model (``acc_pruned``) was already over
+    the budget, nor when halving the tolerance chose the same widths."""
+    kcfg = KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits), embedding_bits=cfg.embedding_bits,
+                        linear=list(cfg.linear_codebooks))
+    if cfg.share_biases:
+        kcfg = replace(kcfg, include=_shared_biases(work, kcfg))
+    tolerances = [cfg.bit_tolerance / 2 ** k for k in range(BIT_RETRIES + 1)] if cfg.bit_widths == "auto" else [None]
+    val_before, max_drop = budget
+    done = None                                           # (model, bits, score, tolerance) of the last sharing
+    for tol in tolerances:
+        kq, widths = _widths(work, select, cfg, kcfg, score, tol)
+        if done is not None:
+            if kq.bits == done[1]:
+                continue                                  # the same widths again: the same result
+            _say(cfg, f"  validation {score.name} after sharing {done[2] * 100:.2f}% ({(done[2] - val_before) * 100:+.2f} "
+                 f"pp; budget -{max_drop} pp): widths again at half the tolerance")
+        q = copy.deepcopy(work)
+        # on text the centroid fine-tuning distils a deterministic target: dropout off (distill/fidelity_loss.py)
+        with dropout_off(q) if not select.labelled else contextlib.nullcontext():
+            bits = kmeans_quantize_(q, kq)
+            _say(cfg, f"[quantize] k-means ({widths}), centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
+            if cfg.centroid_epochs > 0:
+                centroid_finetune(q, select, TrainConfig(
+                    epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
+                    augment=tune.augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
+                    loss_fn=loss_fn)
+        done = (q, bits, score(q, select.test), tol)
+        if (val_before - done[2]) * 100 <= max_drop or (val_before - acc_pruned) * 100 > max_drop:
+            break                      # within budget, or pruning alone was over it: no width can mend that
+    return done
+
+
+def _widths(work: nn.Module, select: Dataset, cfg: CompressConfig, kcfg: KMeansConfig, score: Scorer,
+            tol: float | None) -> tuple[KMeansConfig, str]:
+    """``kcfg`` with the widths to share at (measured within ``tol`` pp per layer on the validation
+    split, or the fixed ones for None), and the widths in words."""
+    if tol is None:
+        return kcfg, f"{cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc" + (
+            f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else "")
+    choice = choose_bits(work, lambda m: score(m, select.test), kcfg, tol / 100, fixed=dict(cfg.bits))
+    return replace(kcfg, bits=choice.bits), f"widths measured within {tol:g} pp per layer: " + ", ".join(
+        f"{k} {v}" for k, v in choice.bits.items())
+
+
+def _shared_biases(model: nn.Module, kcfg: KMeansConfig) -> list[str]:
+    """The bias names of the layers ``kcfg`` shares (their weights'), for KMeansConfig.include."""
+    mods = dict(model.named_modules())
+    return [f"{n}.bias" for n in shared_layers(model, kcfg)
+            if isinstance(getattr(mods.get(n), "bias", None), nn.Parameter)]
+
+
+def _remove_dead(work: nn.Module, cfg: CompressConfig) -> dict[str, int]:
+    """Drop the hidden units pruning left with no input or no output (``cfg.remove_dead``); a model
+    torch.fx cannot trace keeps them, with a line saying so."""
+    if not cfg.remove_dead:
+        return {}
+    try:
+        dead = remove_dead_neurons(work)
+    except ModelError as exc:
+        _say(cfg, f"[units] dead units kept: {exc}")
+        return {}
+    if dead:
+        _say(cfg, "[units] removed " + ", ".join(f"{n} units after {k}" for k, n in dead.items())
+             + " (no input or no output left; outputs unchanged)")
+    return dead
 
 
 def _check_out_parents(out: str) -> None:

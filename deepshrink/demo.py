@@ -2,14 +2,15 @@
 
 1. takes the trained LeNet-5 baseline kept in ``checkpoints/baselines/`` (``--retrain`` trains
    one with the same recipe instead, about 3 minutes on 2 cores);
-2. ``deepshrink compress``: AGP pruning, k-means sharing (8-bit conv, 5-bit fc) with centroid
-   fine-tuning, sparse relative indices and entropy coding into ``runs/demo/lenet5.dsz``;
+2. ``deepshrink compress``: AGP pruning, dead units removed, k-means sharing at widths measured
+   per layer (biases too) with centroid fine-tuning, sparse relative indices and entropy coding
+   into ``runs/demo/lenet5.dsz``;
 3. reads the .dsz back, checks its test accuracy, and prints the per-layer table, the sizes and
    both models' profiles. The report (markdown + plots) lies beside the .dsz file.
 
     python -m deepshrink.demo [--out-dir runs/demo] [--retrain] [--sparsity 0.95] [--prune-epochs 20]
 
-The settings are those of benchmarks/deep_compression.py for LeNet-5; if the accuracy drop
+The settings are compress's own defaults on labelled data; if the accuracy drop
 exceeds --max-drop, the pipeline retries two points of sparsity lower (up to --attempts).
 """
 

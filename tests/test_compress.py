@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from deepshrink.compress import CompressConfig, compress
+from deepshrink.data import with_validation
 from deepshrink.errors import ConfigError
 from deepshrink.models import build
 from deepshrink.quant import quantized_layers
@@ -26,8 +27,8 @@ def test_compress_prunes_and_shares(make_dataset, allocation):
     ds = make_dataset()
     model = _mlp()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    res = compress(model, ds, CompressConfig(sparsity=0.8, allocation=allocation, attempts=1, **FAST),
-                   {"lr": 0.05, "augment": False})
+    res = compress(model, ds, CompressConfig(sparsity=0.8, allocation=allocation, attempts=1, bit_widths="fixed",
+                                             share_biases=False, **FAST), {"lr": 0.05, "augment": False})
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())   # input untouched
     assert res.attempts[0].sparsity == pytest.approx(0.8, abs=0.01)
     assert (res.scan is not None) == (allocation == "sensitivity")
@@ -135,7 +136,66 @@ def test_every_choice_on_validation_the_test_split_reported_once(make_dataset, m
         assert res.scan["dense"] == res.val_accuracy_before and "25 images" in res.scan_on
 
 
-@pytest.mark.parametrize("bad", [dict(allocation="random"), dict(sparsity=1.0), dict(attempts=0),
+def test_measured_widths_shared_biases_and_dead_units(make_dataset):
+    """The labelled defaults: widths measured per layer (biases too) on the validation split, dead
+    hidden units removed; each choice recorded in the attempt."""
+    ds = make_dataset()
+    res = compress(_mlp(5), ds, CompressConfig(sparsity=0.95, allocation="global", attempts=1, **FAST),
+                   {"lr": 0.05, "augment": False})
+    att = res.attempts[0]
+    assert set(res.bits) == {"fc1", "fc2", "fc3", "fc1.bias", "fc2.bias", "fc3.bias"}
+    assert all(2 <= b <= 8 for b in res.bits.values()) and att.bits == res.bits
+    assert att.bit_tolerance in (0.1, 0.05, 0.025)
+    for name, b in res.bits.items():
+        layer, _, attr = name.partition(".")
+        mod = getattr(res.model, layer)
+        t = getattr(mod, attr or "weight")
+        cb = getattr(mod, (attr or "weight") + "_codebook")
+        assert cb.numel() <= 2 ** b and bool(torch.isin(t[t != 0], cb).all())
+    fc1 = res.model.fc1
+    assert att.dead_removed.get("fc1", 0) == 300 - fc1.out_features
+    assert res.model.fc2.in_features == fc1.out_features                 # the layers physically shrank
+    assert res.val_accuracy_after == pytest.approx(evaluate(res.model, with_validation(ds, 64).val))
+
+
+def test_widths_are_retried_only_when_sharing_broke_the_budget(make_dataset, monkeypatch):
+    import deepshrink.compress as compress_module
+    tolerances = []
+    real = compress_module.choose_bits
+
+    def spy(model, score, cfg, tol, **kw):
+        tolerances.append(tol)
+        return real(model, score, cfg, tol, **kw)
+
+    monkeypatch.setattr(compress_module, "choose_bits", spy)
+    ds = make_dataset()
+    res = compress(_mlp(6), ds, CompressConfig(sparsity=0.5, allocation="global", attempts=1, max_drop=100.0, **FAST),
+                   {"lr": 0.05, "augment": False})
+    assert tolerances == [0.001] and res.within_budget          # within budget: one choice
+    tolerances.clear()
+    res = compress(_mlp(6), ds, CompressConfig(sparsity=0.5, allocation="global", attempts=1, max_drop=0.0,
+                                               bit_tolerance=100.0, **FAST), {"lr": 0.05, "augment": False})
+    pruned_over = res.val_accuracy_before - res.attempts[0].val_accuracy_pruned > 0
+    if len(tolerances) == 1:        # stopped after one sharing: within budget, or pruning alone was over it
+        assert tolerances == [1.0] and (res.within_budget or pruned_over)
+    else:                           # sharing broke the budget: the tolerance halves, twice at most
+        assert tolerances == [1.0, 0.5, 0.25][:len(tolerances)] and not pruned_over
+        assert len(tolerances) == 3 or res.within_budget
+    assert res.attempts[0].bit_tolerance == tolerances[-1] or res.within_budget
+
+
+def test_sparse_variational_dropout_as_the_method(make_dataset):
+    ds = make_dataset()
+    res = compress(_mlp(7), ds, CompressConfig(method="variational", attempts=1, bit_widths="fixed", **FAST),
+                   {"lr": 0.05, "augment": False})
+    att = res.attempts[0]
+    assert res.scan is None and att.target == att.sparsity and 0 < att.sparsity < 1
+    assert set(res.model.state_dict()) >= {"fc1.weight_mask", "fc2.weight_mask"}
+    assert not any(k.endswith("_log_sigma2") for k in res.model.state_dict())
+
+
+@pytest.mark.parametrize("bad", [dict(bit_widths="mixed"), dict(bit_tolerance=-1.0), dict(method="l0"),
+                                 dict(allocation="random"), dict(sparsity=1.0), dict(attempts=0),
                                  dict(fc_bits=12), dict(max_drop=-1), dict(prune_lr=0.0), dict(kd_alpha=1.5),
                                  dict(kd_temperature=0.0), dict(val_size=0), dict(val_size=-5), dict(val_size=2.0)])
 def test_bad_config(bad):
@@ -147,10 +207,12 @@ def test_compress_prunes_the_default_targets_or_the_globs(make_dataset):
     """The output layer (fc3) is neither scanned nor pruned unless included; k-means still shares it."""
     ds = make_dataset()
     fast = dict(FAST, prune_epochs=0, centroid_epochs=0)
-    res = compress(_mlp(), ds, CompressConfig(sparsity=0.8, attempts=1, **fast), {"lr": 0.05, "augment": False})
+    res = compress(_mlp(), ds, CompressConfig(sparsity=0.8, attempts=1, allocation="sensitivity", **fast),
+                   {"lr": 0.05, "augment": False})
     assert set(res.scan["layers"]) == set(res.layers) == {"fc1.weight", "fc2.weight"}
-    assert res.bits == {"fc1": 5, "fc2": 5, "fc3": 5}
-    res = compress(_mlp(), ds, CompressConfig(sparsity=0.8, attempts=1, include=("fc3",), exclude=("fc1",), **fast),
+    assert {k for k in res.bits if "." not in k} == {"fc1", "fc2", "fc3"}
+    res = compress(_mlp(), ds, CompressConfig(sparsity=0.8, attempts=1, include=("fc3",), exclude=("fc1",),
+                                              allocation="sensitivity", **fast),
                    {"lr": 0.05, "augment": False})
     assert set(res.scan["layers"]) == set(res.layers) == {"fc2.weight", "fc3.weight"}
     with pytest.raises(ConfigError, match="exclude glob 'fc9'"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..compress import LABELLED_DEFAULTS as LABELLED
 from ..compress import TEXT_DEFAULTS as TEXT
-from ..compress import CompressConfig, compress_file
+from ..compress import METHODS, CompressConfig, compress_file
 from ..errors import ConfigError
 from ..prune.finetune import PRUNE_RULES
 from ..prune.threshold import parse_layer_values
@@ -39,7 +39,8 @@ def register(sub) -> None:
                    help="first total sparsity target; 0: nothing pruned, weight sharing and entropy coding only "
                         f"(default {LABELLED['sparsity']}; text: {TEXT['sparsity']:g})")
     p.add_argument("--allocation", choices=("sensitivity", "global"), default=CompressConfig.allocation,
-                   help="per-layer sparsities from a sensitivity scan, or one global threshold (default %(default)s)")
+                   help="per-layer sparsities from a sensitivity scan, or one global threshold (default "
+                        f"{LABELLED['allocation']}; text: {TEXT['allocation']})")
     p.add_argument("--sparsity-map", metavar="LAYER=S,...",
                    help="per-layer sparsities by hand instead of the scan, e.g. fc1=0.95,fc2=0.9 (layers left "
                         "out are not pruned; default: none)")
@@ -50,11 +51,31 @@ def register(sub) -> None:
                    help="per-layer multipliers of --threshold-std, e.g. conv1=0.5 (default: 1 for every layer)")
     add_option(p, "--finetune-epochs", aliases=("--prune-epochs",), dest="finetune_epochs", type=int,
                default=CompressConfig.prune_epochs, metavar="N",
-               help="pruning fine-tuning epochs, over which AGP raises the sparsity (default %(default)s)")
-    add_option(p, "--bits", aliases=("--conv-bits",), dest="bits", type=int, default=CompressConfig.conv_bits,
-               help="k-means bits of the conv layers (default %(default)s)")
+               help="pruning fine-tuning epochs, over which AGP raises the sparsity (default "
+                    f"{LABELLED['prune_epochs']}; text: {TEXT['prune_epochs']})")
+    p.add_argument("--bit-widths", choices=("auto", "fixed"), default=CompressConfig.bit_widths,
+                   help="auto: each layer's (and bias's) fewest k-means bits, 2-8, whose validation accuracy "
+                        "stays within --bit-tolerance when shared alone; fixed: --bits / --fc-bits (default "
+                        f"{LABELLED['bit_widths']}, or fixed when --bits or --fc-bits is given; text: {TEXT['bit_widths']})")
+    p.add_argument("--bit-tolerance", action=NON_NEGATIVE, default=CompressConfig.bit_tolerance, metavar="PP",
+                   help="validation points one layer's sharing may cost under --bit-widths auto; halved up to "
+                        "twice while the shared model is over --max-drop (default %(default)s)")
+    add_option(p, "--bits", aliases=("--conv-bits",), dest="bits", type=int, default=None,
+               help=f"k-means bits of the conv layers with --bit-widths fixed (default {CompressConfig.conv_bits})")
     p.add_argument("--fc-bits", type=int, default=CompressConfig.fc_bits,
-                   help=f"k-means bits for linear layers (default {LABELLED['fc_bits']}; text: {TEXT['fc_bits']})")
+                   help=f"k-means bits for linear layers with --bit-widths fixed (default {LABELLED['fc_bits']}; "
+                        f"text: {TEXT['fc_bits']})")
+    p.add_argument("--share-biases", choices=("on", "off"), default=None,
+                   help="share the biases of the shared layers too, at measured widths (or 8 bits when fixed) "
+                        f"(default {'on' if LABELLED['share_biases'] else 'off'}; text: "
+                        f"{'on' if TEXT['share_biases'] else 'off'})")
+    p.add_argument("--keep-dead", action="store_true",
+                   help="keep the hidden units pruning leaves with no input or no output (default: removed, "
+                        "which shrinks the layers; outputs are unchanged; text: kept)")
+    p.add_argument("--method", choices=METHODS, default=CompressConfig.method,
+                   help="agp: magnitude pruning raised to the sparsity target over the fine-tuning; variational: "
+                        "sparse variational dropout (Molchanov et al. 2017), which learns the sparsity over "
+                        "--finetune-epochs instead of taking a target (default %(default)s)")
     p.add_argument("--layer-bits", metavar="LAYER=B,...",
                    help="k-means bits per layer, over --bits/--fc-bits, e.g. fc1=3,fc3=6 (default: none)")
     p.add_argument("--linear-codebooks", metavar="LAYER,...",
@@ -111,8 +132,13 @@ def cmd_compress(args) -> int:
     check_val_size_arg(args)
     cfg = CompressConfig(max_drop=args.max_drop, sparsity=args.sparsity, allocation=args.allocation,
                          val_size=args.val_size, augment=augment_choice(args),
-                         prune_epochs=args.finetune_epochs, conv_bits=args.bits,
-                         fc_bits=args.fc_bits, embedding_bits=args.embedding_bits, rule=args.rule,
+                         prune_epochs=args.finetune_epochs,
+                         conv_bits=args.bits if args.bits is not None else CompressConfig.conv_bits,
+                         fc_bits=args.fc_bits, bit_tolerance=args.bit_tolerance, method=args.method,
+                         bit_widths=args.bit_widths or ("fixed" if args.bits is not None or args.fc_bits is not None
+                                                        else None),
+                         share_biases=None if args.share_biases is None else args.share_biases == "on",
+                         remove_dead=False if args.keep_dead else None, embedding_bits=args.embedding_bits, rule=args.rule,
                          centroid_epochs=args.centroid_epochs, distill=args.distill,
                          kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha, prune_lr=args.lr,
                          attempts=args.attempts, seed=args.seed, progress=not args.no_progress,

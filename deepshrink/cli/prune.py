@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -39,7 +40,8 @@ def register(sub) -> None:
                         "reconstruct on text data)")
     p.add_argument("--scope", choices=["layer", "global"], default=PruneConfig.scope,
                    help="layer: the sparsity in every layer; global: one threshold across layers "
-                        "(default: %(default)s)")
+                        "(default: global, layer with --auto, --sparsity-map, --threshold-std or the "
+                        "reconstruct rule)")
     p.add_argument("--schedule", choices=SCHEDULES, default=PruneConfig.schedule,
                    help="how the sparsity is reached over the fine-tuning (default: agp, oneshot with the "
                         "reconstruct rule)")
@@ -64,8 +66,9 @@ def register(sub) -> None:
     p.add_argument("--penalty", choices=["l1", "l2"], help="weight penalty during fine-tuning (default: none)")
     p.add_argument("--penalty-lambda", action=NON_NEGATIVE, default=PruneConfig.penalty_lambda,
                    help="strength of --penalty (default: %(default)s)")
-    p.add_argument("--distill", action="store_true",
-                   help="fine-tune against the unpruned model's soft targets (KD)")
+    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
+                   help="fine-tune against the unpruned model's soft targets (KD; default: on for labelled "
+                        "data unless --penalty or --teacher is given; text always distils)")
     p.add_argument("--teacher", metavar="FILE",
                    help="fine-tune against this model's soft targets instead (e.g. a larger baseline; default: none)")
     p.add_argument("--kd-temperature", action=POSITIVE, default=PruneConfig.kd_temperature,

@@ -168,7 +168,7 @@ def prune_file(src: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig 
         if cfg.verbose:
             print("per-layer sparsities: " + ", ".join(f"{k} {v:.3f}" for k, v in target.items())
                   + f" (scan and plot in {scan_dir})", flush=True)
-        cfg = replace(cfg, sparsity=target)
+        cfg = replace(cfg, sparsity=target, scope="layer")
     tune = finetune_settings("prune", info, finetune, unlabelled=not ds.labelled)
     cfg = replace(cfg, lr=tune.lr, weight_decay=tune.weight_decay, augment=tune.augment, optimizer=tune.optimizer,
                   warmup_epochs=tune.warmup_epochs, batch_size=tune.batch_size or cfg.batch_size)

@@ -98,7 +98,7 @@ class SearchConfig:
                                           # this many pp more (None: twice max_drop, at least 0.5)
     val_size: int | None = None           # None: 10% of the training split, at most 5,000
     channels: float | None = None         # remove this fraction of the MACs by channel pruning first (None: none)
-    prune_epochs: int = CompressConfig.prune_epochs
+    prune_epochs: int = 10
     centroid_epochs: int = CompressConfig.centroid_epochs
     prune_lr: float | None = None
     augment: bool | None = None

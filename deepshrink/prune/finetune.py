@@ -13,7 +13,12 @@ Rules: the data-free masks of :mod:`.fine` (magnitude, std, random), or ``recons
 training samples; Linear weights only, one-shot or iterative). Left unset (None), the rule is
 magnitude on labelled data and reconstruct on unlabelled data (text), where fine-tuning can only
 distil and one-shot magnitude pruning loses far more than a short distillation wins back; the
-schedule is AGP for magnitude rules and one-shot for reconstruct.
+schedule is AGP for magnitude rules and one-shot for reconstruct. Left unset, the scope is global
+(one magnitude threshold across the layers) for one target under a data-free rule, and per layer
+for reconstruct, a per-layer map or a threshold; and on labelled data the fine-tuning distils from
+the unpruned model (T = 2, alpha = 0.5) unless a penalty is asked for. Both were measured on the
+LeNets at 92% (validation split, 10 epochs): per-layer scope lost 0.42 / 2.0 pp where global lost
+0.06 / 0.32, and self-distillation brought LeNet-5's 0.32 to 0.12 (benchmarks/compression_frontier.py).
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ class PruneConfig:
     include: tuple[str, ...] = ()       # name globs adding weights (an embedding, the output layer)
     exclude: tuple[str, ...] = ()       # name globs removing weights; default targets: deepshrink/targets.py
     rule: str | None = None             # None: magnitude, or reconstruct on unlabelled data (see above)
-    scope: str = "layer"
+    scope: str | None = None            # None: global for one target of a magnitude-family rule on labelled
+                                        # data, else layer (see resolve_rule)
     schedule: str | None = None         # None: agp, or oneshot for the reconstruct rule
     epochs: int = 10                    # fine-tuning budget
     rounds: int = 3                     # iterative schedule
@@ -65,9 +71,10 @@ class PruneConfig:
     augment: bool = True                # match the model's own training (the CLI reads it from the file)
     penalty: str | None = None          # "l1" or "l2" during fine-tuning
     penalty_lambda: float = 1e-5
-    distill: bool = False               # the unpruned model as teacher during fine-tuning
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
+    distill: bool | None = None         # the unpruned model as teacher during fine-tuning; None: on labelled
+                                        # data unless a penalty is asked for (see resolve_rule)
+    kd_temperature: float = 2.0         # self-distillation measured at T=2, alpha=0.5 (T=4, alpha=0.9 lost
+    kd_alpha: float = 0.5               # 0.3 pp more on LeNet-300 at 92%: BENCHMARKS.md, the frontier table)
     adjust_dropout: bool = False       # Han's D_r = D_o sqrt(C_r/C_o); measured to hurt LeNet-300 here
     remove_dead: bool = False           # physically drop dead hidden units of Linear chains
     seed: int = 0
@@ -104,11 +111,16 @@ def resolve_rule(cfg: PruneConfig, data: Dataset) -> PruneConfig:
         if schedule == "agp":
             raise ConfigError("the reconstruct rule prunes from calibration data at chosen points; "
                               "use schedule oneshot or iterative, not agp")
-        if cfg.scope != "layer":
+        if cfg.scope not in (None, "layer"):
             raise ConfigError("the reconstruct rule prunes each layer to its own sparsity: use scope 'layer'")
         if cfg.calibration < 1:
             raise ConfigError(f"calibration must be >= 1 sample, got {cfg.calibration}")
-    return replace(cfg, rule=rule, schedule=schedule)
+    scope = cfg.scope or ("layer" if rule == RECONSTRUCT or isinstance(cfg.sparsity, Mapping)
+                          or cfg.threshold_std is not None else "global")
+    if scope not in ("layer", "global"):
+        raise ConfigError(f"scope must be 'layer' or 'global', got {scope!r}")
+    distill = cfg.distill if cfg.distill is not None else (data.labelled and not cfg.penalty)
+    return replace(cfg, rule=rule, schedule=schedule, scope=scope, distill=distill)
 
 
 def _prune_step(model: nn.Module, target, cfg: PruneConfig, data: Dataset) -> None:

@@ -25,7 +25,8 @@ PARSED_AS = {  # command argv -> [(option dest, the dataclass default it must eq
     ("compress", "m", "--out", "o"): [
         (name, getattr(CompressConfig, field)) for name, field in [
             ("max_drop", "max_drop"), ("sparsity", "sparsity"), ("allocation", "allocation"),
-            ("finetune_epochs", "prune_epochs"), ("bits", "conv_bits"), ("fc_bits", "fc_bits"),
+            ("finetune_epochs", "prune_epochs"), ("fc_bits", "fc_bits"), ("bit_widths", "bit_widths"),
+            ("bit_tolerance", "bit_tolerance"), ("method", "method"),
             ("centroid_epochs", "centroid_epochs"), ("attempts", "attempts"), ("kd_temperature", "kd_temperature"),
             ("kd_alpha", "kd_alpha"), ("val_size", "val_size"), ("augment", "augment"), ("seed", "seed")]],
     ("distill", "--teacher", "t", "--student", "s", "--out", "o"): [
@@ -58,3 +59,23 @@ def test_defaults_show_in_the_help(capsys):
     labelled, text_data = CompressConfig().resolved(True), CompressConfig().resolved(False)
     assert f"(default {labelled.max_drop}; text: {text_data.max_drop})" in text
     assert f"(default {CompressConfig.kd_temperature})" in text
+
+
+def test_compress_bits_choose_the_fixed_widths_only_when_given(monkeypatch, tmp_path):
+    """--bits / --fc-bits name fixed widths: given, they switch --bit-widths to fixed; absent, the
+    dataclass decides (measured widths on labelled data)."""
+    from deepshrink.cli.compress import cmd_compress
+    import deepshrink.cli.compress as cli_compress
+    seen = {}
+
+    def fake(src, out, cfg, *a, **k):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    for argv, widths, conv in ((["--bits", "6"], "fixed", 6), (["--fc-bits", "4"], "fixed", 8), ([], None, 8),
+                               (["--bits", "6", "--bit-widths", "auto"], "auto", 6)):
+        args = build_parser().parse_args(["compress", "m", "--out", str(tmp_path / "o.dsz"), *argv])
+        monkeypatch.setattr(cli_compress, "compress_file", fake)
+        with pytest.raises(SystemExit):
+            cmd_compress(args)
+        assert (seen["cfg"].bit_widths, seen["cfg"].conv_bits) == (widths, conv), argv

@@ -86,7 +86,7 @@ def test_prune_remove_dead_round_trip(trained, tmp_path, capsys):
     root, spec, model_file = trained
     out = tmp_path / "shrunk.safetensors"
     code = main(["prune", str(model_file), "--sparsity", "0.98", "--schedule", "oneshot", "--finetune-epochs", "0",
-                 "--remove-dead", "--include", "fc3", "--no-progress", "--out", str(out)])
+                 "--scope", "layer", "--remove-dead", "--include", "fc3", "--no-progress", "--out", str(out)])
     assert code == 0
     model, info = load_model(out)
     removed = info.history[-1]["dead_removed"]

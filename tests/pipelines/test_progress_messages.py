@@ -116,5 +116,6 @@ def test_prune_says_what_it_does_before_the_first_epoch(dense, tmp_path, capsys)
     prune_file(src, tmp_path / "p.safetensors", PruneConfig(sparsity=0.5, schedule="oneshot", epochs=1,
                                                             progress=False), data=spec)
     out = capsys.readouterr().out.splitlines()
-    plan = _index(out, "pruning to 50.0% sparsity (magnitude, layer scope) while fine-tuning 1 epoch")
+    plan = _index(out, "pruning to 50.0% sparsity (magnitude, global scope) while fine-tuning 1 epoch")
     assert "pruned at once, then the masks stay fixed" in out[plan] and plan < _index(out, "epoch 1/1")
+    assert "distilling from the unpruned model" in out[plan]

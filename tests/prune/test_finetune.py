@@ -29,7 +29,8 @@ def mlp(seed=0) -> nn.Module:
 
 
 def cfg(**kw) -> PruneConfig:
-    base = dict(sparsity=0.9, epochs=2, batch_size=32, lr=0.1, augment=False, progress=False, verbose=False)
+    base = dict(sparsity=0.9, scope="layer", distill=False, epochs=2, batch_size=32, lr=0.1, augment=False,
+                progress=False, verbose=False)
     return PruneConfig(**{**base, **kw})
 
 
@@ -134,3 +135,21 @@ def test_agp_dropout_adjustment_is_seen_during_training(ds, monkeypatch):
     assert seen[0] == pytest.approx(0.2, abs=0.02)           # first update: little pruned yet
     assert min(seen[:-1]) < 0.2 * 0.5                          # lowered while training, not after
     assert seen == sorted(seen, reverse=True)                  # follows the rising sparsity
+
+
+def test_unset_scope_and_distillation_resolve_by_rule_and_data(ds):
+    """Global scope for one target of a data-free rule, per layer otherwise; self-distillation on
+    labelled data unless a penalty is asked for; an explicit choice always wins."""
+    from deepshrink.prune.finetune import resolve_rule
+    plain = PruneConfig(sparsity=0.9)
+    r = resolve_rule(plain, ds)
+    assert (r.scope, r.distill, r.kd_temperature, r.kd_alpha) == ("global", True, 2.0, 0.5)
+    assert resolve_rule(PruneConfig(sparsity={"fc1.weight": 0.5}), ds).scope == "layer"
+    assert resolve_rule(PruneConfig(threshold_std=1.0), ds).scope == "layer"
+    assert resolve_rule(PruneConfig(rule="reconstruct", schedule="oneshot"), ds).scope == "layer"
+    assert resolve_rule(PruneConfig(penalty="l1"), ds).distill is False
+    assert resolve_rule(PruneConfig(scope="layer", distill=False), ds).scope == "layer"
+    text = Dataset("t", ds.train, ds.test, [0.0], [1.0], 4, labelled=False)
+    assert resolve_rule(PruneConfig(rule="magnitude"), text).distill is False
+    with pytest.raises(ConfigError, match="scope"):
+        resolve_rule(PruneConfig(scope="net"), ds)

@@ -46,7 +46,7 @@ def test_compress_takes_a_sparsity_map_per_layer_bits_and_linear_codebooks(make_
     torch.manual_seed(0)
     model = build("lenet300", in_features=64, num_classes=4)
     cfg = CompressConfig(layer_sparsity={"fc1": 0.9}, bits={"fc1": 3, "fc3": 6}, linear_codebooks=("fc2",),
-                         attempts=1, prune_epochs=1, centroid_epochs=0, val_size=64, progress=False, verbose=False)
+                         bit_widths="fixed", share_biases=False, remove_dead=False, attempts=1, prune_epochs=1, centroid_epochs=0, val_size=64, progress=False, verbose=False)
     res = compress(model, make_dataset(), cfg, {"lr": 0.05, "augment": False}, report_test=False)
     assert res.scan is None and res.accuracy_before != res.accuracy_before      # NaN: test untouched
     sp = layer_sparsities(res.model)
