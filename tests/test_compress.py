@@ -263,3 +263,41 @@ def test_the_output_folder_exists_before_the_fine_tuning(tmp_path, write_npz, mo
     with pytest.raises(KeyboardInterrupt):
         compress_module.compress_file(src, str(out), CompressConfig(**{**FAST, "val_size": 8}))
     assert seen == [True]
+
+
+class _UserCNN(torch.nn.Module):
+    """A model no one in the zoo wrote: conv + BatchNorm + two Linear layers, and a data-dependent
+    branch that torch.fx cannot trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 6, 3)
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.fc = torch.nn.Linear(6 * 6 * 6, 16)
+        self.out = torch.nn.Linear(16, 4)
+
+    def forward(self, x):                                    # (N, 1, 8, 8) -> (N, 4)
+        h = torch.relu(self.bn(self.conv(x))).flatten(1)
+        if h.sum() > -1e9:                                   # data-dependent: no fx graph
+            h = torch.relu(self.fc(h))
+        return self.out(h)
+
+
+def test_the_labelled_defaults_on_a_user_model(make_dataset, capsys):
+    from deepshrink.codec.container import MAX_ELEMENTS, parse_file
+    from deepshrink.codec.model_io import decode_file, dumps
+    from deepshrink.io import ModelInfo
+    torch.manual_seed(0)
+    ds = make_dataset()
+    res = compress(_UserCNN(), ds, CompressConfig(sparsity=0.8, attempts=1, **dict(FAST, verbose=True)),
+                   {"lr": 0.05, "augment": False})
+    assert "dead units kept: cannot trace _UserCNN" in capsys.readouterr().out      # said, not raised
+    assert res.attempts[0].dead_removed == {}
+    assert set(res.bits) == {"conv", "fc", "out", "conv.bias", "fc.bias", "out.bias"}   # BatchNorm stays fp32
+    assert not hasattr(res.model.bn, "bias_codebook")
+    info = ModelInfo(arch="none", input_shape=[1, 8, 8])
+    blob = dumps(res.model, info)                    # the .dsz bytes decode to the same tensors, bit for bit
+    state = decode_file(parse_file(blob, "<test>", MAX_ELEMENTS)).state
+    for name, t in res.model.state_dict().items():
+        assert torch.equal(state[name], t), name
+    assert len(blob) < sum(t.numel() * 4 for t in _UserCNN().state_dict().values())
