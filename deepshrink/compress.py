@@ -40,7 +40,7 @@ from .data import Dataset, check_val_size, for_selection, val_label, with_valida
 from .distill import cached_teacher_loss
 from .distill.fidelity_loss import cached_fidelity_loss, dropout_off
 from .distill.losses import check_settings
-from .errors import ConfigError, FormatError, ModelError
+from .errors import ConfigError, FormatError
 from .holdout import warn_if_trained_on
 from .io import load_teacher
 from .masks import layer_sparsities, sparsity
@@ -50,14 +50,12 @@ from .pipelines.defaults import Finetune, finetune_settings
 from .pipelines.inputs import open_model_and_data
 from .prune import PruneConfig, choose_sparsities, prune_and_finetune, sensitivity_scan
 from .prune.finetune import PRUNE_RULES, RECONSTRUCT, resolve_rule
-from .prune.regularize import remove_dead_neurons
 from .prune.variational import VDConfig, sparse_vd_prune_
 from .prune.threshold import check_sparsity_map, resolve_layer_names, std_threshold_sparsities
 from .targets import prunable_weights
-from .quant.bit_allocation import choose_bits, shared_layers
-from .quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
+from .pipelines.compress_stages import remove_dead_units, share_weights
+from .quant.kmeans import KMeansConfig
 from .scoring import Scorer, scorer_for
-from .train import TrainConfig
 
 __all__ = ["CompressConfig", "CompressResult", "Attempt", "compress", "compress_file", "SCAN_GRID", "METHODS", "LABELLED_DEFAULTS",
            "TEXT_DEFAULTS"]
@@ -81,7 +79,6 @@ LABELLED_DEFAULTS = {"max_drop": 0.5, "sparsity": 0.95, "allocation": "global", 
 TEXT_DEFAULTS = {"max_drop": 3.0, "sparsity": 0.0, "allocation": "sensitivity", "prune_epochs": 10, "fc_bits": 7,
                  "embedding_bits": 4, "bit_widths": "fixed", "remove_dead": False, "share_biases": False}
 METHODS = ("agp", "variational")
-BIT_RETRIES = 2     # measured widths: shared again at half the tolerance at most this often per attempt
 
 
 @dataclass
@@ -375,86 +372,11 @@ def _attempt(dense: nn.Module, select: Dataset, cfg: CompressConfig, tune, scan:
         else:
             acc_pruned = score(work, select.test)
         reached = sparsity(work)       # the pruning's, over the layers as they were (before units go)
-        dead = _remove_dead(work, cfg)
-    work, bits, acc_q, tolerance = _share_weights(work, select, cfg, tune, loss_fn, score, budget, acc_pruned)
+        dead = remove_dead_units(work, cfg)
+    work, bits, acc_q, tolerance = share_weights(work, select, cfg, tune, loss_fn, score, budget, acc_pruned)
     att = Attempt(target, layer_targets if isinstance(layer_targets, dict) else {},
                   acc_pruned, acc_q, reached, time.perf_counter() - ta, dead, bits, tolerance)
     return work, bits, att
-
-
-def _share_weights(work: nn.Module, select: Dataset, cfg: CompressConfig, tune, loss_fn, score: Scorer,
-                   budget: tuple[float, float], acc_pruned: float) -> tuple[nn.Module, dict, float, float | None]:
-    """k-means weight sharing and centroid fine-tuning of the pruned ``work``: returns (the shared
-    model, its bits, its validation score, the per-layer tolerance in pp its widths were chosen at).
-
-    With measured widths (``bit_widths="auto"``) a result over ``budget`` = (validation score of the
-    dense model, max drop in pp) is shared again from the same pruned model at half the per-layer
-    tolerance, twice at most, before the caller gives up sparsity: widths cost a centroid epoch to
-    retry, pruning a whole fine-tuning. Not when the pruned model (``acc_pruned``) was already over
-    the budget, nor when halving the tolerance chose the same widths."""
-    kcfg = KMeansConfig(cfg.conv_bits, cfg.fc_bits, dict(cfg.bits), embedding_bits=cfg.embedding_bits,
-                        linear=list(cfg.linear_codebooks))
-    if cfg.share_biases:
-        kcfg = replace(kcfg, include=_shared_biases(work, kcfg))
-    tolerances = [cfg.bit_tolerance / 2 ** k for k in range(BIT_RETRIES + 1)] if cfg.bit_widths == "auto" else [None]
-    val_before, max_drop = budget
-    done = None                                           # (model, bits, score, tolerance) of the last sharing
-    for tol in tolerances:
-        kq, widths = _widths(work, select, cfg, kcfg, score, tol)
-        if done is not None:
-            if kq.bits == done[1]:
-                continue                                  # the same widths again: the same result
-            _say(cfg, f"  validation {score.name} after sharing {done[2] * 100:.2f}% ({(done[2] - val_before) * 100:+.2f} "
-                 f"pp; budget -{max_drop} pp): widths again at half the tolerance")
-        q = copy.deepcopy(work)
-        # on text the centroid fine-tuning distils a deterministic target: dropout off (distill/fidelity_loss.py)
-        with dropout_off(q) if not select.labelled else contextlib.nullcontext():
-            bits = kmeans_quantize_(q, kq)
-            _say(cfg, f"[quantize] k-means ({widths}), centroid fine-tuning {cfg.centroid_epochs} epoch(s)")
-            if cfg.centroid_epochs > 0:
-                centroid_finetune(q, select, TrainConfig(
-                    epochs=cfg.centroid_epochs, lr=cfg.centroid_lr, optimizer="adam", weight_decay=0.0,
-                    augment=tune.augment, seed=cfg.seed, progress=cfg.progress, verbose=cfg.verbose, eval_every=0),
-                    loss_fn=loss_fn)
-        done = (q, bits, score(q, select.test), tol)
-        if (val_before - done[2]) * 100 <= max_drop or (val_before - acc_pruned) * 100 > max_drop:
-            break                      # within budget, or pruning alone was over it: no width can mend that
-    return done
-
-
-def _widths(work: nn.Module, select: Dataset, cfg: CompressConfig, kcfg: KMeansConfig, score: Scorer,
-            tol: float | None) -> tuple[KMeansConfig, str]:
-    """``kcfg`` with the widths to share at (measured within ``tol`` pp per layer on the validation
-    split, or the fixed ones for None), and the widths in words."""
-    if tol is None:
-        return kcfg, f"{cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc" + (
-            f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else "")
-    choice = choose_bits(work, lambda m: score(m, select.test), kcfg, tol / 100, fixed=dict(cfg.bits))
-    return replace(kcfg, bits=choice.bits), f"widths measured within {tol:g} pp per layer: " + ", ".join(
-        f"{k} {v}" for k, v in choice.bits.items())
-
-
-def _shared_biases(model: nn.Module, kcfg: KMeansConfig) -> list[str]:
-    """The bias names of the layers ``kcfg`` shares (their weights'), for KMeansConfig.include."""
-    mods = dict(model.named_modules())
-    return [f"{n}.bias" for n in shared_layers(model, kcfg)
-            if isinstance(getattr(mods.get(n), "bias", None), nn.Parameter)]
-
-
-def _remove_dead(work: nn.Module, cfg: CompressConfig) -> dict[str, int]:
-    """Drop the hidden units pruning left with no input or no output (``cfg.remove_dead``); a model
-    torch.fx cannot trace keeps them, with a line saying so."""
-    if not cfg.remove_dead:
-        return {}
-    try:
-        dead = remove_dead_neurons(work)
-    except ModelError as exc:
-        _say(cfg, f"[units] dead units kept: {exc}")
-        return {}
-    if dead:
-        _say(cfg, "[units] removed " + ", ".join(f"{n} units after {k}" for k, n in dead.items())
-             + " (no input or no output left; outputs unchanged)")
-    return dead
 
 
 def _check_out_parents(out: str) -> None:

@@ -159,15 +159,15 @@ def test_measured_widths_shared_biases_and_dead_units(make_dataset):
 
 
 def test_widths_are_retried_only_when_sharing_broke_the_budget(make_dataset, monkeypatch):
-    import deepshrink.compress as compress_module
+    import deepshrink.pipelines.compress_stages as stages
     tolerances = []
-    real = compress_module.choose_bits
+    real = stages.choose_bits
 
     def spy(model, score, cfg, tol, **kw):
         tolerances.append(tol)
         return real(model, score, cfg, tol, **kw)
 
-    monkeypatch.setattr(compress_module, "choose_bits", spy)
+    monkeypatch.setattr(stages, "choose_bits", spy)
     ds = make_dataset()
     res = compress(_mlp(6), ds, CompressConfig(sparsity=0.5, allocation="global", attempts=1, max_drop=100.0, **FAST),
                    {"lr": 0.05, "augment": False})
