@@ -5,6 +5,9 @@ Measured widths (``bit_widths="auto"``, :mod:`deepshrink.quant.bit_allocation`) 
 validation split; when the shared model ends over the budget while the pruned one was within it,
 the widths are chosen again at half the per-layer tolerance (``BIT_RETRIES`` times at most) before
 the pipeline gives up any sparsity.
+
+``cfg`` is the pipeline's resolved ``deepshrink.compress.CompressConfig`` (not imported here: that
+module imports this one).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -25,20 +27,17 @@ from ..quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
 from ..scoring import Scorer
 from ..train import TrainConfig
 
-if TYPE_CHECKING:
-    from ..compress import CompressConfig
-
 __all__ = ["BIT_RETRIES", "share_weights", "remove_dead_units"]
 
 BIT_RETRIES = 2     # measured widths: shared again at half the tolerance at most this often per attempt
 
 
-def _say(cfg: "CompressConfig", text: str) -> None:
+def _say(cfg, text: str) -> None:
     if cfg.verbose:
         print(text, flush=True)
 
 
-def share_weights(work: nn.Module, select: Dataset, cfg: "CompressConfig", tune, loss_fn, score: Scorer,
+def share_weights(work: nn.Module, select: Dataset, cfg, tune, loss_fn, score: Scorer,
                    budget: tuple[float, float], acc_pruned: float) -> tuple[nn.Module, dict, float, float | None]:
     """k-means weight sharing and centroid fine-tuning of the pruned ``work``: returns (the shared
     model, its bits, its validation score, the per-layer tolerance in pp its widths were chosen at).
@@ -78,7 +77,7 @@ def share_weights(work: nn.Module, select: Dataset, cfg: "CompressConfig", tune,
     return done
 
 
-def _widths(work: nn.Module, select: Dataset, cfg: "CompressConfig", kcfg: KMeansConfig, score: Scorer,
+def _widths(work: nn.Module, select: Dataset, cfg, kcfg: KMeansConfig, score: Scorer,
             tol: float | None) -> tuple[KMeansConfig, str]:
     """``kcfg`` with the widths to share at (measured within ``tol`` pp per layer on the validation
     split, or the fixed ones for None), and the widths in words."""
@@ -97,7 +96,7 @@ def _shared_biases(model: nn.Module, kcfg: KMeansConfig) -> list[str]:
             if isinstance(getattr(mods.get(n), "bias", None), nn.Parameter)]
 
 
-def remove_dead_units(work: nn.Module, cfg: "CompressConfig") -> dict[str, int]:
+def remove_dead_units(work: nn.Module, cfg) -> dict[str, int]:
     """Drop the hidden units pruning left with no input or no output (``cfg.remove_dead``); a model
     torch.fx cannot trace keeps them, with a line saying so."""
     if not cfg.remove_dead:
