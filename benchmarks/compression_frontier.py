@@ -32,6 +32,7 @@ import copy
 import json
 import lzma
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -264,7 +265,8 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
     for r in runs:
         by.setdefault((r["model"], r["part"]), []).append(r)
     main = {"columns": ["model", "what", "seeds", "x smaller (fp32 params), mean (range)", "test pp, mean (range)",
-                        "worst pp", ".dsz bytes (mean)", "seconds (mean)", "target", "met"], "rows": []}
+                        "worst pp", "validation pp, mean (range)", ".dsz bytes (mean)", "seconds (mean)", "target",
+                        "met"], "rows": []}
     notes = []
     for (model, part), rs in sorted(by.items()):
         rs = sorted(rs, key=lambda r: r["seed"])
@@ -275,15 +277,17 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
             met = all(x >= goal for x in xs) and all(p >= -BUDGET_PP for p in pps)
             what = ("pipeline pushed (" + ", ".join(f"{k} {v}" for k, v in FRONTIER[model].items())
                     + (f", teacher {TEACHERS[model]}" if model in TEACHERS else "") + ")" if part == "frontier"
-                    else rs[0]["command"].split(" --seed")[0].replace(f"checkpoints/baselines/{model}.safetensors", "FILE"))
-            main["rows"].append([model, what, seeds, _stats(xs), _stats(pps), f"{min(pps):+.2f}",
+                    else re.sub(r"--out \S+", "--out m.dsz", rs[0]["command"].split(" --seed")[0]).replace(
+                        f"checkpoints/baselines/{model}.safetensors", "FILE"))
+            vals = [(r["val_after"] - r["val_before"]) * 100 for r in rs]
+            main["rows"].append([model, what, seeds, _stats(xs), _stats(pps), f"{min(pps):+.2f}", _stats(vals),
                                  round(statistics.mean(r["dsz_bytes"] for r in rs)),
                                  round(statistics.mean(r["seconds"] for r in rs)),
                                  f">= {goal:g}x at <= {BUDGET_PP} pp", "yes" if met else "no"])
-        elif part == "prune":
+        elif part == "prune":  # the dense validation accuracy is not in prune's output: test only
             pps = [_pp(r) for r in rs]
             main["rows"].append([model, rs[0]["command"].split(" --out")[0].replace(
-                f"checkpoints/baselines/{model}.safetensors", "FILE"), seeds, "-", _stats(pps), f"{min(pps):+.2f}", "-",
+                f"checkpoints/baselines/{model}.safetensors", "FILE"), seeds, "-", _stats(pps), f"{min(pps):+.2f}", "-", "-",
                 round(statistics.mean(r["seconds"] for r in rs)), "<= 0.3 pp", "yes" if min(pps) >= -0.3 else "no"])
     extra = []
     for (model, part), rs in sorted(by.items()):
@@ -292,14 +296,16 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
         r = rs[0]
         peer = by.get((model, "peer"), [None])[0]
         rows = [[x["method"], f"{x['sparsity']:.2%}", ", ".join(f"{k} {v}" for k, v in x.get("bits", {}).items()),
-                 x["dsz_bytes"], round(x["ratio"], 1), f"{x['test_after'] * 100:.2f}%",
+                 x["dsz_bytes"], round(x["ratio"], 1), f"{x['val_after'] * 100:.2f}%", f"{x['test_after'] * 100:.2f}%",
                  f"{(x['test_after'] - x['test_before']) * 100:+.2f}", round(x["seconds"])] for x in r["rows"]]
         if peer:
             rows.append([peer["method"], f"{PARTS_SPARSITY:.2%}", "fp16", peer["bytes"], round(peer["ratio"], 1),
-                         f"{peer['test_after'] * 100:.2f}%", f"{_pp(peer):+.2f}", round(peer["seconds"])])
+                         f"{peer['val_after'] * 100:.2f}%", f"{peer['test_after'] * 100:.2f}%", f"{_pp(peer):+.2f}",
+                         round(peer["seconds"])])
         extra.append({"title": f"{model}: what each part buys (seed {r['seed']}; one pruned model for the first "
                                f"four rows, global AGP {PARTS_SPARSITY:.0%} over {PARTS_EPOCHS} epochs)",
-                      "columns": ["method", "sparsity", "bits", "bytes", "x smaller", "test acc", "test pp", "seconds"],
+                      "columns": ["method", "sparsity", "bits", "bytes", "x smaller", "val acc", "test acc", "test pp",
+                                  "seconds"],
                       "rows": rows})
     for (model, part), rs in sorted(by.items()):
         if part == "frontier":
