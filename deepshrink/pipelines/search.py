@@ -69,7 +69,7 @@ from ..profile.peak_memory import peak_memory
 from ..score import Gates, score as competition_score
 from ..scoring import scorer_for
 from ..search.proxy import Proxy
-from ..search.space import LayerChoice, compress_fields, describe, start_point
+from ..search.space import SPARSITY_STEPS, LayerChoice, compress_fields, describe, start_point
 from ..search.walk import furthest_feasible, greedy_path
 from ..targets import prunable_weights
 from ..train import seed_everything
@@ -336,7 +336,9 @@ def _point_of(model: nn.Module, layers: list[str], bits: dict[str, int]):
     for n in layers:
         w = params[n]
         layer = n[: -len(".weight")]
-        out.append((n, LayerChoice(float((w == 0).sum()) / w.numel(), int(bits.get(layer, bits.get(n, 8))), "kmeans")))
+        # a layer global pruning emptied reads as the space's highest step: a sparsity map stops below 1
+        s = min(float((w == 0).sum()) / w.numel(), SPARSITY_STEPS[-1])
+        out.append((n, LayerChoice(s, int(bits.get(layer, bits.get(n, 8))), "kmeans")))
     return tuple(out)
 
 

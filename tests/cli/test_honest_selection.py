@@ -114,7 +114,8 @@ def test_compress_chooses_on_validation_and_labels_every_number(byo, tmp_path, t
     src = byo[0]
     out = tmp_path / "c.dsz"
     assert main(["compress", str(src), "--out", str(out), "--sparsity", "0.5", "--prune-epochs", "1",
-                 "--attempts", "1", "--max-drop", "100", "--val-size", "30", "--trust-code", "--no-progress"]) == 0
+                 "--allocation", "sensitivity", "--attempts", "1", "--max-drop", "100", "--val-size", "30",
+                 "--trust-code", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "validation accuracy" in text and "the validation split (30 images held out" in text
     assert "test accuracy" in text and "reported only" in text

@@ -65,3 +65,18 @@ def test_furthest_feasible_finds_the_boundary_of_a_monotone_predicate(n):
             assert got <= k and got in calls                      # never claims an infeasible index
         if budget >= 30:
             assert got == (k if k >= 0 else None)                 # enough tries: the exact boundary
+
+
+def test_a_layer_pruning_emptied_reads_as_the_highest_step():
+    """compress's defaults prune globally and may empty a small layer; the walk starts from that
+    model, and a sparsity map must stay below 1."""
+    import torch
+    from torch import nn
+    from deepshrink.pipelines.search import _point_of
+    from deepshrink.search.space import SPARSITY_STEPS, compress_fields
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight.zero_()
+    point = _point_of(model, ["0.weight", "2.weight"], {"0": 3})
+    assert dict(point)["0.weight"].sparsity == SPARSITY_STEPS[-1] and dict(point)["0.weight"].bits == 3
+    assert all(0 <= v < 1 for v in compress_fields(point)["layer_sparsity"].values())
