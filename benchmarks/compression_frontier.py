@@ -9,6 +9,7 @@ processes can share the work; ``--tables-only`` merges them into the table):
 * ``defaults``  ``deepshrink compress FILE --out m.dsz --max-drop 0.5`` as a user types it (``--seed``
                 added for seeds other than 0), timed;
 * ``prune``     ``deepshrink prune FILE --sparsity 0.92 --out p.safetensors`` likewise;
+* ``prune_old`` the same with ``--scope layer --no-distill``: prune's defaults before this issue;
 * ``parts``     what each part buys, on one pruned model (global AGP at 95%, 20 epochs, seed 0):
                 Deep Compression's fixed widths (8-bit conv, 5-bit fc), then measured widths, then
                 shared biases, then dead units removed, each with its centroid epoch; sparse
@@ -61,7 +62,7 @@ from deepshrink.train import TrainConfig, evaluate, fit
 
 NAME = "compression_frontier"
 RUNS = RESULTS / "frontier_runs"
-PARTS = ("frontier", "defaults", "prune", "parts", "peer")
+PARTS = ("frontier", "defaults", "prune", "prune_old", "parts", "peer")
 TARGET_X, BUDGET_PP = 100.0, 0.5
 
 # The pushed pipeline per model, chosen on the validation split (seed 0): LeNet-300 at 97% lost 0.68 pp
@@ -145,12 +146,16 @@ def run_defaults(name: str, seed: int, out_dir: Path) -> dict:
             "within_budget_val": facts["within_budget"], "attempts": facts["attempts"]}
 
 
-def run_prune(name: str, seed: int, out_dir: Path) -> dict:
-    out = out_dir / f"{name}_prune_{seed}.safetensors"
+def run_prune(name: str, seed: int, out_dir: Path, previous: bool = False) -> dict:
+    """``deepshrink prune FILE --sparsity 0.92`` as typed; ``previous``: with the flags that give the
+    defaults it had before this issue (per-layer scope, no distillation)."""
+    out = out_dir / f"{name}_prune{'_old' if previous else ''}_{seed}.safetensors"
     argv = ["prune", str(baseline_path(name).relative_to(ROOT)), "--sparsity", "0.92", "--out", str(out)]
+    argv += ["--scope", "layer", "--no-distill"] if previous else []
     argv += ["--seed", str(seed)] if seed else []
     facts, seconds = _cli(argv)
-    return {"model": name, "part": "prune", "seed": seed, "command": "deepshrink " + " ".join(argv),
+    return {"model": name, "part": "prune_old" if previous else "prune", "seed": seed,
+            "command": "deepshrink " + " ".join(argv),
             "seconds": seconds, "test_before": facts["accuracy_before"], "test_after": facts["accuracy_after"],
             "sparsity": facts.get("sparsity")}
 
@@ -247,7 +252,7 @@ def run_peer(name: str, seed: int, out_dir: Path) -> dict:
 
 
 RUNNERS = {"frontier": run_frontier, "defaults": run_defaults, "prune": run_prune, "parts": run_parts,
-           "peer": run_peer}
+           "peer": run_peer, "prune_old": lambda name, seed, out: run_prune(name, seed, out, previous=True)}
 
 
 def _stats(xs: list[float]) -> str:
@@ -284,11 +289,13 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
                                  round(statistics.mean(r["dsz_bytes"] for r in rs)),
                                  round(statistics.mean(r["seconds"] for r in rs)),
                                  f">= {goal:g}x at <= {BUDGET_PP} pp", "yes" if met else "no"])
-        elif part == "prune":  # the dense validation accuracy is not in prune's output: test only
+        elif part in ("prune", "prune_old"):  # the dense validation accuracy is not in prune's output: test only
             pps = [_pp(r) for r in rs]
-            main["rows"].append([model, rs[0]["command"].split(" --out")[0].replace(
-                f"checkpoints/baselines/{model}.safetensors", "FILE"), seeds, "-", _stats(pps), f"{min(pps):+.2f}", "-", "-",
-                round(statistics.mean(r["seconds"] for r in rs)), "<= 0.3 pp", "yes" if min(pps) >= -0.3 else "no"])
+            what = re.sub(r" --out \S+", "", rs[0]["command"].split(" --seed")[0]).replace(
+                f"checkpoints/baselines/{model}.safetensors", "FILE")
+            main["rows"].append([model, what + (" (the previous defaults)" if part == "prune_old" else ""), seeds, "-",
+                                 _stats(pps), f"{min(pps):+.2f}", "-", "-", round(statistics.mean(r["seconds"] for r in rs)),
+                                 "<= 0.3 pp", "yes" if min(pps) >= -0.3 else "no"])
     extra = []
     for (model, part), rs in sorted(by.items()):
         if part != "parts":
@@ -345,7 +352,8 @@ def main(argv=None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in args.models.split(","):
             for part in args.parts.split(","):
-                seeds = [int(s) for s in args.seeds.split(",")] if part in ("frontier", "defaults", "prune") else [0]
+                seeds = ([int(s) for s in args.seeds.split(",")] if part in ("frontier", "defaults", "prune", "prune_old")
+                         else [0])
                 for seed in seeds:
                     print(f"== {name} {part} seed {seed}", flush=True)
                     run = RUNNERS[part](name, seed, out_dir)
