@@ -22,7 +22,7 @@ from ..data import Dataset
 from ..distill.fidelity_loss import dropout_off
 from ..errors import ModelError
 from ..prune.regularize import remove_dead_neurons
-from ..quant.bit_allocation import choose_bits, shared_layers
+from ..quant.bit_allocation import BitChoice, choose_bits, shared_layers
 from ..quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
 from ..scoring import Scorer
 from ..train import TrainConfig
@@ -54,8 +54,9 @@ def share_weights(work: nn.Module, select: Dataset, cfg, tune, loss_fn, score: S
     tolerances = [cfg.bit_tolerance / 2 ** k for k in range(BIT_RETRIES + 1)] if cfg.bit_widths == "auto" else [None]
     val_before, max_drop = budget
     done = None                                           # (model, bits, score, tolerance) of the last sharing
+    choice = None                                         # the last measured widths: their scores are reused
     for tol in tolerances:
-        kq, widths = _widths(work, select, cfg, kcfg, score, tol)
+        kq, widths, choice = _widths(work, select, cfg, kcfg, score, tol, choice)
         if done is not None:
             if kq.bits == done[1]:
                 continue                                  # the same widths again: the same result
@@ -77,16 +78,17 @@ def share_weights(work: nn.Module, select: Dataset, cfg, tune, loss_fn, score: S
     return done
 
 
-def _widths(work: nn.Module, select: Dataset, cfg, kcfg: KMeansConfig, score: Scorer,
-            tol: float | None) -> tuple[KMeansConfig, str]:
+def _widths(work: nn.Module, select: Dataset, cfg, kcfg: KMeansConfig, score: Scorer, tol: float | None,
+            known: BitChoice | None) -> tuple[KMeansConfig, str, BitChoice | None]:
     """``kcfg`` with the widths to share at (measured within ``tol`` pp per layer on the validation
-    split, or the fixed ones for None), and the widths in words."""
+    split, reusing ``known``'s measurements, or the fixed ones for None), the widths in words, and
+    the measured choice."""
     if tol is None:
         return kcfg, f"{cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc" + (
-            f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else "")
-    choice = choose_bits(work, lambda m: score(m, select.test), kcfg, tol / 100, fixed=dict(cfg.bits))
+            f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else ""), None
+    choice = choose_bits(work, lambda m: score(m, select.test), kcfg, tol / 100, fixed=dict(cfg.bits), known=known)
     return replace(kcfg, bits=choice.bits), f"widths measured within {tol:g} pp per layer: " + ", ".join(
-        f"{k} {v}" for k, v in choice.bits.items())
+        f"{k} {v}" for k, v in choice.bits.items()), choice
 
 
 def _shared_biases(model: nn.Module, kcfg: KMeansConfig) -> list[str]:

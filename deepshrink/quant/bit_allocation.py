@@ -55,14 +55,16 @@ def shared_layers(model: nn.Module, cfg: KMeansConfig) -> list[str]:
 
 def choose_bits(model: nn.Module, score: Callable[[nn.Module], float], cfg: KMeansConfig,
                 tolerance: float, candidates: tuple[int, ...] = CANDIDATE_BITS,
-                fixed: dict[str, int] | None = None) -> BitChoice:
+                fixed: dict[str, int] | None = None, known: BitChoice | None = None) -> BitChoice:
     """The fewest bits per shared layer whose score stays within ``tolerance`` (in score units,
     e.g. 0.001 = 0.1 pp of accuracy) of the unshared ``model``'s, each layer measured alone.
 
     ``cfg``: which tensors are shared and how (iterations, codebook dtype, linear codebooks); its
     widths only pick the layers. ``fixed``: {layer: bits} given by the user, kept and not
     measured. ``score(model)`` is evaluated on data the choice may see (a validation split).
-    ``model`` is not modified.
+    ``known``: an earlier choice on the same model with the same ``score`` and ``cfg`` (say at a
+    larger tolerance); its reference and measured widths are reused, not measured again (k-means
+    and the score are deterministic). ``model`` is not modified.
     """
     cand = sorted(set(candidates))
     if not cand or any(not isinstance(b, int) or not 1 <= b <= 8 for b in cand):
@@ -71,7 +73,7 @@ def choose_bits(model: nn.Module, score: Callable[[nn.Module], float], cfg: KMea
         raise ConfigError(f"bit-width tolerance must be >= 0, got {tolerance}")
     fixed = dict(fixed or {})
     layers = shared_layers(model, cfg)
-    reference = score(model)
+    reference = known.reference if known is not None else score(model)
     chosen, scores = {}, {}
     for layer in layers:
         if layer in fixed:
@@ -79,11 +81,16 @@ def choose_bits(model: nn.Module, score: Callable[[nn.Module], float], cfg: KMea
             continue
         scores[layer] = {}
         chosen[layer] = cand[-1]
+        seen = known.scores.get(layer, {}) if known is not None else {}
         for b in cand:
-            trial = copy.deepcopy(model)
-            kmeans_quantize_(trial, replace(cfg, conv_bits=0, fc_bits=0, embedding_bits=0, include=[],
-                                            bits={layer: b}))
-            scores[layer][b] = s = score(trial)
+            if b in seen:
+                s = seen[b]
+            else:
+                trial = copy.deepcopy(model)
+                kmeans_quantize_(trial, replace(cfg, conv_bits=0, fc_bits=0, embedding_bits=0, include=[],
+                                                bits={layer: b}))
+                s = score(trial)
+            scores[layer][b] = s
             if reference - s <= tolerance:
                 chosen[layer] = b
                 break

@@ -68,3 +68,21 @@ def test_bad_candidates_and_tolerance():
         choose_bits(m, score, KMeansConfig(), 0.1, candidates=(0, 4))
     with pytest.raises(ConfigError, match="tolerance"):
         choose_bits(m, score, KMeansConfig(), -1.0)
+
+
+def test_a_known_choice_is_reused_not_measured_again():
+    m, score = _model(), _score_fn()
+    calls = []
+
+    def counted(model):
+        calls.append(1)
+        return score(model)
+
+    first = choose_bits(m, counted, KMeansConfig(), 1e-3)
+    n_first = len(calls)
+    calls.clear()
+    again = choose_bits(m, counted, KMeansConfig(), 1e-5, known=first)
+    fresh = choose_bits(m, score, KMeansConfig(), 1e-5)
+    assert again.bits == fresh.bits and again.scores == fresh.scores and again.reference == fresh.reference
+    new = sum(len(v) for v in fresh.scores.values()) - sum(len(v) for v in first.scores.values())
+    assert len(calls) == new < n_first + new                # only the widths the first choice never tried
