@@ -107,7 +107,9 @@ class CompressConfig:
     bits: dict[str, int] = field(default_factory=dict)   # {layer: bits} by hand, kept under "auto" too
     bit_widths: str | None = None       # "auto": each layer's fewest bits within bit_tolerance on the validation
                                         # split (quant/bit_allocation.py); "fixed": conv_bits / fc_bits
-    bit_tolerance: float = 0.1          # pp of validation score one layer's sharing may cost under "auto"
+    bit_tolerance: float = 0.15         # pp of validation score one layer's sharing may cost under "auto"
+    bit_se: float = 1.0                 # "auto" on labelled data: paired standard errors added to each drop
+                                        # (a gain counts as 0) before it is held to bit_tolerance
     method: str = "agp"                 # "agp": magnitude pruning under AGP (or ``rule``); "variational":
                                         # sparse variational dropout (prune/variational.py), then fine-tuning
     remove_dead: bool | None = None     # drop hidden units left with no input or no output (prune/regularize.py)
@@ -143,6 +145,8 @@ class CompressConfig:
             raise ConfigError(f"bit_widths must be 'auto' or 'fixed', got {self.bit_widths!r}")
         if not 0 <= self.bit_tolerance < math.inf:
             raise ConfigError(f"bit_tolerance must be finite and >= 0, got {self.bit_tolerance}")
+        if not 0 <= self.bit_se < math.inf:
+            raise ConfigError(f"bit_se must be finite and >= 0, got {self.bit_se}")
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.allocation not in ("sensitivity", "global"):

@@ -60,6 +60,9 @@ def register(sub) -> None:
     p.add_argument("--bit-tolerance", action=NON_NEGATIVE, default=CompressConfig.bit_tolerance, metavar="PP",
                    help="validation points one layer's sharing may cost under --bit-widths auto; halved up to "
                         "twice while the shared model is over --max-drop (default %(default)s)")
+    p.add_argument("--bit-se", action=NON_NEGATIVE, default=CompressConfig.bit_se, metavar="Z",
+                   help="paired standard errors added to each layer's measured drop (a gain counts as 0) before "
+                        "--bit-tolerance judges it, on labelled data (default %(default)s; 0: the drop alone)")
     add_option(p, "--bits", aliases=("--conv-bits",), dest="bits", type=int, default=None,
                help=f"k-means bits of the conv layers with --bit-widths fixed (default {CompressConfig.conv_bits})")
     p.add_argument("--fc-bits", type=int, default=CompressConfig.fc_bits,
@@ -134,7 +137,8 @@ def cmd_compress(args) -> int:
                          val_size=args.val_size, augment=augment_choice(args),
                          prune_epochs=args.finetune_epochs,
                          conv_bits=args.bits if args.bits is not None else CompressConfig.conv_bits,
-                         fc_bits=args.fc_bits, bit_tolerance=args.bit_tolerance, method=args.method,
+                         fc_bits=args.fc_bits, bit_tolerance=args.bit_tolerance, bit_se=args.bit_se,
+                         method=args.method,
                          bit_widths=args.bit_widths or ("fixed" if args.bits is not None or args.fc_bits is not None
                                                         else None),
                          share_biases=None if args.share_biases is None else args.share_biases == "on",

@@ -86,8 +86,11 @@ def _widths(work: nn.Module, select: Dataset, cfg, kcfg: KMeansConfig, score: Sc
     if tol is None:
         return kcfg, f"{cfg.conv_bits}-bit conv, {cfg.fc_bits}-bit fc" + (
             f", {cfg.embedding_bits}-bit embeddings" if cfg.embedding_bits else ""), None
-    choice = choose_bits(work, lambda m: score(m, select.test), kcfg, tol / 100, fixed=dict(cfg.bits), known=known)
-    return replace(kcfg, bits=choice.bits), f"widths measured within {tol:g} pp per layer: " + ", ".join(
+    samples = (lambda m: score.samples(m, select.test)) if score.samples is not None else None
+    choice = choose_bits(work, lambda m: score(m, select.test), kcfg, tol / 100, fixed=dict(cfg.bits), known=known,
+                         samples=samples, z=cfg.bit_se)
+    margin = f" with {cfg.bit_se:g} standard error(s) added" if samples is not None and cfg.bit_se else ""
+    return replace(kcfg, bits=choice.bits), f"widths measured within {tol:g} pp per layer{margin}: " + ", ".join(
         f"{k} {v}" for k, v in choice.bits.items()), choice
 
 

@@ -26,7 +26,7 @@ PARSED_AS = {  # command argv -> [(option dest, the dataclass default it must eq
         (name, getattr(CompressConfig, field)) for name, field in [
             ("max_drop", "max_drop"), ("sparsity", "sparsity"), ("allocation", "allocation"),
             ("finetune_epochs", "prune_epochs"), ("fc_bits", "fc_bits"), ("bit_widths", "bit_widths"),
-            ("bit_tolerance", "bit_tolerance"), ("method", "method"),
+            ("bit_tolerance", "bit_tolerance"), ("bit_se", "bit_se"), ("method", "method"),
             ("centroid_epochs", "centroid_epochs"), ("attempts", "attempts"), ("kd_temperature", "kd_temperature"),
             ("kd_alpha", "kd_alpha"), ("val_size", "val_size"), ("augment", "augment"), ("seed", "seed")]],
     ("distill", "--teacher", "t", "--student", "s", "--out", "o"): [

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from deepshrink.errors import ConfigError
-from deepshrink.quant.bit_allocation import choose_bits, shared_layers
+from deepshrink.quant.bit_allocation import choose_bits, paired_drop, shared_layers
 from deepshrink.quant.kmeans import KMeansConfig, kmeans_quantize_
 
 
@@ -86,3 +86,62 @@ def test_a_known_choice_is_reused_not_measured_again():
     assert again.bits == fresh.bits and again.scores == fresh.scores and again.reference == fresh.reference
     new = sum(len(v) for v in fresh.scores.values()) - sum(len(v) for v in first.scores.values())
     assert len(calls) == new < n_first + new                # only the widths the first choice never tried
+
+
+def _samples_fn():
+    """Per-sample scores: 1 where the model's top class matches the float model's, else 0 (mean: agreement)."""
+    x = torch.randn(200, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    ref = _model()(x).detach().argmax(1)
+
+    def samples(m):
+        with torch.no_grad():
+            return (m(x).argmax(1) == ref).double()
+    return samples
+
+
+def test_paired_drop_against_a_loop():
+    g = torch.Generator().manual_seed(3)
+    a, b = (torch.rand(50, generator=g) > 0.3).double(), (torch.rand(50, generator=g) > 0.4).double()
+    d = [float(x - y) for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    se = (sum((v - mean) ** 2 for v in d) / (len(d) - 1)) ** 0.5 / len(d) ** 0.5
+    assert paired_drop(a, b) == pytest.approx((mean, se))
+    assert paired_drop(a, a) == (0.0, 0.0)
+    with pytest.raises(ConfigError, match="equal non-empty"):
+        paired_drop(a, b[:10])
+
+
+@pytest.mark.parametrize("z", [0.0, 1.0, 3.0])
+def test_standard_errors_hold_each_width_to_a_bound(z):
+    m, samples = _model(), _samples_fn()
+    tol = 0.02
+    choice = choose_bits(m, None, KMeansConfig(), tol, samples=samples, z=z)
+    ref = samples(m)
+    assert choice.reference == pytest.approx(ref.mean().item()) and choice.z == z
+    for layer, b in choice.bits.items():          # oracle: every width measured, the smallest whose bound fits
+        bounds = {}
+        for bits in range(2, 9):
+            trial = copy.deepcopy(m)
+            kmeans_quantize_(trial, KMeansConfig(conv_bits=0, fc_bits=0, bits={layer: bits}))
+            drop, se = paired_drop(ref, samples(trial))
+            bounds[bits] = max(drop, 0.0) + z * se
+        fits = [bits for bits, v in bounds.items() if v <= tol]
+        assert b == (min(fits) if fits else 8)
+        for k, err in choice.errors[layer].items():
+            assert max(choice.reference - choice.scores[layer][k], 0.0) + z * err == pytest.approx(bounds[k])
+    loose = choose_bits(m, None, KMeansConfig(), tol, samples=samples, z=0.0)
+    assert all(choice.bits[k] >= loose.bits[k] for k in choice.bits)      # a margin never takes bits away
+
+
+def test_a_gain_is_no_credit():
+    """A width that scores above the reference passes on its standard errors alone: the gain does not
+    pay for them."""
+    m = _model()
+    ref = torch.ones(100, dtype=torch.float64)
+    lucky = torch.cat([torch.full((40,), 2.0), torch.zeros(20), torch.ones(40)]).double()   # +0.6 mean, se 0.09
+
+    def samples(model):
+        return ref if model is m else lucky
+    se = paired_drop(ref, lucky)[1]
+    assert choose_bits(m, None, KMeansConfig(), se * 0.99, samples=samples, z=1.0).bits == {"0": 8, "3": 8, "5": 8}
+    assert set(choose_bits(m, None, KMeansConfig(), se * 1.01, samples=samples, z=1.0).bits.values()) == {2}
