@@ -9,9 +9,11 @@ processes can share the work; ``--tables-only`` merges them into the table):
 * ``defaults``  ``deepshrink compress FILE --out m.dsz --max-drop 0.5`` as a user types it (``--seed``
                 added for seeds other than 0), timed;
 * ``prune``     ``deepshrink prune FILE --sparsity 0.92 --out p.safetensors`` likewise;
-* ``prune_old`` the same with ``--scope layer --no-distill``: prune's defaults before this issue;
+* ``prune_old`` the same with ``--scope layer --no-distill --finetune-epochs 10``: prune's defaults before
+                this issue; ``prune_10`` with ``--finetune-epochs 10``: its defaults after the issue's first round;
 * ``parts``     what each part buys, on one pruned model (global AGP at 95%, 20 epochs, seed 0):
-                Deep Compression's fixed widths (8-bit conv, 5-bit fc), then measured widths, then
+                Deep Compression's fixed widths (8-bit conv, 5-bit fc), then measured widths (the first
+                rule, drop within 0.1 pp, beside compress's default, drop + 1 standard error), then
                 shared biases, then dead units removed, each with its centroid epoch; sparse
                 variational dropout alone (the library's ``method="variational"``, same epochs);
                 the previous defaults (``compress`` as it stood before this issue);
@@ -56,13 +58,14 @@ from deepshrink.prune import PruneConfig, prune_and_finetune
 from deepshrink.prune.regularize import remove_dead_neurons
 from deepshrink.prune.variational import VDConfig, sparse_vd_prune_
 from deepshrink.quant.bit_allocation import choose_bits
+from deepshrink.scoring import scorer_for
 from deepshrink.targets import prunable_weights
 from deepshrink.quant.kmeans import KMeansConfig, centroid_finetune, kmeans_quantize_
 from deepshrink.train import TrainConfig, evaluate, fit
 
 NAME = "compression_frontier"
 RUNS = RESULTS / "frontier_runs"
-PARTS = ("frontier", "defaults", "prune", "prune_old", "parts", "peer")
+PARTS = ("frontier", "defaults", "prune", "prune_old", "prune_10", "parts", "peer")
 TARGET_X, BUDGET_PP = 100.0, 0.5
 
 # The pushed pipeline per model, chosen on the validation split (seed 0): LeNet-300 at 97% lost 0.68 pp
@@ -146,26 +149,37 @@ def run_defaults(name: str, seed: int, out_dir: Path) -> dict:
             "within_budget_val": facts["within_budget"], "attempts": facts["attempts"]}
 
 
-def run_prune(name: str, seed: int, out_dir: Path, previous: bool = False) -> dict:
-    """``deepshrink prune FILE --sparsity 0.92`` as typed; ``previous``: with the flags that give the
-    defaults it had before this issue (per-layer scope, no distillation)."""
-    out = out_dir / f"{name}_prune{'_old' if previous else ''}_{seed}.safetensors"
+# prune's earlier defaults, as the flags that give them now: before issue #19 (per-layer scope, no distillation,
+# 10 epochs), and after its first round (global scope, self-distillation, 10 epochs)
+PRUNE_FLAGS = {"prune": [], "prune_old": ["--scope", "layer", "--no-distill", "--finetune-epochs", "10"],
+               "prune_10": ["--finetune-epochs", "10"]}
+
+
+def run_prune(name: str, seed: int, out_dir: Path, part: str = "prune") -> dict:
+    """``deepshrink prune FILE --sparsity 0.92`` as typed, plus the flags of ``PRUNE_FLAGS[part]``."""
+    out = out_dir / f"{name}_{part}_{seed}.safetensors"
     argv = ["prune", str(baseline_path(name).relative_to(ROOT)), "--sparsity", "0.92", "--out", str(out)]
-    argv += ["--scope", "layer", "--no-distill"] if previous else []
+    argv += PRUNE_FLAGS[part]
     argv += ["--seed", str(seed)] if seed else []
     facts, seconds = _cli(argv)
-    return {"model": name, "part": "prune_old" if previous else "prune", "seed": seed,
+    return {"model": name, "part": part, "seed": seed,
             "command": "deepshrink " + " ".join(argv),
             "seconds": seconds, "test_before": facts["accuracy_before"], "test_after": facts["accuracy_after"],
             "sparsity": facts.get("sparsity")}
 
 
-def _share(pruned: nn.Module, sel, tune_augment: bool, kcfg: KMeansConfig, auto: bool, seed: int) -> tuple[nn.Module, dict]:
-    """k-means sharing of a copy (widths measured within 0.1 pp on the validation split when ``auto``)
-    and one centroid epoch, as compress does."""
+def _share(pruned: nn.Module, sel, tune_augment: bool, kcfg: KMeansConfig, widths: str, seed: int) -> tuple[nn.Module, dict]:
+    """k-means sharing of a copy and one centroid epoch, as compress does. ``widths``: "fixed" (``kcfg``'s),
+    "plain" (each layer's fewest bits whose validation drop is within 0.1 pp: the rule before the
+    standard-error bound) or "bound" (compress's default: drop, a gain counting 0, plus ``bit_se``
+    paired standard errors within ``bit_tolerance``)."""
     q = copy.deepcopy(pruned)
-    if auto:
+    if widths == "plain":
         kcfg = replace(kcfg, bits=choose_bits(q, lambda m: evaluate(m, sel.test), kcfg, 0.001).bits)
+    elif widths == "bound":
+        score = scorer_for(sel)
+        kcfg = replace(kcfg, bits=choose_bits(q, None, kcfg, CompressConfig.bit_tolerance / 100,
+                                              samples=lambda m: score.samples(m, sel.test), z=CompressConfig.bit_se).bits)
     bits = kmeans_quantize_(q, kcfg)
     centroid_finetune(q, sel, TrainConfig(epochs=1, lr=1e-4, optimizer="adam", weight_decay=0.0, augment=tune_augment,
                                           seed=seed, progress=False, verbose=False, eval_every=0))
@@ -195,28 +209,33 @@ def run_parts(name: str, seed: int, out_dir: Path) -> dict:
     prune_s = time.perf_counter() - t0
     base = KMeansConfig(8, 5)
     t = time.perf_counter()
-    q, bits = _share(pruned, sel, trained["augment"], base, False, seed)
+    q, bits = _share(pruned, sel, trained["augment"], base, "fixed", seed)
     row("global AGP 95% + Deep Compression's widths (8-bit conv, 5-bit fc)", q, prune_s + time.perf_counter() - t,
         {"bits": bits})
     t = time.perf_counter()
-    q, bits = _share(pruned, sel, trained["augment"], base, True, seed)
-    row("+ widths measured per layer (0.1 pp each)", q, prune_s + time.perf_counter() - t, {"bits": bits})
+    q, bits = _share(pruned, sel, trained["augment"], base, "plain", seed)
+    row("+ widths measured per layer (drop within 0.1 pp each: the first rule)", q, prune_s + time.perf_counter() - t,
+        {"bits": bits})
+    t = time.perf_counter()
+    q, bits = _share(pruned, sel, trained["augment"], base, "bound", seed)
+    row(f"+ widths measured per layer (drop + {CompressConfig.bit_se:g} SE within {CompressConfig.bit_tolerance:g} pp: "
+        "compress's default)", q, prune_s + time.perf_counter() - t, {"bits": bits})
     with_bias = KMeansConfig(8, 5, include=[f"{n}.bias" for n, m in pruned.named_modules()
                                             if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None])
     t = time.perf_counter()
-    q, bits = _share(pruned, sel, trained["augment"], with_bias, True, seed)
+    q, bits = _share(pruned, sel, trained["augment"], with_bias, "bound", seed)
     row("+ biases shared at measured widths", q, prune_s + time.perf_counter() - t, {"bits": bits})
     t = time.perf_counter()
     shrunk = copy.deepcopy(pruned)
     dead = remove_dead_neurons(shrunk)
-    q, bits = _share(shrunk, sel, trained["augment"], with_bias, True, seed)
+    q, bits = _share(shrunk, sel, trained["augment"], with_bias, "bound", seed)
     row("+ dead units removed", q, prune_s + time.perf_counter() - t, {"bits": bits, "dead": dead})
     if name in VD_MODELS:
         t = time.perf_counter()
         vd = copy.deepcopy(dense)
         sparse_vd_prune_(vd, sel, VDConfig(epochs=PARTS_EPOCHS, seed=seed, augment=trained["augment"], progress=False,
                                            verbose=False))
-        q, bits = _share(vd, sel, trained["augment"], with_bias, True, seed)
+        q, bits = _share(vd, sel, trained["augment"], with_bias, "bound", seed)
         row(f"sparse variational dropout alone ({PARTS_EPOCHS} epochs, log alpha > 3), then the same sharing", q,
             time.perf_counter() - t, {"bits": bits})
     t = time.perf_counter()
@@ -251,8 +270,8 @@ def run_peer(name: str, seed: int, out_dir: Path) -> dict:
             "val_after": evaluate(model, ds.val)}
 
 
-RUNNERS = {"frontier": run_frontier, "defaults": run_defaults, "prune": run_prune, "parts": run_parts,
-           "peer": run_peer, "prune_old": lambda name, seed, out: run_prune(name, seed, out, previous=True)}
+RUNNERS = {"frontier": run_frontier, "defaults": run_defaults, "parts": run_parts, "peer": run_peer,
+           **{part: (lambda name, seed, out, part=part: run_prune(name, seed, out, part)) for part in PRUNE_FLAGS}}
 
 
 def _stats(xs: list[float]) -> str:
@@ -289,11 +308,12 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
                                  round(statistics.mean(r["dsz_bytes"] for r in rs)),
                                  round(statistics.mean(r["seconds"] for r in rs)),
                                  f">= {goal:g}x at <= {BUDGET_PP} pp", "yes" if met else "no"])
-        elif part in ("prune", "prune_old"):  # the dense validation accuracy is not in prune's output: test only
+        elif part in PRUNE_FLAGS:  # the dense validation accuracy is not in prune's output: test only
             pps = [_pp(r) for r in rs]
             what = re.sub(r" --out \S+", "", rs[0]["command"].split(" --seed")[0]).replace(
                 f"checkpoints/baselines/{model}.safetensors", "FILE")
-            main["rows"].append([model, what + (" (the previous defaults)" if part == "prune_old" else ""), seeds, "-",
+            label = {"prune_old": " (the defaults before issue #19)", "prune_10": " (the defaults of its first round)"}
+            main["rows"].append([model, what + label.get(part, ""), seeds, "-",
                                  _stats(pps), f"{min(pps):+.2f}", "-", "-", round(statistics.mean(r["seconds"] for r in rs)),
                                  "<= 0.3 pp", "yes" if min(pps) >= -0.3 else "no"])
     extra = []
@@ -309,8 +329,8 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
             rows.append([peer["method"], f"{PARTS_SPARSITY:.2%}", "fp16", peer["bytes"], round(peer["ratio"], 1),
                          f"{peer['val_after'] * 100:.2f}%", f"{peer['test_after'] * 100:.2f}%", f"{_pp(peer):+.2f}",
                          round(peer["seconds"])])
-        extra.append({"title": f"{model}: what each part buys (seed {r['seed']}; one pruned model for the first "
-                               f"four rows, global AGP {PARTS_SPARSITY:.0%} over {PARTS_EPOCHS} epochs)",
+        extra.append({"title": f"{model}: what each part buys (seed {r['seed']}; one pruned model for the rows up to "
+                               f"dead units, global AGP {PARTS_SPARSITY:.0%} over {PARTS_EPOCHS} epochs)",
                       "columns": ["method", "sparsity", "bits", "bytes", "x smaller", "val acc", "test acc", "test pp",
                                   "seconds"],
                       "rows": rows})
@@ -352,7 +372,7 @@ def main(argv=None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in args.models.split(","):
             for part in args.parts.split(","):
-                seeds = ([int(s) for s in args.seeds.split(",")] if part in ("frontier", "defaults", "prune", "prune_old")
+                seeds = ([int(s) for s in args.seeds.split(",")] if part in ("frontier", "defaults", *PRUNE_FLAGS)
                          else [0])
                 for seed in seeds:
                     print(f"== {name} {part} seed {seed}", flush=True)
