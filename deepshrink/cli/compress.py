@@ -54,8 +54,8 @@ def register(sub) -> None:
                help="pruning fine-tuning epochs, over which AGP raises the sparsity (default "
                     f"{LABELLED['prune_epochs']}; text: {TEXT['prune_epochs']})")
     p.add_argument("--bit-widths", choices=("auto", "fixed"), default=CompressConfig.bit_widths,
-                   help="auto: each layer's (and bias's) fewest k-means bits, 2-8, whose validation accuracy "
-                        "stays within --bit-tolerance when shared alone; fixed: --bits / --fc-bits (default "
+                   help="auto: each layer's (and bias's) fewest k-means bits, 2-8, whose validation drop plus "
+                        "--bit-se standard errors stays within --bit-tolerance when shared alone; fixed: --bits / --fc-bits (default "
                         f"{LABELLED['bit_widths']}, or fixed when --bits or --fc-bits is given; text: {TEXT['bit_widths']})")
     p.add_argument("--bit-tolerance", action=NON_NEGATIVE, default=CompressConfig.bit_tolerance, metavar="PP",
                    help="validation points one layer's sharing may cost under --bit-widths auto; halved up to "
