@@ -18,8 +18,9 @@ measures the joint result (``compress`` does, after centroid fine-tuning, agains
 
 Taking the fewest bits that pass a noisy check picks, among the widths, the ones whose error the
 validation images happened to hide: a winner's curse. On 5,000 images one image is 0.02 pp, and a
-2-bit layer that flips 100 predictions each way "costs nothing" there while it costs 0.35 pp on
-the test split (LeNet-300, benchmarks/compression_frontier.py). With per-sample scores
+2-bit layer that flips 50 predictions each way "costs nothing" there; on LeNet-300 the widths
+chosen so gained 0.14 pp on validation and lost 0.35 on the test split (benchmarks/
+compression_frontier.py, the parts table). With per-sample scores
 (``samples``) a width passes only when the drop plus ``z`` paired standard errors stays within the
 tolerance: ``max(mean(d), 0) + z * std(d) / sqrt(N) <= tolerance`` with ``d = reference - trial``
 per sample, so a width that moves many predictions must show a small drop with confidence, while
