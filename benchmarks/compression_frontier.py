@@ -11,6 +11,7 @@ processes can share the work; ``--tables-only`` merges them into the table):
 * ``prune``     ``deepshrink prune FILE --sparsity 0.92 --out p.safetensors`` likewise;
 * ``prune_old`` the same with ``--scope layer --no-distill --finetune-epochs 10``: prune's defaults before
                 this issue; ``prune_10`` with ``--finetune-epochs 10``: its defaults after the issue's first round;
+                ``prune_20`` with ``--finetune-epochs 20`` (the default is 30);
 * ``parts``     what each part buys, on one pruned model (global AGP at 95%, 20 epochs, seed 0):
                 Deep Compression's fixed widths (8-bit conv, 5-bit fc), then measured widths (the first
                 rule, drop within 0.1 pp, beside compress's default, drop + 1 standard error), then
@@ -153,7 +154,7 @@ def run_defaults(name: str, seed: int, out_dir: Path) -> dict:
 # prune's earlier defaults, as the flags that give them now: before issue #19 (per-layer scope, no distillation,
 # 10 epochs), and after its first round (global scope, self-distillation, 10 epochs)
 PRUNE_FLAGS = {"prune": [], "prune_old": ["--scope", "layer", "--no-distill", "--finetune-epochs", "10"],
-               "prune_10": ["--finetune-epochs", "10"]}
+               "prune_10": ["--finetune-epochs", "10"], "prune_20": ["--finetune-epochs", "20"]}
 
 
 def run_prune(name: str, seed: int, out_dir: Path, part: str = "prune") -> dict:
@@ -313,7 +314,8 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
             pps = [_pp(r) for r in rs]
             what = re.sub(r" --out \S+", "", rs[0]["command"].split(" --seed")[0]).replace(
                 f"checkpoints/baselines/{model}.safetensors", "FILE")
-            label = {"prune_old": " (the defaults before issue #19)", "prune_10": " (the defaults of its first round)"}
+            label = {"prune_old": " (the defaults before issue #19)", "prune_10": " (the defaults of its first round)",
+                     "prune_20": ""}
             main["rows"].append([model, what + label.get(part, ""), seeds, "-",
                                  _stats(pps), f"{min(pps):+.2f}", "-", "-", round(statistics.mean(r["seconds"] for r in rs)),
                                  "<= 0.3 pp", "yes" if min(pps) >= -0.3 else "no"])

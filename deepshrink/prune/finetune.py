@@ -58,7 +58,7 @@ class PruneConfig:
     scope: str | None = None            # None: global for one target of a magnitude-family rule on labelled
                                         # data, else layer (see resolve_rule)
     schedule: str | None = None         # None: agp, or oneshot for the reconstruct rule
-    epochs: int = 20                    # fine-tuning budget
+    epochs: int = 30                    # fine-tuning budget
     rounds: int = 3                     # iterative schedule
     agp_fraction: float = 0.7
     lr: float = 0.01
