@@ -350,8 +350,8 @@ def tables(runs: list[dict]) -> tuple[dict, list[dict], list[str]]:
                  "images held out of every fine-tuning); the test split measured once per file.")
     notes.append("frontier/defaults/prune rows: mean over the seeds listed, range in brackets; worst = the lowest seed.")
     notes.append(f"Sparse variational dropout ran on {', '.join(VD_MODELS)} only (see VD_MODELS in the script).")
-    notes.append("seconds: wall time on 1 torch thread (the commands with OMP_NUM_THREADS=1), two benchmark processes "
-                 "sharing the 2 cores.")
+    notes.append("seconds: wall time on 1 torch thread (the commands with OMP_NUM_THREADS=1), with two to four "
+                 "benchmark processes sharing the 2 cores: upper bounds for a machine doing nothing else.")
     return main, extra, notes
 
 
@@ -390,7 +390,7 @@ def main(argv=None) -> int:
     commands = sorted({r["run_by"] for r in runs})
     write_result(NAME, {"title": "The compression frontier on both LeNets (issue #19): 100x, the defaults, and what "
                                  "each part buys", "command": " ; ".join(commands), "table": table, "tables": extra,
-                        "notes": notes + [f"torch threads: {args.threads}"], "runs": runs},
+                        "notes": notes + ([] if args.tables_only else [f"torch threads: {args.threads}"]), "runs": runs},
                  rebuilt=args.tables_only)
     return 0
 
