@@ -94,7 +94,9 @@ def register(sub) -> None:
     p.add_argument("--centroid-epochs", type=int, default=CompressConfig.centroid_epochs,
                    help="centroid fine-tuning epochs (default %(default)s)")
     p.add_argument("--attempts", type=int, default=CompressConfig.attempts,
-                   help="tries, each 2 points of sparsity lower, while over the accuracy budget (default %(default)s)")
+                   help="tries, each --backoff lower in sparsity, while over the accuracy budget (default %(default)s)")
+    p.add_argument("--backoff", action=NON_NEGATIVE, default=CompressConfig.backoff, metavar="S",
+                   help="how much lower each retry's sparsity is, as a fraction (default %(default)s: two points)")
     p.add_argument("--distill", action="store_true", help="the dense model as teacher while fine-tuning")
     p.add_argument("--teacher", metavar="FILE",
                    help="another model as teacher while fine-tuning (e.g. a larger baseline; default: none)")
@@ -145,7 +147,7 @@ def cmd_compress(args) -> int:
                          remove_dead=False if args.keep_dead else None, embedding_bits=args.embedding_bits, rule=args.rule,
                          centroid_epochs=args.centroid_epochs, distill=args.distill,
                          kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha, prune_lr=args.lr,
-                         attempts=args.attempts, seed=args.seed, progress=not args.no_progress,
+                         attempts=args.attempts, backoff=args.backoff, seed=args.seed, progress=not args.no_progress,
                          **_layer_options(args), **target_globs(args))
     opts = model_file_options(args)
     with json_output(args.json):

@@ -27,7 +27,7 @@ PARSED_AS = {  # command argv -> [(option dest, the dataclass default it must eq
             ("max_drop", "max_drop"), ("sparsity", "sparsity"), ("allocation", "allocation"),
             ("finetune_epochs", "prune_epochs"), ("fc_bits", "fc_bits"), ("bit_widths", "bit_widths"),
             ("bit_tolerance", "bit_tolerance"), ("bit_se", "bit_se"), ("method", "method"),
-            ("centroid_epochs", "centroid_epochs"), ("attempts", "attempts"), ("kd_temperature", "kd_temperature"),
+            ("centroid_epochs", "centroid_epochs"), ("attempts", "attempts"), ("backoff", "backoff"), ("kd_temperature", "kd_temperature"),
             ("kd_alpha", "kd_alpha"), ("val_size", "val_size"), ("augment", "augment"), ("seed", "seed")]],
     ("distill", "--teacher", "t", "--student", "s", "--out", "o"): [
         ("loss", DistillConfig.loss), ("kd_temperature", DistillConfig.temperature), ("kd_alpha", DistillConfig.alpha),
@@ -79,3 +79,22 @@ def test_compress_bits_choose_the_fixed_widths_only_when_given(monkeypatch, tmp_
         with pytest.raises(SystemExit):
             cmd_compress(args)
         assert (seen["cfg"].bit_widths, seen["cfg"].conv_bits) == (widths, conv), argv
+
+
+def test_compress_passes_the_retry_and_width_rule_flags(monkeypatch, tmp_path):
+    """--backoff, --bit-se and --bit-tolerance reach the config the pipeline runs with."""
+    from deepshrink.cli.compress import cmd_compress
+    import deepshrink.cli.compress as cli_compress
+    seen = {}
+
+    def fake(src, out, cfg, *a, **k):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_compress, "compress_file", fake)
+    args = build_parser().parse_args(["compress", "m", "--out", str(tmp_path / "o.dsz"), "--backoff", "0.005",
+                                      "--bit-se", "0", "--bit-tolerance", "0.1", "--attempts", "3"])
+    with pytest.raises(SystemExit):
+        cmd_compress(args)
+    cfg = seen["cfg"]
+    assert (cfg.backoff, cfg.bit_se, cfg.bit_tolerance, cfg.attempts) == (0.005, 0.0, 0.1, 3)
