@@ -66,7 +66,7 @@ from deepshrink.train import TrainConfig, evaluate, fit
 
 NAME = "compression_frontier"
 RUNS = RESULTS / "frontier_runs"
-PARTS = ("frontier", "defaults", "prune", "prune_old", "prune_10", "parts", "peer")
+PARTS = ("frontier", "defaults", "prune", "prune_old", "prune_10", "prune_20", "parts", "peer")
 TARGET_X, BUDGET_PP = 100.0, 0.5
 
 # The pushed pipeline per model, chosen on the validation split (seed 0): LeNet-300 at 97% lost 0.68 pp
